@@ -1,0 +1,46 @@
+"""The one exception tree of chaos-upstream.
+
+Configuration errors (the user's input is wrong: exit 2, nothing started) are kept apart from peer
+errors (the other end of a connection misbehaved: normal, journaled, never fatal).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class ChaosUpstreamError(Exception):
+    """Base of every error chaos-upstream raises on purpose."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with one input file, at a line, in a field."""
+
+    file: str
+    line: int
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.field or '(file)'}: {self.message}"
+
+
+class ConfigError(ChaosUpstreamError):
+    """The user's configuration or scenario files are wrong; carries every problem found."""
+
+    def __init__(self, problems: list[Problem] | str) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class UnknownScenario(ChaosUpstreamError):
+    """A request or a command named a scenario that is not loaded."""
+
+
+class PeerGone(ChaosUpstreamError):
+    """The peer closed or reset the connection; `how` says which ("closed" or "reset")."""
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+        super().__init__(f"peer {how} the connection")

@@ -1,0 +1,1 @@
+"""Scenario models and their loading: what a user writes, validated."""

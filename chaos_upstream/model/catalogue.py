@@ -1,0 +1,109 @@
+"""The catalogue: the built-in scenarios plus the user's, by name.
+
+Invariant: a Catalogue that constructs is consistent: names are unique within each source (a user
+file may replace a built-in of the same name), and every rule that borrows another scenario's steps
+names a scenario that exists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from chaos_upstream.errors import ConfigError, Problem, UnknownScenario
+from chaos_upstream.model.loading import load_file, scenario_files
+from chaos_upstream.model.scenario import Scenario
+
+
+def builtin_dir() -> Path:
+    """Where the built-in scenario files are: inside the installed wheel, or `scenarios/` of a checkout."""
+    packaged = Path(str(resources.files("chaos_upstream"))) / "scenarios"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "scenarios"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A loaded scenario and the file it came from."""
+
+    scenario: Scenario
+    source: Path
+    builtin: bool
+
+
+class Catalogue:
+    """Scenarios by name, in the order they were loaded (built-ins first)."""
+
+    def __init__(self, entries: Iterable[Entry]) -> None:
+        self._entries: dict[str, Entry] = {}
+        for entry in entries:
+            self._entries[entry.scenario.name] = entry
+        self._check_references()
+
+    @classmethod
+    def load(cls, extra: Iterable[Path] = (), *, builtins: bool = True) -> Catalogue:
+        """The built-ins, then every scenario file found at `extra` paths; all problems at once."""
+        problems: list[Problem] = []
+        entries = _load_all(scenario_files(builtin_dir()), True, problems) if builtins else []
+        user_files: list[Path] = []
+        for path in extra:
+            try:
+                user_files.extend(scenario_files(Path(path)))
+            except ConfigError as exc:
+                problems.extend(exc.problems)
+        entries += _load_all(user_files, False, problems)
+        if problems:
+            raise ConfigError(problems)
+        return cls(entries)
+
+    def get(self, name: str) -> Scenario:
+        try:
+            return self._entries[name].scenario
+        except KeyError:
+            raise UnknownScenario(f"no scenario named {name!r}") from None
+
+    def entry(self, name: str) -> Entry:
+        self.get(name)
+        return self._entries[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[Scenario]:
+        return (entry.scenario for entry in self._entries.values())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def names(self) -> list[str]:
+        return list(self._entries)
+
+    def _check_references(self) -> None:
+        problems = [
+            Problem(str(entry.source), 1, f"rules.{index}.scenario", f"no scenario named {rule.scenario!r}")
+            for entry in self._entries.values()
+            for index, rule in enumerate(entry.scenario.rules)
+            if rule.scenario is not None and rule.scenario not in self._entries
+        ]
+        if problems:
+            raise ConfigError(problems)
+
+
+def _load_all(files: Iterable[Path], builtin: bool, problems: list[Problem]) -> list[Entry]:
+    """Load every file, collecting problems; a name given twice in one source is a problem."""
+    entries: list[Entry] = []
+    seen: dict[str, Path] = {}
+    for path in files:
+        try:
+            scenario = load_file(path)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            continue
+        if scenario.name in seen:
+            message = f"scenario {scenario.name!r} is already defined in {seen[scenario.name]}"
+            problems.append(Problem(str(path), 1, "name", message))
+            continue
+        seen[scenario.name] = path
+        entries.append(Entry(scenario, path, builtin))
+    return entries

@@ -1,0 +1,128 @@
+"""A scenario: what an upstream does on the wire, and what a client behind a correct proxy should see.
+
+A scenario's behaviour is an ordered list of rules, each matching on the request (method, path,
+headers, its ordinal), and a default list of steps for requests no rule matches. Invariant: a
+scenario that validates can always be planned; every list of steps ends with at most one terminal
+step, and only in last place.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import Field, model_validator
+
+from chaos_upstream.model.base import Model
+from chaos_upstream.model.durations import FixedDuration
+from chaos_upstream.model.steps import TERMINAL_STEPS, Step
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
+
+Phase = Literal["connection", "head", "body", "timing", "deploy"]
+"""Where the fault strikes: before any response byte, in the status line or headers, in the body,
+in the timing of an otherwise valid response, or across restarts of the upstream."""
+
+Kind = Literal["aborted", "masked-truncation", "malformed", "closed", "reset", "timeout"]
+"""What a client can see other than a complete response (the verifier's classification)."""
+
+Outcome = Union[Annotated[int, Field(ge=100, le=599)], Kind]
+"""A complete response with this status code, or one of the other kinds."""
+
+
+class Ordinal(Model):
+    """A range of request ordinals, counting from 1; either bound may be omitted."""
+
+    first: int = Field(1, ge=1)
+    """The first ordinal in the range."""
+    last: int | None = Field(None, ge=1)
+    """The last ordinal in the range; unbounded when omitted."""
+
+    def contains(self, ordinal: int) -> bool:
+        return self.first <= ordinal and (self.last is None or ordinal <= self.last)
+
+
+class Match(Model):
+    """Conditions on a request; all given must hold. An empty match matches every request."""
+
+    method: list[str] | None = None
+    """Request methods, case-sensitive as HTTP methods are (e.g. `[GET, HEAD]`)."""
+    path: str | None = None
+    """A shell-style glob on the path without the query (e.g. `/api/*`)."""
+    headers: dict[str, str] = {}
+    """Header name (any case) to a glob on its value."""
+    request: Ordinal | None = None
+    """The request's ordinal among all requests this scenario has handled."""
+    on_connection: Ordinal | None = None
+    """The request's ordinal on its connection (1 for the first request of a connection)."""
+
+
+class Rule(Model):
+    """Steps for the requests that match; the first matching rule of a scenario applies."""
+
+    when: Match = Match()
+    """The condition."""
+    steps: list[Step] | None = None
+    """What to put on the wire."""
+    scenario: str | None = Field(None, pattern=NAME_PATTERN)
+    """Instead of steps: use the default steps of the scenario with this name."""
+
+    @model_validator(mode="after")
+    def _steps_or_scenario(self) -> Rule:
+        if (self.steps is None) == (self.scenario is None):
+            raise ValueError("give exactly one of steps or scenario")
+        if self.steps is not None:
+            check_terminal_last(self.steps)
+        return self
+
+
+class Expectation(Model):
+    """What a client behind a correct proxy should see (any of `outcomes`)."""
+
+    outcomes: list[Outcome] = Field(min_length=1)
+    """Acceptable outcomes under the RFC profile, e.g. `[502]` or `[aborted, 502]`."""
+    min_elapsed: FixedDuration | None = None
+    """The outcome must not come sooner than this (a 504 long before the timeout is suspect)."""
+    max_elapsed: FixedDuration | None = None
+    """The outcome must come within this."""
+    profiles: dict[str, list[Outcome]] = {}
+    """Outcomes that replace `outcomes` under a named profile, e.g. `varnish: [503]`."""
+
+    def for_profile(self, profile: str) -> list[Outcome]:
+        return self.profiles.get(profile, self.outcomes)
+
+
+class Scenario(Model):
+    """One upstream behaviour, its phase and its expected outcome."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    """Lower-case letters, digits and dashes; what `X-Chaos-Scenario` names."""
+    description: str = Field(min_length=1, max_length=200)
+    """One line: what goes on the wire."""
+    phase: Phase
+    """Where the fault strikes."""
+    expect: Expectation
+    """What a client behind a correct proxy should see."""
+    trigger: Literal["request", "accept"] = "request"
+    """`request`: the steps answer a request; `accept`: they run as soon as a connection is accepted,
+    before any byte is read (connection-level faults, each on its own port)."""
+    request_body: Literal["discard", "record"] = "discard"
+    """The request body is always read before the steps run; `record` keeps up to 64 KiB of it in
+    the journal."""
+    rules: list[Rule] = []
+    """Per-request behaviour; the first rule whose `when` matches applies."""
+    steps: list[Step] = Field(min_length=1)
+    """The behaviour when no rule matches."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Scenario:
+        check_terminal_last(self.steps)
+        if self.trigger == "accept" and self.rules:
+            raise ValueError("a scenario triggered on accept has no request to match rules against")
+        return self
+
+
+def check_terminal_last(steps: list[Step]) -> None:
+    """Raise unless every terminal step (close, reset, hang, ...) stands last."""
+    for index, step in enumerate(steps[:-1]):
+        if isinstance(step, TERMINAL_STEPS):
+            raise ValueError(f"step {index} ({step.kind}) ends the connection, so it must be the last step")

@@ -1,0 +1,1 @@
+"""Planning: scenario + request -> a plan of wire actions. Pure: no sockets, no clock, seeded randomness."""

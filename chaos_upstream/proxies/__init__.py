@@ -1,0 +1,56 @@
+"""Real reverse proxies (nginx, HAProxy) started in front of chaos-upstream, one uniform API.
+
+    launcher = get_launcher("nginx")
+    with launcher.launch(upstreams=[("127.0.0.1", 8081)], proxy_timeout=0.5, workdir=path) as proxy:
+        ...  # talk to proxy.url
+
+`LAUNCHERS` maps each proxy's name to its launcher; the launchers are immutable and stateless, so
+one instance per product serves every caller.
+"""
+
+from __future__ import annotations
+
+import os
+
+from chaos_upstream.proxies.haproxy import HaproxyLauncher
+from chaos_upstream.proxies.launcher import (
+    Launcher,
+    ProxyError,
+    ProxyFailed,
+    ProxyNotInstalled,
+    RunningProxy,
+    UnknownProxy,
+)
+from chaos_upstream.proxies.nginx import NginxLauncher
+
+__all__ = [
+    "LAUNCHERS", "REQUIRE_PROXIES_ENV", "Launcher", "ProxyError", "ProxyFailed",
+    "ProxyNotInstalled", "RunningProxy", "UnknownProxy", "get_launcher", "require",
+]
+
+LAUNCHERS: dict[str, Launcher] = {launcher.name: launcher
+                                  for launcher in (NginxLauncher(), HaproxyLauncher())}
+
+REQUIRE_PROXIES_ENV = "CHAOS_UPSTREAM_REQUIRE_PROXIES"
+"""Set to "1" (as CI does) to make a missing proxy fail the tests instead of skipping them."""
+
+
+def get_launcher(name: str) -> Launcher:
+    """The launcher called `name`; `UnknownProxy` (a KeyError) lists the known ones."""
+    try:
+        return LAUNCHERS[name]
+    except KeyError:
+        raise UnknownProxy(f"unknown proxy {name!r}; known: {', '.join(LAUNCHERS)}") from None
+
+
+def require(name: str) -> Launcher:
+    """For tests: the launcher if its proxy is installed, else skip (or fail, under REQUIRE_PROXIES_ENV)."""
+    launcher = get_launcher(name)
+    try:
+        launcher.binary_path()
+    except ProxyNotInstalled as missing:
+        import pytest  # only tests call this; the package must not depend on pytest
+
+        give_up = pytest.fail if os.environ.get(REQUIRE_PROXIES_ENV) == "1" else pytest.skip
+        give_up(f"{missing} (set {REQUIRE_PROXIES_ENV}=1 to fail instead of skipping)")
+    return launcher

@@ -1,0 +1,294 @@
+"""Shared machinery to run a real reverse proxy in front of chaos-upstream, as a child process.
+
+A `Launcher` knows one proxy product: its binary, how to read its version, how to render its
+configuration and which command lines validate and run it.  Everything else lives here, once.
+
+Invariants:
+- Everything listens on 127.0.0.1 only; the proxy's port is picked by the kernel (bind to port 0).
+- Every file the proxy writes (configuration, logs, pid and temp files) lives in `workdir`; the
+  child's working directory is `workdir` too, so a relative path cannot escape it either.
+- The proxy's access log goes to its stdout and its error log to its stderr; the launcher sends
+  them to `workdir/access.log` and `workdir/error.log`.  Both files are appended to, never truncated.
+- The proxy runs in the foreground, in a session of its own, so it can be stopped as a whole.
+- A configuration is validated by the proxy itself before the proxy is started with it.
+- A `RunningProxy` handed out is listening; leaving `Launcher.launch` stops and reaps it.
+- Probing a port that was free and then seeing a connection succeed does not prove that our proxy
+  owns it: if another process grabs the port in between, the startup check can be fooled (the
+  window is the few milliseconds between `free_port` and the proxy's bind).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from chaos_upstream.errors import ChaosUpstreamError
+
+LOOPBACK = "127.0.0.1"
+"""The only address anything here listens on: a test harness must not be reachable from outside."""
+
+SEARCH_DIRS = ("/usr/sbin", "/usr/local/sbin")
+"""Searched after PATH: distributions install daemons there, and a non-root PATH often lacks them."""
+
+CLIENT_TIMEOUT_S = 30
+"""Client-side timeouts, far above any proxy_timeout under test: only the upstream side may expire."""
+
+STARTUP_TIMEOUT_S = 5.0
+"""How long a started proxy has to accept a connection: both take ~50 ms; the rest absorbs a loaded
+CI machine and nginx's own bind retries (5 tries, 0.5 s apart) when its port was taken."""
+
+READY_POLL_S = 0.02
+"""Pause between two readiness probes: short, because startup is the bulk of a fast test's time."""
+
+PROBE_TIMEOUT_S = 0.5
+"""One readiness probe's connect timeout; a loopback connect answers at once or is refused."""
+
+STOP_GRACE_S = 3.0
+"""How long SIGTERM may take before SIGKILL: both proxies stop in milliseconds when healthy."""
+
+BIND_ATTEMPTS = 3
+"""Ports tried before giving up: losing the race for a just-freed port twice in a row is unheard of."""
+
+ADDRESS_IN_USE = os.strerror(errno.EADDRINUSE)
+"""strerror(EADDRINUSE), which nginx and HAProxy both quote when their bind fails."""
+
+ACCESS_LOG = "access.log"
+ERROR_LOG = "error.log"
+
+VERSION_NUMBER = r"(\d+(?:\.\d+)+)"
+"""A dotted release number; distribution suffixes such as "-1+deb12u4" are left out."""
+
+
+class ProxyError(ChaosUpstreamError):
+    """A real reverse proxy could not be used."""
+
+
+class ProxyNotInstalled(ProxyError):
+    """The proxy's binary is not installed; the message says where it was looked for."""
+
+
+class ProxyFailed(ProxyError):
+    """The proxy rejected its configuration, or did not start; the message carries its output."""
+
+
+class UnknownProxy(ChaosUpstreamError, KeyError):
+    """No launcher is known by that name."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class _PortTaken(ProxyFailed):
+    """The proxy exited because another process bound its port first; another port may do."""
+
+
+def free_port() -> int:
+    """A loopback port nobody listened on a moment ago."""
+    with socket.socket() as probe:
+        probe.bind((LOOPBACK, 0))
+        return probe.getsockname()[1]
+
+
+def host_port(host: str, port: int) -> str:
+    """`host:port` as both proxies write an address, with IPv6 literals in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def timeout_ms(seconds: float) -> int:
+    """Seconds as whole milliseconds, at least 1: both proxies read `500ms` but no fractions."""
+    if seconds <= 0:
+        raise ValueError(f"proxy_timeout must be positive, not {seconds!r}")
+    return max(1, round(seconds * 1000))
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    """What a configuration is rendered from; built and checked by `Launcher.config`."""
+
+    listen_port: int
+    upstreams: tuple[tuple[str, int], ...]
+    proxy_timeout_ms: int
+    workdir: Path
+    client_timeout_s: int = CLIENT_TIMEOUT_S
+
+    @property
+    def listen(self) -> str:
+        return host_port(LOOPBACK, self.listen_port)
+
+    @property
+    def servers(self) -> list[str]:
+        return [host_port(host, port) for host, port in self.upstreams]
+
+
+@dataclass
+class RunningProxy:
+    """A started proxy process; `stop` ends it (and every process it forked) and reaps it."""
+
+    name: str
+    version: str
+    port: int
+    config_text: str
+    log_path: Path
+    process: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"http://{host_port(LOOPBACK, self.port)}"
+
+    def error_log(self) -> str:
+        """The proxy's error log so far, for failure reports."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL to the whole session if it lingers; idempotent."""
+        if self.process.poll() is None:
+            self.process.terminate()
+        try:
+            self.process.wait(STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)  # not reaped yet: the group id is still ours
+            self.process.wait()
+
+    def wait_listening(self) -> None:
+        """Return once the port accepts a connection; raise with the error log if it never does."""
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                self._exited()
+            if _accepts(self.port):
+                return
+            time.sleep(READY_POLL_S)
+        raise ProxyFailed(f"{self.name} did not listen on {self.url} within {STARTUP_TIMEOUT_S} s; "
+                          f"error log:\n{self.error_log()}")
+
+    def _exited(self) -> None:
+        log = self.error_log()
+        error = _PortTaken if ADDRESS_IN_USE in log else ProxyFailed
+        raise error(f"{self.name} exited with status {self.process.returncode} while starting "
+                    f"on {self.url}; error log:\n{log}")
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection((LOOPBACK, port), timeout=PROBE_TIMEOUT_S).close()
+    except OSError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class Launcher(ABC):
+    """One reverse-proxy product; subclasses fill in the fields and the three product hooks."""
+
+    name: str
+    binary: str
+    version_prefix: str
+    """What precedes the release number in the output of `binary -v`."""
+    config_name: str
+    """File name of the configuration inside workdir."""
+
+    @abstractmethod
+    def render(self, settings: ProxySettings) -> str:
+        """The configuration text for these settings."""
+
+    @abstractmethod
+    def check_args(self, conf: Path, workdir: Path) -> list[str]:
+        """Arguments that make the binary validate `conf` and exit non-zero if it is invalid."""
+
+    @abstractmethod
+    def run_args(self, conf: Path, workdir: Path) -> list[str]:
+        """Arguments that run the binary in the foreground with `conf`."""
+
+    def binary_path(self) -> str:
+        """The binary's absolute path; raises `ProxyNotInstalled` saying where it looked."""
+        search = os.pathsep.join([os.environ.get("PATH", os.defpath), *SEARCH_DIRS])
+        found = shutil.which(self.binary, path=search)
+        if found is None:
+            raise ProxyNotInstalled(f"{self.name}: no `{self.binary}` executable in PATH "
+                                    f"or in {', '.join(SEARCH_DIRS)}")
+        return found
+
+    def installed(self) -> bool:
+        try:
+            self.binary_path()
+        except ProxyNotInstalled:
+            return False
+        return True
+
+    def version(self) -> str:
+        """The release number, e.g. "1.22.1", as `binary -v` reports it."""
+        ran = subprocess.run([self.binary_path(), "-v"], capture_output=True, text=True,
+                             stdin=subprocess.DEVNULL, check=False)
+        found = re.search(re.escape(self.version_prefix) + VERSION_NUMBER, ran.stdout + ran.stderr)
+        if found is None:
+            raise ProxyFailed(f"{self.name}: no version in `{self.binary} -v` output: "
+                              f"{ran.stdout + ran.stderr!r}")
+        return found.group(1)
+
+    def config(self, listen_port: int, upstreams: Sequence[tuple[str, int]],
+               proxy_timeout: float, workdir: Path) -> str:
+        """The configuration text: listen on 127.0.0.1:listen_port, round robin over upstreams."""
+        if not upstreams:
+            raise ValueError("at least one upstream is needed")
+        return self.render(ProxySettings(listen_port, tuple(upstreams), timeout_ms(proxy_timeout),
+                                         Path(workdir).resolve()))
+
+    @contextlib.contextmanager
+    def launch(self, upstreams: Sequence[tuple[str, int]], proxy_timeout: float,
+               workdir: Path) -> Iterator[RunningProxy]:
+        """A listening proxy in front of `upstreams`, stopped and reaped on leaving the block."""
+        proxy = self.start(upstreams, proxy_timeout, workdir)
+        try:
+            yield proxy
+        finally:
+            proxy.stop()
+
+    def start(self, upstreams: Sequence[tuple[str, int]], proxy_timeout: float,
+              workdir: Path) -> RunningProxy:
+        """A listening proxy; the caller must `stop` it.  Retries on a port lost to a race."""
+        workdir = Path(workdir).resolve()
+        workdir.mkdir(parents=True, exist_ok=True)
+        binary, version = self.binary_path(), self.version()
+        for _ in range(BIND_ATTEMPTS - 1):
+            with contextlib.suppress(_PortTaken):
+                return self._start_on(free_port(), binary, version, upstreams, proxy_timeout, workdir)
+        return self._start_on(free_port(), binary, version, upstreams, proxy_timeout, workdir)
+
+    def _start_on(self, port: int, binary: str, version: str,
+                  upstreams: Sequence[tuple[str, int]], proxy_timeout: float,
+                  workdir: Path) -> RunningProxy:
+        text = self.config(port, upstreams, proxy_timeout, workdir)
+        conf = workdir / self.config_name
+        conf.write_text(text)
+        self._validate(binary, conf, workdir)
+        process = self._spawn(binary, conf, workdir)
+        proxy = RunningProxy(self.name, version, port, text, workdir / ERROR_LOG, process)
+        try:
+            proxy.wait_listening()
+        except BaseException:
+            proxy.stop()
+            raise
+        return proxy
+
+    def _validate(self, binary: str, conf: Path, workdir: Path) -> None:
+        ran = subprocess.run([binary, *self.check_args(conf, workdir)], capture_output=True,
+                             text=True, cwd=workdir, stdin=subprocess.DEVNULL, check=False)
+        if ran.returncode != 0:
+            raise ProxyFailed(f"{self.name} rejected its configuration {conf} "
+                              f"(status {ran.returncode}):\n{ran.stdout}{ran.stderr}")
+
+    def _spawn(self, binary: str, conf: Path, workdir: Path) -> subprocess.Popen[bytes]:
+        with open(workdir / ACCESS_LOG, "ab") as out, open(workdir / ERROR_LOG, "ab") as err:
+            return subprocess.Popen([binary, *self.run_args(conf, workdir)], stdin=subprocess.DEVNULL,
+                                    stdout=out, stderr=err, cwd=workdir, start_new_session=True)

@@ -1,0 +1,48 @@
+"""The journal: one record per connection and per request, in memory and as JSON lines.
+
+Invariant: a record is written once, when what it describes has ended (a request when its plan has
+run or been cut short, a connection when it is closed), and a record written to a file is flushed
+before `write` returns, so a SIGTERM loses nothing already written.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from pathlib import Path
+from typing import Any, TextIO
+
+KEEP = 100_000
+"""Records kept in memory: hours of a busy sidecar's probes at a few hundred bytes each (~50 MB)."""
+
+Record = dict[str, Any]
+
+
+class Journal:
+    """Append-only records; the newest KEEP in memory, all of them in the file when one is given."""
+
+    def __init__(self, path: Path | str | None = None, *, keep: int = KEEP) -> None:
+        self._records: deque[Record] = deque(maxlen=keep)
+        self._file: TextIO | None = open(path, "a", encoding="utf-8") if path is not None else None  # noqa: SIM115
+        self.total = 0
+        """Records written since the journal was opened, including those no longer in memory."""
+
+    def write(self, record: Record) -> None:
+        self._records.append(record)
+        self.total += 1
+        if self._file is not None:
+            self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+            self._file.flush()
+
+    def records(self, *, probe: str | None = None, type: str | None = None) -> list[Record]:
+        """Records in the order written, optionally only one probe's or one type's."""
+        return [
+            record
+            for record in self._records
+            if (probe is None or record.get("probe") == probe) and (type is None or record.get("type") == type)
+        ]
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None

@@ -1,0 +1,299 @@
+"""The upstream server: accepts connections, parses requests with h11, runs plans, journals it all.
+
+The only module that touches sockets. Its per-connection loop: read a request (h11, with a timeout
+on every read), choose a scenario, plan, execute, journal; again while the plan kept the connection
+alive. Invariants: every accepted socket is closed whatever happens; a peer's misbehaviour ends its
+connection and nothing else; after raw bytes went out, h11 never sees the connection's output.
+"""
+
+from __future__ import annotations
+
+import errno
+import random
+import socket
+import struct
+from collections import Counter
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import h11
+import trio
+
+from chaos_upstream.errors import PeerGone, UnknownScenario
+from chaos_upstream.model.catalogue import Catalogue
+from chaos_upstream.model.durations import Timing
+from chaos_upstream.plan import planner
+from chaos_upstream.plan.request import RequestInfo
+from chaos_upstream.plan.selection import PROBE_HEADER, SCENARIO_HEADER, Mix, choose
+from chaos_upstream.server.journal import Journal
+from chaos_upstream.server.wire import Execution, Wire, execute
+
+IDLE_TIMEOUT = 120.0
+"""Seconds a connection may sit idle or mid-head: longer than nginx's (60 s) and HAProxy's usual
+upstream keep-alive, so it is the proxy, never us, that closes an idle connection unless a scenario
+says otherwise."""
+
+MAX_HEAD = 64 * 1024
+"""Request heads larger than this get a 431: the size of h11's default, and 8x nginx's default."""
+
+RECORD_BODY = 64 * 1024
+"""Bytes of a request body kept in the journal when a scenario records bodies."""
+
+GRACE = 5.0
+"""Seconds in-flight connections get to finish after a stop (SIGTERM) before they are cut."""
+
+BACKLOG = 1024
+"""Listen backlog: room for a burst of a thousand proxy connections (Linux caps it at somaxconn)."""
+
+ACCEPT_RETRY = 0.1
+"""Pause after accept fails for lack of file descriptors or memory, as trio's serve_listeners does."""
+
+
+@dataclass
+class Settings:
+    """How an Upstream serves."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    timing: Timing = field(default_factory=Timing)
+    default: str = "healthy"
+    mix: Mix | None = None
+    seed: int | None = None
+    idle_timeout: float = IDLE_TIMEOUT
+    grace: float = GRACE
+    reuse_port: bool = False
+
+
+@dataclass(frozen=True)
+class Request:
+    """A request read off the wire: its head, its body size, and what remains unread after it."""
+
+    event: h11.Request
+    body_bytes: int
+    body: bytes
+    leftover: bytes
+
+
+class Upstream:
+    """A running chaos upstream. Start it with `await nursery.start(upstream.run)`."""
+
+    def __init__(self, catalogue: Catalogue, settings: Settings | None = None, journal: Journal | None = None):
+        self.catalogue = catalogue
+        self.settings = settings or Settings()
+        self.journal = journal or Journal()
+        self.active: str | None = None
+        """The scenario for requests that name none, when set (the admin API's switch)."""
+        self.requests: Counter[str] = Counter()
+        """Requests handled per scenario: the ordinals that rules match on."""
+        self.addresses: list[tuple[str, int]] = []
+        self._rng = random.Random(self.settings.seed)
+        self._connections = 0
+        self._origin = 0.0
+        self._accepting = trio.CancelScope()
+
+    def now(self) -> float:
+        """Seconds since the upstream started: the journal's clock."""
+        return trio.current_time() - self._origin
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen, report the bound addresses through task_status, serve until stop()."""
+        self._origin = trio.current_time()
+        listeners = await open_listeners(self.settings.host, self.settings.port, reuse_port=self.settings.reuse_port)
+        self.addresses = [listener.socket.getsockname()[:2] for listener in listeners]
+        async with trio.open_nursery() as handlers:
+            try:
+                with self._accepting:
+                    async with trio.open_nursery() as acceptors:
+                        for listener in listeners:
+                            acceptors.start_soon(self._accept_loop, listener, handlers)
+                        task_status.started(self.addresses)
+            finally:
+                for listener in listeners:
+                    listener.socket.close()
+            handlers.cancel_scope.deadline = trio.current_time() + self.settings.grace
+
+    def stop(self) -> None:
+        """Stop accepting; in-flight connections get the grace period, then are cut."""
+        self._accepting.cancel()
+
+    async def _accept_loop(self, listener: trio.SocketListener, handlers: trio.Nursery) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS):
+                    raise
+                await trio.sleep(ACCEPT_RETRY)
+                continue
+            handlers.start_soon(self._connection, stream)
+
+    async def _connection(self, stream: trio.SocketStream) -> None:
+        self._connections += 1
+        conn = self._connections
+        record: dict[str, Any] = {"type": "connection", "conn": conn, "t": round(self.now(), 6)}
+        wire = Wire(stream, lambda: _reset(stream))
+        try:
+            record["peer"] = "%s:%d" % stream.socket.getpeername()[:2]
+            record.update(await self._converse(wire, conn))
+        except OSError:
+            record["ended"] = "peer-reset"
+        finally:
+            record.update(t_end=round(self.now(), 6), bytes_in=wire.bytes_in, bytes_out=wire.bytes_out)
+            record.setdefault("ended", "cancelled")
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+            self.journal.write(record)
+
+    async def _converse(self, wire: Wire, conn: int) -> dict[str, Any]:
+        """Serve requests on one connection until a plan or the peer ends it."""
+        leftover, timeout, count = b"", self.settings.idle_timeout, 0
+        while True:
+            try:
+                with trio.fail_after(timeout):
+                    request = await _read_request(wire, leftover)
+            except trio.TooSlowError:
+                await wire.close()
+                return {"ended": "idle-closed", "requests": count}
+            except PeerGone as gone:
+                return {"ended": f"peer-{gone.how}", "requests": count}
+            except h11.RemoteProtocolError as exc:
+                await self._refuse(wire, conn, exc.error_status_hint, str(exc))
+                return {"ended": "bad-request", "requests": count}
+            if request is None:
+                return {"ended": "peer-closed", "requests": count}
+            count += 1
+            execution = await self._respond(wire, conn, count, request)
+            if execution.ended != "keep-alive":
+                return {"ended": execution.ended, "requests": count}
+            leftover = request.leftover
+            timeout = execution.idle_close if execution.idle_close is not None else self.settings.idle_timeout
+
+    async def _respond(self, wire: Wire, conn: int, count: int, request: Request) -> Execution:
+        started = trio.current_time()
+        info = _request_info(request.event, count)
+        choice = choose(
+            info.target,
+            info.header(SCENARIO_HEADER),
+            active=self.active,
+            mix=self.settings.mix,
+            default=self.settings.default,
+            rng=self._rng,
+        )
+        record: dict[str, Any] = {
+            "type": "request",
+            "t": round(started - self._origin, 6),
+            "conn": conn,
+            "seq": count,
+            "method": info.method,
+            "target": info.target,
+            "scenario": choice.name,
+            "chosen_by": choice.source,
+            "probe": info.header(PROBE_HEADER),
+            "body_bytes": request.body_bytes,
+        }
+        if choice.name not in self.catalogue:
+            record["scenario"] = None
+            await self._refuse(wire, conn, 404, f"no scenario named {choice.name!r}", record)
+            return Execution(ended="closed")
+        scenario = self.catalogue.get(choice.name)
+        self.requests[choice.name] += 1
+        info = replace(info, ordinal=self.requests[choice.name], path=choice.path)
+        rng = random.Random(self._rng.getrandbits(64))
+        plan = planner.plan(scenario, info, rng, self.settings.timing, self.catalogue.get)
+        execution = await execute(plan, wire, started, self.now)
+        if scenario.request_body == "record":
+            record["body"] = request.body.decode("latin-1")
+        record.update(
+            rule=plan.rule,
+            response=asdict(plan.response),
+            actions=execution.log,
+            ended=execution.ended,
+            duration=round(trio.current_time() - started, 6),
+        )
+        self.journal.write(record)
+        return execution
+
+    async def _refuse(self, wire: Wire, conn: int, status: int, reason: str, record: dict[str, Any] | None = None) -> None:
+        """Answer a request we cannot serve with a plain-text error, and close."""
+        body = f"chaos-upstream: {reason}\n".encode("latin-1", "replace")
+        phrase = {400: "Bad Request", 404: "Not Found", 431: "Request Header Fields Too Large"}.get(status, "Error")
+        head = f"HTTP/1.1 {status} {phrase}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        try:
+            await wire.send(head.encode("latin-1") + body)
+            await wire.close()
+        except PeerGone:
+            pass
+        entry = record or {"type": "bad-request", "t": round(self.now(), 6), "conn": conn}
+        entry.update(error=reason, status=status, ended="closed")
+        self.journal.write(entry)
+
+
+async def _read_request(wire: Wire, leftover: bytes) -> Request | None:
+    """Read one request and its body with a fresh h11 parser; None if the peer closed cleanly first.
+
+    Strategy: one h11 Connection per request, fed what the previous one left unread (pipelining);
+    our responses never pass through h11, so its state machine never needs to see them.
+    """
+    parser = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+    if leftover:
+        parser.receive_data(leftover)
+    head, size, kept = None, 0, []
+    while True:
+        event = parser.next_event()
+        if event is h11.NEED_DATA:
+            data = await wire.receive()
+            if not data:
+                if head is None and not parser.trailing_data[0]:
+                    return None
+                raise PeerGone("closed")
+            parser.receive_data(data)
+        elif isinstance(event, h11.Request):
+            head = event
+        elif isinstance(event, h11.Data):
+            size += len(event.data)
+            if sum(map(len, kept)) < RECORD_BODY:
+                kept.append(event.data)
+        elif isinstance(event, h11.EndOfMessage):
+            return Request(head, size, b"".join(kept)[:RECORD_BODY], parser.trailing_data[0])  # type: ignore[arg-type]
+        elif isinstance(event, h11.ConnectionClosed):
+            return None
+
+
+def _request_info(head: h11.Request, on_connection: int) -> RequestInfo:
+    headers = tuple((name.decode("latin-1"), value.decode("latin-1")) for name, value in head.headers)
+    return RequestInfo(
+        method=head.method.decode("latin-1"),
+        target=head.target.decode("latin-1"),
+        headers=headers,
+        keep_alive=_keep_alive(head),
+        on_connection=on_connection,
+    )
+
+
+def _keep_alive(head: h11.Request) -> bool:
+    """HTTP/1.1 keeps the connection unless told to close; HTTP/1.0 only when asked to keep it."""
+    tokens = {token.strip().lower() for name, value in head.headers if name == b"connection" for token in value.split(b",")}
+    if head.http_version == b"1.1":
+        return b"close" not in tokens
+    return b"keep-alive" in tokens
+
+
+async def open_listeners(host: str, port: int, *, reuse_port: bool) -> list[trio.SocketListener]:
+    """Bound, listening sockets for host:port; SO_REUSEPORT (set before bind) lets workers share a port."""
+    if not reuse_port:
+        return await trio.open_tcp_listeners(port, host=host, backlog=BACKLOG)
+    listeners = []
+    for family, kind, proto, _, address in await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+        sock = trio.socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        await sock.bind(address)
+        sock.listen(BACKLOG)
+        listeners.append(trio.SocketListener(sock))
+    return listeners
+
+
+async def _reset(stream: trio.SocketStream) -> None:
+    """RST: SO_LINGER with a zero timeout makes close() abort the connection."""
+    stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    await stream.aclose()

@@ -1,0 +1,156 @@
+"""Executing plans on a byte stream: sends, waits and endings, exactly and in order.
+
+Works on any trio Stream (a socket in the server, a memory stream under MockClock in the tests);
+what a reset is on a real socket is handed in. Invariant: every peer failure surfaces as PeerGone,
+never as a trio exception, and every action run is logged with its time.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from chaos_upstream.errors import PeerGone
+from chaos_upstream.plan.actions import Close, HalfClose, Hang, KeepAlive, Plan, Reset, Send, Wait
+
+RECEIVE_SIZE = 65536
+"""Bytes per read: one trio read of a full socket buffer's worth."""
+
+
+def _peer_gone(exc: BaseException) -> PeerGone:
+    """Translate a trio stream failure into PeerGone, telling a reset from an orderly close."""
+    cause = exc.__cause__ or exc.__context__
+    reset = isinstance(cause, OSError) and cause.errno in (errno.ECONNRESET, errno.EPIPE)
+    return PeerGone("reset" if reset and cause.errno == errno.ECONNRESET else "closed")
+
+
+class Wire:
+    """One connection: counts bytes both ways, turns peer failures into PeerGone, knows how to end."""
+
+    def __init__(self, stream: trio.abc.Stream, abort: Callable[[], Awaitable[None]]) -> None:
+        self.stream = stream
+        self._abort = abort
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    async def send(self, data: bytes) -> None:
+        try:
+            await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise _peer_gone(exc) from exc
+        self.bytes_out += len(data)
+
+    async def receive(self) -> bytes:
+        """The next bytes from the peer; b"" once it has closed its side."""
+        try:
+            data = await self.stream.receive_some(RECEIVE_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise _peer_gone(exc) from exc
+        self.bytes_in += len(data)
+        return data
+
+    async def drain(self, limit: float | None) -> str:
+        """Read and discard until the peer closes ("peer-closed") or `limit` passes ("limit")."""
+        with trio.move_on_after(limit if limit is not None else float("inf")):
+            while await self.receive():
+                pass
+            return "peer-closed"
+        return "limit"
+
+    async def send_eof(self) -> None:
+        """FIN on our side only; the peer may still send."""
+        try:
+            await self.stream.send_eof()  # type: ignore[attr-defined]
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise _peer_gone(exc) from exc
+
+    async def close(self) -> None:
+        """FIN, then release the stream; a peer already gone is no reason to fail."""
+        try:
+            await self.send_eof()
+        except PeerGone:
+            pass
+        await self.stream.aclose()
+
+    async def reset(self) -> None:
+        await self._abort()
+
+
+@dataclass
+class Execution:
+    """What running a plan did: its log of actions with times, and how it ended."""
+
+    ended: str = "running"
+    """keep-alive, closed, reset, half-closed/hung (with how the peer left), peer-closed or peer-reset."""
+    log: list[dict[str, Any]] = field(default_factory=list)
+    idle_close: float | None = None
+    """With keep-alive: close the connection after this many idle seconds (None: the server's default)."""
+
+
+async def execute(plan: Plan, wire: Wire, origin: float, now: Callable[[], float]) -> Execution:
+    """Run `plan` on `wire`; Wait offsets count from `origin` (trio time); `now` stamps the log.
+
+    A peer that leaves mid-plan ends it with `peer-closed` or `peer-reset`: never an error.
+    """
+    execution = Execution()
+    try:
+        for action in plan.actions:
+            name, run = ACTION_RUNNERS[type(action)]
+            ended = await run(action, wire, origin)
+            entry: dict[str, Any] = {"do": name, "t": round(now(), 6)}
+            if isinstance(action, Send):
+                entry["bytes"] = len(action.data)
+            execution.log.append(entry)
+            execution.ended = ended or execution.ended
+    except PeerGone as gone:
+        execution.ended = f"peer-{gone.how}"
+    if isinstance(plan.terminal, KeepAlive):
+        execution.idle_close = plan.terminal.idle_close
+    return execution
+
+
+async def _send(action: Send, wire: Wire, origin: float) -> None:
+    await wire.send(action.data)
+
+
+async def _wait(action: Wait, wire: Wire, origin: float) -> None:
+    await trio.sleep_until(origin + action.until)
+
+
+async def _keep_alive(action: KeepAlive, wire: Wire, origin: float) -> str:
+    return "keep-alive"
+
+
+async def _close(action: Close, wire: Wire, origin: float) -> str:
+    await wire.close()
+    return "closed"
+
+
+async def _reset(action: Reset, wire: Wire, origin: float) -> str:
+    await wire.reset()
+    return "reset"
+
+
+async def _half_close(action: HalfClose, wire: Wire, origin: float) -> str:
+    await wire.send_eof()
+    return "half-closed, " + await wire.drain(action.limit)
+
+
+async def _hang(action: Hang, wire: Wire, origin: float) -> str:
+    return "hung, " + await wire.drain(action.limit)
+
+
+ACTION_RUNNERS: dict[type, tuple[str, Callable[[Any, Wire, float], Awaitable[str | None]]]] = {
+    Send: ("send", _send),
+    Wait: ("wait", _wait),
+    KeepAlive: ("keep-alive", _keep_alive),
+    Close: ("close", _close),
+    Reset: ("reset", _reset),
+    HalfClose: ("half-close", _half_close),
+    Hang: ("hang", _hang),
+}
+"""Action type -> (its name in the journal, how to run it); a test checks every action has one."""

@@ -1,0 +1,1 @@
+"""The verifier: probes through a proxy, what the client saw, and the verdict."""

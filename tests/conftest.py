@@ -1,0 +1,47 @@
+"""Shared fixtures: a catalogue loaded once, and upstreams started inside the test's nursery."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from chaos_upstream.model.catalogue import Catalogue
+from chaos_upstream.model.durations import Timing
+from chaos_upstream.server.upstream import Settings, Upstream
+
+T = 0.2
+"""The proxy timeout the wire tests use: short enough to keep the suite fast, long enough to measure."""
+
+CATALOGUE = Catalogue.load()
+
+StartUpstream = Callable[..., Awaitable[Upstream]]
+
+
+@pytest.fixture
+def catalogue() -> Catalogue:
+    return CATALOGUE
+
+
+@pytest.fixture
+async def start_upstream(nursery: Any) -> StartUpstream:
+    """Start an Upstream on 127.0.0.1 with a free port (T = 0.2 s); it stops with the test."""
+
+    async def start(catalogue: Catalogue = CATALOGUE, **overrides: Any) -> Upstream:
+        settings = Settings(port=0, timing=Timing(T), **overrides)
+        upstream = Upstream(catalogue, settings)
+        await nursery.start(upstream.run)
+        return upstream
+
+    return start
+
+
+def get(path: str = "/", scenario: str | None = None, *, probe: str | None = None, extra: str = "") -> bytes:
+    """A GET request's bytes, naming the scenario and probe when given."""
+    lines = [f"GET {path} HTTP/1.1", "Host: upstream.test"]
+    if scenario:
+        lines.append(f"X-Chaos-Scenario: {scenario}")
+    if probe:
+        lines.append(f"X-Chaos-Probe: {probe}")
+    return ("\r\n".join(lines) + "\r\n" + extra + "\r\n").encode()

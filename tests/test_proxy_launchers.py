@@ -1,0 +1,142 @@
+"""Real nginx and HAProxy, started by chaos_upstream.proxies in front of tiny socket upstreams."""
+
+from __future__ import annotations
+
+import dataclasses
+import http.client
+import os
+import re
+import socketserver
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
+
+import pytest
+
+from chaos_upstream.proxies import (
+    LAUNCHERS,
+    Launcher,
+    ProxyFailed,
+    ProxyNotInstalled,
+    RunningProxy,
+    UnknownProxy,
+    get_launcher,
+    require,
+)
+
+pytestmark = pytest.mark.proxy
+
+PROXY_TIMEOUT = 0.5
+HOST = "chaos.example:8443"
+"""Sent by the client; the answering upstream echoes the Host it got, to prove it is preserved."""
+
+
+class Answering(socketserver.StreamRequestHandler):
+    """Answers every request head on the connection with 200 and the Host header as body."""
+
+    timeout = 5  # a stuck test ends with an error instead of hanging
+
+    def handle(self) -> None:
+        while (host := self.read_head()) is not None:
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(host), host))
+
+    def read_head(self) -> bytes | None:
+        host = b""
+        while (line := self.rfile.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            host = value.strip() if name.lower() == b"host" else host
+        return host if line else None
+
+
+class Silent(socketserver.StreamRequestHandler):
+    """Reads whatever comes and never answers, until the proxy hangs up."""
+
+    timeout = 5
+
+    def handle(self) -> None:
+        self.rfile.read()
+
+
+@contextmanager
+def upstream(handler: type[socketserver.BaseRequestHandler]) -> Iterator[tuple[str, int]]:
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler)
+    # A short poll interval: `shutdown` waits for it, and it would otherwise add 0.5 s to each test.
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    try:
+        yield server.server_address
+    finally:
+        server.shutdown()
+        server.server_close()  # joins the handler threads
+        thread.join()
+
+
+def get(proxy: RunningProxy, conn: http.client.HTTPConnection) -> tuple[int, bytes]:
+    conn.request("GET", "/", headers={"Host": HOST})
+    response = conn.getresponse()
+    return response.status, response.read()
+
+
+def assert_gone(proxy: RunningProxy) -> None:
+    assert proxy.process.returncode is not None
+    with pytest.raises(ProcessLookupError):  # no worker left in the proxy's process group either
+        os.killpg(proxy.process.pid, 0)
+
+
+@pytest.fixture(params=sorted(LAUNCHERS))
+def launcher(request: pytest.FixtureRequest) -> Launcher:
+    return require(request.param)
+
+
+def test_version_looks_like_a_release_number(launcher: Launcher) -> None:
+    assert re.fullmatch(r"\d+\.\d+(\.\d+)*", launcher.version())
+
+
+def test_config_sets_the_timeout_in_milliseconds(launcher: Launcher, tmp_path: Path) -> None:
+    text = launcher.config(8080, [("127.0.0.1", 8081), ("127.0.0.1", 8082)], 0.5, tmp_path)
+    assert "500ms" in text
+    assert "127.0.0.1:8080" in text
+    assert "127.0.0.1:8081" in text and "127.0.0.1:8082" in text
+
+
+def test_proxies_requests_over_kept_alive_connections(launcher: Launcher, tmp_path: Path) -> None:
+    with upstream(Answering) as address, launcher.launch([address], PROXY_TIMEOUT, tmp_path) as proxy:
+        assert proxy.url == f"http://127.0.0.1:{proxy.port}"
+        with closing(http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=5)) as conn:
+            assert get(proxy, conn) == (200, HOST.encode()), proxy.error_log()
+            assert get(proxy, conn) == (200, HOST.encode()), proxy.error_log()
+    assert proxy.name == launcher.name and proxy.version == launcher.version()
+    assert_gone(proxy)
+
+
+@pytest.mark.realtime
+def test_silent_upstream_gets_504_after_proxy_timeout(launcher: Launcher, tmp_path: Path) -> None:
+    with upstream(Silent) as address, launcher.launch([address], PROXY_TIMEOUT, tmp_path) as proxy:
+        with closing(http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=5)) as conn:
+            started = time.monotonic()
+            status, _ = get(proxy, conn)
+            elapsed = time.monotonic() - started
+    assert status == 504, proxy.error_log()
+    assert 0.4 <= elapsed <= 3
+    assert_gone(proxy)
+
+
+def test_invalid_config_is_reported_with_the_proxys_words(launcher: Launcher, tmp_path: Path) -> None:
+    with pytest.raises(ProxyFailed, match="70000"):
+        launcher.start([("127.0.0.1", 70000)], PROXY_TIMEOUT, tmp_path)
+
+
+def test_missing_binary_raises_proxy_not_installed(launcher: Launcher, tmp_path: Path) -> None:
+    missing = dataclasses.replace(launcher, binary="chaos-upstream-no-such-proxy")
+    assert not missing.installed()
+    with pytest.raises(ProxyNotInstalled, match="chaos-upstream-no-such-proxy"):
+        missing.start([("127.0.0.1", 1)], PROXY_TIMEOUT, tmp_path)
+
+
+def test_unknown_proxy_name_lists_the_known_ones() -> None:
+    with pytest.raises(KeyError) as raised:
+        get_launcher("squid")
+    assert isinstance(raised.value, UnknownProxy)
+    assert str(raised.value) == "unknown proxy 'squid'; known: nginx, haproxy"

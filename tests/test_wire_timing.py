@@ -1,0 +1,85 @@
+"""Plan execution timing under trio's MockClock: exact virtual times, no real sleeping, no sockets."""
+
+import pytest
+import trio
+import trio.testing
+
+from chaos_upstream.plan.actions import Close, Hang, KeepAlive, Plan, Send, Wait
+from chaos_upstream.server.wire import Wire, execute
+
+from conftest import CATALOGUE
+from test_planner import plan_for
+
+
+async def run_and_watch(plan: Plan, client_sends: bytes = b"", client_closes_after: float | None = None):
+    """Execute `plan` on one end of a memory stream; return (virtual arrival times and bytes, execution)."""
+    server, client = trio.testing.memory_stream_pair()
+    wire = Wire(server, server.aclose)
+    arrivals = []
+    origin = trio.current_time()
+
+    async def watch():
+        try:
+            while data := await client.receive_some(65536):
+                arrivals.append((round(trio.current_time() - origin, 9), data))
+        except trio.ClosedResourceError:  # the client itself left (client_closes_after)
+            pass
+
+    async def leave():
+        await trio.sleep(client_closes_after)
+        await client.aclose()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch)
+        if client_closes_after is not None:
+            nursery.start_soon(leave)
+        execution = await execute(plan, wire, origin, lambda: trio.current_time() - origin)
+        if not isinstance(plan.terminal, Close):
+            nursery.cancel_scope.cancel()
+    return arrivals, execution
+
+
+async def test_drip_body_sends_eleven_pieces_at_exact_offsets(autojump_clock):
+    arrivals, execution = await run_and_watch(plan_for(CATALOGUE.get("drip-body"), timeout=1.0))
+    assert [t for t, _ in arrivals] == pytest.approx([0.3 * n for n in range(11)])
+    assert sum(len(data) for _, data in arrivals[1:]) == 640
+    assert execution.ended == "keep-alive"
+    assert [entry["do"] for entry in execution.log].count("wait") == 10
+
+
+async def test_slow_headers_first_byte_comes_at_two_timeouts(autojump_clock):
+    arrivals, execution = await run_and_watch(plan_for(CATALOGUE.get("slow-headers"), timeout=2.5))
+    assert arrivals[0][0] == pytest.approx(5.0)
+    assert arrivals[0][1].startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+async def test_stall_mid_body_closes_after_the_stall(autojump_clock):
+    arrivals, execution = await run_and_watch(plan_for(CATALOGUE.get("stall-mid-body"), timeout=1.0))
+    assert [t for t, _ in arrivals] == [0.0]
+    assert execution.ended == "closed"
+    assert execution.log[-1] == {"do": "close", "t": 2.0}
+
+
+async def test_hang_holds_until_the_peer_leaves(autojump_clock):
+    _, execution = await run_and_watch(Plan("x", None, (Hang(),)), client_closes_after=42.0)
+    assert execution.ended == "hung, peer-closed"
+    assert execution.log == [{"do": "hang", "t": 42.0}]
+
+
+async def test_hang_with_a_limit_gives_up_at_the_limit(autojump_clock):
+    _, execution = await run_and_watch(Plan("x", None, (Hang(limit=3.0),)), client_closes_after=10.0)
+    assert execution.ended == "hung, limit"
+    assert execution.log == [{"do": "hang", "t": 3.0}]
+
+
+async def test_a_peer_gone_mid_plan_ends_the_plan_quietly(autojump_clock):
+    plan = Plan("x", None, (Send(b"a"), Wait(1.0), Send(b"b"), Wait(2.0), Send(b"c"), KeepAlive()))
+    arrivals, execution = await run_and_watch(plan, client_closes_after=0.5)
+    assert arrivals == [(0.0, b"a")]
+    assert execution.ended == "peer-closed"
+    assert [entry["do"] for entry in execution.log] == ["send", "wait"]
+
+
+async def test_keep_alive_reports_its_idle_close(autojump_clock):
+    _, execution = await run_and_watch(plan_for(CATALOGUE.get("keepalive-close-race"), timeout=2.0))
+    assert (execution.ended, execution.idle_close) == ("keep-alive", 1.0)

@@ -24,7 +24,7 @@ from chaos_upstream.model.loading import load_file, scenario_files
 from chaos_upstream.model.schema import scenario_schema
 from chaos_upstream.plan.selection import Mix
 from chaos_upstream.server.journal import Journal
-from chaos_upstream.server.upstream import Settings, Upstream
+from chaos_upstream.server.upstream import GRACE, Settings, Upstream
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -51,8 +51,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--default", default="healthy", metavar="NAME", help="scenario for requests that name none")
     _add_timeout(serve)
     serve.add_argument("--seed", type=int, default=None, help="seed of every random draw (mix, distributions)")
-    serve.add_argument("--mix", type=Mix.parse, default=None, metavar="NAME=WEIGHT,...")
+    serve.add_argument("--mix", type=_mix, default=None, metavar="NAME=WEIGHT,...")
     serve.add_argument("--journal", type=Path, default=None, metavar="FILE", help="JSON lines, one per connection and request")
+    serve.add_argument(
+        "--grace", type=float, default=GRACE, metavar="SECONDS", help="how long in-flight work may finish after SIGTERM"
+    )
     serve.set_defaults(func=_serve)
 
     validate = commands.add_parser("validate", help="check scenario files")
@@ -87,6 +90,13 @@ def _positive(text: str) -> float:
     return value
 
 
+def _mix(text: str) -> Mix:
+    try:
+        return Mix.parse(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _serve(args: argparse.Namespace) -> int:
     catalogue = Catalogue.load(args.scenarios)
     names = [args.default] + [name for name, _ in args.mix.weights] if args.mix else [args.default]
@@ -100,6 +110,7 @@ def _serve(args: argparse.Namespace) -> int:
         default=args.default,
         mix=args.mix,
         seed=args.seed,
+        grace=args.grace,
     )
     journal = Journal(args.journal)
     try:

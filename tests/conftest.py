@@ -45,3 +45,13 @@ def get(path: str = "/", scenario: str | None = None, *, probe: str | None = Non
     if probe:
         lines.append(f"X-Chaos-Probe: {probe}")
     return ("\r\n".join(lines) + "\r\n" + extra + "\r\n").encode()
+
+
+async def settled(journal, *, type: str, count: int, limit: float = 2.0) -> list[dict]:
+    """The journal's records of `type` once there are `count` of them (records land when things end)."""
+    import trio
+
+    with trio.fail_after(limit):
+        while len(records := journal.records(type=type)) < count:
+            await trio.sleep(0.005)
+    return records

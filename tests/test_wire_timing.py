@@ -5,7 +5,7 @@ import trio
 import trio.testing
 
 from chaos_upstream.plan.actions import Close, Hang, KeepAlive, Plan, Send, Wait
-from chaos_upstream.server.wire import Wire, execute
+from chaos_upstream.server.wire import Execution, Wire, execute
 
 from conftest import CATALOGUE
 from test_planner import plan_for
@@ -33,7 +33,8 @@ async def run_and_watch(plan: Plan, client_sends: bytes = b"", client_closes_aft
         nursery.start_soon(watch)
         if client_closes_after is not None:
             nursery.start_soon(leave)
-        execution = await execute(plan, wire, origin, lambda: trio.current_time() - origin)
+        execution = Execution()
+        await execute(plan, wire, origin, lambda: trio.current_time() - origin, execution)
         if not isinstance(plan.terminal, Close):
             nursery.cancel_scope.cancel()
     return arrivals, execution

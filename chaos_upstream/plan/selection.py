@@ -31,10 +31,10 @@ class Mix:
             except ValueError:
                 value = -1.0
             if not sep or not name or value < 0:
-                raise ConfigError(f"--mix: {item!r} is not NAME=WEIGHT with a weight of 0 or more")
+                raise ConfigError(f"{item!r} is not NAME=WEIGHT with a weight of 0 or more")
             weights.append((name.strip(), value))
         if not weights or sum(w for _, w in weights) <= 0:
-            raise ConfigError("--mix: give at least one NAME=WEIGHT with a positive weight")
+            raise ConfigError("give at least one NAME=WEIGHT with a positive weight")
         return cls(tuple(weights))
 
     def pick(self, rng: random.Random) -> str:

@@ -51,6 +51,7 @@ def require(name: str) -> Launcher:
     except ProxyNotInstalled as missing:
         import pytest  # only tests call this; the package must not depend on pytest
 
-        give_up = pytest.fail if os.environ.get(REQUIRE_PROXIES_ENV) == "1" else pytest.skip
-        give_up(f"{missing} (set {REQUIRE_PROXIES_ENV}=1 to fail instead of skipping)")
+        if os.environ.get(REQUIRE_PROXIES_ENV) == "1":
+            pytest.fail(f"{missing} (and {REQUIRE_PROXIES_ENV}=1)")
+        pytest.skip(f"{missing} (set {REQUIRE_PROXIES_ENV}=1 to fail instead)")
     return launcher

@@ -54,6 +54,8 @@ $servers
 
 @dataclass(frozen=True)
 class HaproxyLauncher(Launcher):
+    """HAProxy: validated with `haproxy -c`, run in the foreground with `haproxy -db`."""
+
     name: str = "haproxy"
     binary: str = "haproxy"
     version_prefix: str = "HAProxy version "

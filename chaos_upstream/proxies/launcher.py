@@ -5,22 +5,25 @@ configuration and which command lines validate and run it.  Everything else live
 
 Invariants:
 - Everything listens on 127.0.0.1 only; the proxy's port is picked by the kernel (bind to port 0).
-- Every file the proxy writes (configuration, logs, pid and temp files) lives in `workdir`; the
-  child's working directory is `workdir` too, so a relative path cannot escape it either.
+- Every file of a run (configuration, logs, pid and temp files) lives in `workdir`; the proxy's
+  working directory is `workdir` too, so a relative path lands there as well.
+- A workdir serves one running proxy at a time (pid file, temp directories and logs would clash).
 - The proxy's access log goes to its stdout and its error log to its stderr; the launcher sends
-  them to `workdir/access.log` and `workdir/error.log`.  Both files are appended to, never truncated.
+  them to `workdir/access.log` and `workdir/error.log`, emptied at each start, so that they only
+  tell about the proxy now running.
 - The proxy runs in the foreground, in a session of its own, so it can be stopped as a whole.
 - A configuration is validated by the proxy itself before the proxy is started with it.
 - A `RunningProxy` handed out is listening; leaving `Launcher.launch` stops and reaps it.
-- Probing a port that was free and then seeing a connection succeed does not prove that our proxy
-  owns it: if another process grabs the port in between, the startup check can be fooled (the
-  window is the few milliseconds between `free_port` and the proxy's bind).
+- Readiness is "a TCP connect to the port succeeds", which cannot tell our proxy from another
+  process that bound the port between `free_port` and the proxy's own bind; `free_port` makes
+  that unlikely, and a proxy that then fails to bind exits, which later requests will show.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import re
 import shutil
@@ -64,7 +67,10 @@ ADDRESS_IN_USE = os.strerror(errno.EADDRINUSE)
 """strerror(EADDRINUSE), which nginx and HAProxy both quote when their bind fails."""
 
 ACCESS_LOG = "access.log"
+"""In workdir: the proxy's stdout, where both proxies are configured to log every request."""
+
 ERROR_LOG = "error.log"
+"""In workdir: the proxy's stderr, where both proxies report failed requests and their own trouble."""
 
 VERSION_NUMBER = r"(\d+(?:\.\d+)+)"
 """A dotted release number; distribution suffixes such as "-1+deb12u4" are left out."""
@@ -94,10 +100,19 @@ class _PortTaken(ProxyFailed):
 
 
 def free_port() -> int:
-    """A loopback port nobody listened on a moment ago."""
-    with socket.socket() as probe:
-        probe.bind((LOOPBACK, 0))
-        return probe.getsockname()[1]
+    """A loopback port nobody listens on, parked in TIME_WAIT.
+
+    The kernel does not hand a port in TIME_WAIT to other `bind(("127.0.0.1", 0))` callers (such
+    as a test's upstream) for a minute, while a SO_REUSEADDR bind, which both proxies make, takes
+    it at once: the window in which another process can grab the port nearly closes.
+    """
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((LOOPBACK, 0))
+        listener.listen(1)
+        with socket.create_connection(listener.getsockname()):
+            listener.accept()[0].close()  # the side that closes first is left in TIME_WAIT
+        return listener.getsockname()[1]
 
 
 def host_port(host: str, port: int) -> str:
@@ -220,6 +235,7 @@ class Launcher(ABC):
         return found
 
     def installed(self) -> bool:
+        """Whether the binary is found where `binary_path` looks."""
         try:
             self.binary_path()
         except ProxyNotInstalled:
@@ -259,11 +275,13 @@ class Launcher(ABC):
         """A listening proxy; the caller must `stop` it.  Retries on a port lost to a race."""
         workdir = Path(workdir).resolve()
         workdir.mkdir(parents=True, exist_ok=True)
-        binary, version = self.binary_path(), self.version()
+        start_on = functools.partial(self._start_on, binary=self.binary_path(),
+                                     version=self.version(), upstreams=upstreams,
+                                     proxy_timeout=proxy_timeout, workdir=workdir)
         for _ in range(BIND_ATTEMPTS - 1):
             with contextlib.suppress(_PortTaken):
-                return self._start_on(free_port(), binary, version, upstreams, proxy_timeout, workdir)
-        return self._start_on(free_port(), binary, version, upstreams, proxy_timeout, workdir)
+                return start_on(free_port())
+        return start_on(free_port())
 
     def _start_on(self, port: int, binary: str, version: str,
                   upstreams: Sequence[tuple[str, int]], proxy_timeout: float,
@@ -289,6 +307,6 @@ class Launcher(ABC):
                               f"(status {ran.returncode}):\n{ran.stdout}{ran.stderr}")
 
     def _spawn(self, binary: str, conf: Path, workdir: Path) -> subprocess.Popen[bytes]:
-        with open(workdir / ACCESS_LOG, "ab") as out, open(workdir / ERROR_LOG, "ab") as err:
+        with open(workdir / ACCESS_LOG, "wb") as out, open(workdir / ERROR_LOG, "wb") as err:
             return subprocess.Popen([binary, *self.run_args(conf, workdir)], stdin=subprocess.DEVNULL,
                                     stdout=out, stderr=err, cwd=workdir, start_new_session=True)

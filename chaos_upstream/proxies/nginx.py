@@ -78,6 +78,7 @@ $servers
 
 
 def _quotable(workdir: Path) -> str:
+    """workdir as text to put between double quotes in nginx.conf."""
     text = str(workdir)
     if UNQUOTABLE & set(text):
         raise ValueError(f"nginx cannot be given a workdir containing quotes, backslashes "
@@ -87,6 +88,8 @@ def _quotable(workdir: Path) -> str:
 
 @dataclass(frozen=True)
 class NginxLauncher(Launcher):
+    """nginx: validated with `nginx -t`, run as `nginx -g 'daemon off;'` with workdir as prefix."""
+
     name: str = "nginx"
     binary: str = "nginx"
     version_prefix: str = "nginx/"

@@ -200,17 +200,17 @@ class Upstream:
         info = replace(info, ordinal=self.requests[choice.name], path=choice.path)
         rng = random.Random(self._rng.getrandbits(64))
         plan = planner.plan(scenario, info, rng, self.settings.timing, self.catalogue.get)
-        execution = await execute(plan, wire, started, self.now)
         if scenario.request_body == "record":
             record["body"] = request.body.decode("latin-1")
-        record.update(
-            rule=plan.rule,
-            response=asdict(plan.response),
-            actions=execution.log,
-            ended=execution.ended,
-            duration=round(trio.current_time() - started, 6),
-        )
-        self.journal.write(record)
+        record.update(rule=plan.rule, response=asdict(plan.response))
+        execution = Execution()
+        try:
+            await execute(plan, wire, started, self.now, execution)
+        finally:
+            ended = "cancelled" if execution.ended == "running" else execution.ended
+            duration = round(trio.current_time() - started, 6)
+            record.update(actions=execution.log, ended=ended, duration=duration)
+            self.journal.write(record)
         return execution
 
     async def _refuse(self, wire: Wire, conn: int, status: int, reason: str, record: dict[str, Any] | None = None) -> None:
@@ -248,7 +248,7 @@ async def _read_request(wire: Wire, leftover: bytes) -> Request | None:
                 raise PeerGone("closed")
             parser.receive_data(data)
         elif isinstance(event, h11.Request):
-            head = event
+            head = _within_limit(event)
         elif isinstance(event, h11.Data):
             size += len(event.data)
             if sum(map(len, kept)) < RECORD_BODY:
@@ -257,6 +257,14 @@ async def _read_request(wire: Wire, leftover: bytes) -> Request | None:
             return Request(head, size, b"".join(kept)[:RECORD_BODY], parser.trailing_data[0])  # type: ignore[arg-type]
         elif isinstance(event, h11.ConnectionClosed):
             return None
+
+
+def _within_limit(head: h11.Request) -> h11.Request:
+    """The head, unless it is over MAX_HEAD (h11 only limits heads that arrive in several reads)."""
+    size = len(head.method) + len(head.target) + 12 + sum(len(k) + len(v) + 4 for k, v in head.headers)
+    if size > MAX_HEAD:
+        raise h11.RemoteProtocolError(f"request head of {size} bytes is over {MAX_HEAD}", error_status_hint=431)
+    return head
 
 
 def _request_info(head: h11.Request, on_connection: int) -> RequestInfo:

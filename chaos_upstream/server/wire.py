@@ -91,12 +91,12 @@ class Execution:
     """With keep-alive: close the connection after this many idle seconds (None: the server's default)."""
 
 
-async def execute(plan: Plan, wire: Wire, origin: float, now: Callable[[], float]) -> Execution:
-    """Run `plan` on `wire`; Wait offsets count from `origin` (trio time); `now` stamps the log.
+async def execute(plan: Plan, wire: Wire, origin: float, now: Callable[[], float], execution: Execution) -> None:
+    """Run `plan` on `wire`, logging into `execution` as it goes (so a cancelled run keeps its log).
 
-    A peer that leaves mid-plan ends it with `peer-closed` or `peer-reset`: never an error.
+    Wait offsets count from `origin` (trio time); `now` stamps the log. A peer that leaves mid-plan
+    ends it with `peer-closed` or `peer-reset`: never an error.
     """
-    execution = Execution()
     try:
         for action in plan.actions:
             name, run = ACTION_RUNNERS[type(action)]
@@ -110,7 +110,6 @@ async def execute(plan: Plan, wire: Wire, origin: float, now: Callable[[], float
         execution.ended = f"peer-{gone.how}"
     if isinstance(plan.terminal, KeepAlive):
         execution.idle_close = plan.terminal.idle_close
-    return execution
 
 
 async def _send(action: Send, wire: Wire, origin: float) -> None:

@@ -1,0 +1,233 @@
+"""Healthy-path throughput of chaos-upstream, next to a bare trio + h11 server, on loopback.
+
+What it measures: requests per second and latency percentiles (p50, p99) that `wrk` gets from
+`chaos-upstream serve` answering the `healthy` scenario (a 200, Content-Length 24, keep-alive) to
+`GET /`, and the same figures from `benchmarks/bare_trio_h11.py`, the simplest trio + h11 server
+sending the same bytes. Same load generator, same machine, same run: each round starts each server
+afresh as a subprocess, warms it up, runs wrk once, stops it with SIGTERM; the rounds interleave the
+two servers (alternating which goes first) and the report gives the median of each figure.
+
+How to run it, from the repository root (needs `wrk`: `apt-get install -y wrk`):
+
+    .venv/bin/python benchmarks/throughput.py                 # 3 rounds of wrk -t1 -c32 -d5s
+    .venv/bin/python benchmarks/throughput.py --rounds 5 --connections 64 --json
+
+What the numbers mean: req/s is what one chaos-upstream process (one CPU core: trio is single
+threaded) sustains on the happy path with keep-alive, so what a proxy under test can push through
+it before the upstream, not the proxy, is the bottleneck. The ratio (chaos-upstream / bare) is the
+part of that which is chaos-upstream's own work (scenario choice, planning, journalling); 1.0 would
+mean it costs nothing over trio + h11. Loopback figures are ceilings and vary between machines and
+runs: compare figures from the same run, not across machines. wrk shares the CPUs with the server,
+and `Socket errors` or non-2xx responses, if any, are reported, since they make a figure suspect.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import select
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CHAOS, BARE = "chaos-upstream healthy", "bare trio+h11"
+SERVERS = {
+    CHAOS: [sys.executable, "-m", "chaos_upstream", "serve", "--port", "0", "--host", "127.0.0.1"],
+    BARE: [sys.executable, str(ROOT / "benchmarks" / "bare_trio_h11.py")],
+}
+LISTENING = re.compile(rb"listening on http://127\.0\.0\.1:(\d+)")
+START_TIMEOUT = 15.0
+"""Seconds a server gets to print its listening line."""
+STOP_TIMEOUT = 10.0
+"""Seconds a server gets to exit after SIGTERM (chaos-upstream's grace is 5 s) before SIGKILL."""
+WRK_SLACK = 30.0
+"""Seconds wrk may run past its own duration before it is killed."""
+UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("wrk not found: install it with `apt-get install -y wrk`", file=sys.stderr)
+        return 2
+    runs = measure_rounds(args)
+    summary = summarise(runs)
+    if args.json:
+        print(json.dumps({"settings": settings_of(args), "servers": summary, "ratio": ratio(summary)}, indent=2))
+    else:
+        print_table(summary, args)
+        print(summary_line(summary))
+    return 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Healthy-path throughput: chaos-upstream vs bare trio+h11, with wrk.")
+    parser.add_argument("--threads", type=bounded(1, 64), default=1, help="wrk threads (-t), default 1")
+    parser.add_argument("--connections", type=bounded(1, 1000), default=32, help="wrk connections (-c), default 32")
+    parser.add_argument("--duration", type=bounded(1, 120), default=5, help="seconds per measurement (-d), default 5")
+    parser.add_argument("--warmup", type=bounded(0, 30), default=1, help="seconds of unmeasured load first, default 1")
+    parser.add_argument("--rounds", type=bounded(1, 20), default=3, help="measurements per server, default 3")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
+    args = parser.parse_args(argv)
+    if args.connections < args.threads:
+        parser.error("--connections must be at least --threads (wrk's rule)")
+    return args
+
+
+def bounded(low: int, high: int):
+    def parse(text: str) -> int:
+        value = int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}")
+        return value
+
+    return parse
+
+
+def measure_rounds(args: argparse.Namespace) -> dict[str, list[dict]]:
+    """Each server once per round, alternating which goes first; every run's figures."""
+    runs: dict[str, list[dict]] = {name: [] for name in SERVERS}
+    for round_ in range(args.rounds):
+        order = list(SERVERS) if round_ % 2 == 0 else list(reversed(SERVERS))
+        for name in order:
+            print(f"round {round_ + 1}/{args.rounds}: {name} ...", file=sys.stderr, flush=True)
+            runs[name].append(measure_once(SERVERS[name], args))
+    return runs
+
+
+def measure_once(command: list[str], args: argparse.Namespace) -> dict:
+    with running_server(command) as port:
+        url = f"http://127.0.0.1:{port}/"
+        if args.warmup:
+            run_wrk(url, args.threads, args.connections, args.warmup)
+        return parse_wrk(run_wrk(url, args.threads, args.connections, args.duration))
+
+
+@contextmanager
+def running_server(command: list[str]) -> Iterator[int]:
+    """Start the server, yield its port; SIGTERM it afterwards and insist that it exits 0."""
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        yield read_port(process)
+    finally:
+        stop_server(process)
+
+
+def read_port(process: subprocess.Popen) -> int:
+    """The port from the server's `listening on http://127.0.0.1:PORT` line."""
+    deadline, output = time.monotonic() + START_TIMEOUT, b""
+    while (match := LISTENING.search(output)) is None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([process.stdout], [], [], remaining)[0]:
+            raise SystemExit(f"{process.args} did not report a port within {START_TIMEOUT:.0f} s")
+        chunk = os.read(process.stdout.fileno(), 4096)
+        if not chunk:
+            raise SystemExit(f"{process.args} exited ({process.wait()}) before listening: {output!r}")
+        output += chunk
+    return int(match.group(1))
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        code = process.wait(timeout=STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise SystemExit(f"{process.args} ignored SIGTERM for {STOP_TIMEOUT:.0f} s; killed") from None
+    finally:
+        process.stdout.close()
+    if code != 0:
+        raise SystemExit(f"{process.args} exited {code} after SIGTERM")
+
+
+def run_wrk(url: str, threads: int, connections: int, seconds: int) -> str:
+    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + WRK_SLACK)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed ({done.returncode}): {done.stderr.strip()}")
+    return done.stdout
+
+
+def parse_wrk(output: str) -> dict:
+    """Requests/s, p50 and p99 in ms, and the errors wrk counted, from `wrk --latency` output."""
+    rate = re.search(r"^Requests/sec:\s+([\d.]+)", output, re.M)
+    latency = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+[a-z]+)", output, re.M))
+    if rate is None or set(latency) != {"50", "99"}:
+        raise SystemExit(f"cannot read wrk's output:\n{output}")
+    socket_errors = sum(map(int, re.findall(r"(?:connect|read|write|timeout) (\d+)", output)))
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    return {
+        "requests_per_s": float(rate.group(1)),
+        "p50_ms": to_ms(latency["50"]),
+        "p99_ms": to_ms(latency["99"]),
+        "errors": socket_errors + (int(non_2xx.group(1)) if non_2xx else 0),
+    }
+
+
+def to_ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)([a-z]+)", text).groups()
+    return float(number) * UNITS_MS[unit]
+
+
+def summarise(runs: dict[str, list[dict]]) -> dict[str, dict]:
+    """Per server: the median of each figure over the rounds, the total errors, and every round."""
+    return {
+        name: {
+            "requests_per_s": statistics.median(run["requests_per_s"] for run in server_runs),
+            "p50_ms": statistics.median(run["p50_ms"] for run in server_runs),
+            "p99_ms": statistics.median(run["p99_ms"] for run in server_runs),
+            "errors": sum(run["errors"] for run in server_runs),
+            "rounds": server_runs,
+        }
+        for name, server_runs in runs.items()
+    }
+
+
+def ratio(summary: dict[str, dict]) -> float:
+    return round(summary[CHAOS]["requests_per_s"] / summary[BARE]["requests_per_s"], 3)
+
+
+def settings_of(args: argparse.Namespace) -> dict:
+    keys = ("threads", "connections", "duration", "warmup", "rounds")
+    return {key: getattr(args, key) for key in keys} | {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
+
+
+def print_table(summary: dict[str, dict], args: argparse.Namespace) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    title = f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, median of {args.rounds} (127.0.0.1)"
+    table = Table("server", "req/s", "p50 ms", "p99 ms", "errors", "req/s per round", title=title)
+    for name, figures in summary.items():
+        table.add_row(
+            name,
+            f"{figures['requests_per_s']:.0f}",
+            f"{figures['p50_ms']:.2f}",
+            f"{figures['p99_ms']:.2f}",
+            str(figures["errors"]),
+            ", ".join(f"{run['requests_per_s']:.0f}" for run in figures["rounds"]),
+        )
+    Console(width=None if sys.stdout.isatty() else 120).print(table)
+
+
+def summary_line(summary: dict[str, dict]) -> str:
+    chaos, bare = summary[CHAOS], summary[BARE]
+    return (
+        f"{CHAOS}: {chaos['requests_per_s']:.0f} req/s (p50 {chaos['p50_ms']:.1f} ms, p99 {chaos['p99_ms']:.1f} ms); "
+        f"{BARE}: {bare['requests_per_s']:.0f} req/s (p50 {bare['p50_ms']:.1f} ms, p99 {bare['p99_ms']:.1f} ms); "
+        f"ratio {ratio(summary):.2f}"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""The command line as a user runs it: a real process, real signals, real exit codes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from chaos_upstream.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMAND = [sys.executable, "-m", "chaos_upstream"]
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*COMMAND, *args], capture_output=True, text=True, timeout=60, cwd=ROOT)
+
+
+class Server:
+    """`chaos-upstream serve --port 0 ...` as a child process, with its printed address."""
+
+    def __init__(self, *args: str) -> None:
+        self.process = subprocess.Popen(
+            [*COMMAND, "serve", "--port", "0", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT
+        )
+        self.line = self.process.stdout.readline().strip()
+        self.port = int(self.line.rsplit(":", 1)[1])
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=10)
+        self.process.stdout.close()
+        self.process.stderr.close()
+        return code
+
+
+def fetch(port: int, request: bytes, limit: float = 2.0) -> bytes:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=limit) as sock:
+        sock.sendall(request)
+        chunks = []
+        try:
+            while data := sock.recv(65536):
+                chunks.append(data)
+        except TimeoutError:
+            pass
+        return b"".join(chunks)
+
+
+def test_serve_prints_its_real_port_serves_and_stops_on_sigterm_with_the_journal_flushed(tmp_path):
+    journal = tmp_path / "journal.jsonl"
+    server = Server("--journal", str(journal), "--default", "upstream-502")
+    try:
+        assert server.line == f"chaos-upstream listening on http://127.0.0.1:{server.port}"
+        answer = fetch(server.port, b"GET /x HTTP/1.1\r\nHost: a\r\nX-Chaos-Probe: p1\r\nConnection: close\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 502 Bad Gateway\r\n")
+    finally:
+        assert server.stop() == 0
+    records = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert [r["type"] for r in records] == ["request", "connection"]
+    assert records[0]["probe"] == "p1" and records[0]["scenario"] == "upstream-502"
+
+
+def test_sigterm_gives_in_flight_work_its_grace_then_journals_it_as_cancelled(tmp_path):
+    import socket
+
+    journal = tmp_path / "journal.jsonl"
+    server = Server("--journal", str(journal), "--grace", "0.3")
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nX-Chaos-Scenario: never-respond\r\n\r\n")
+        time.sleep(0.2)
+        started = time.monotonic()
+        assert server.stop() == 0
+        assert 0.25 <= time.monotonic() - started <= 3
+    request, connection = (json.loads(line) for line in journal.read_text().splitlines())
+    assert (request["scenario"], request["ended"]) == ("never-respond", "cancelled")
+    assert connection["ended"] == "cancelled"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["serve", "--default", "nope"], "unknown scenario 'nope'"),
+        (["serve", "--mix", "healthy=1,nope=2"], "unknown scenario 'nope'"),
+        (["serve", "--mix", "healthy"], "is not NAME=WEIGHT"),
+        (["serve", "--proxy-timeout", "-1"], "must be a positive number"),
+        (["serve", "--scenarios", "/no/such/dir"], "/no/such/dir:1: (file): no such file or folder"),
+    ],
+)
+def test_bad_configuration_exits_2_with_a_message_and_starts_nothing(args, message):
+    result = run(*args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "listening" not in result.stdout
+
+
+def test_validate_reports_file_line_field_and_exits_2(tmp_path):
+    (tmp_path / "good.yaml").write_text((ROOT / "scenarios" / "healthy.yaml").read_text())
+    (tmp_path / "bad.yaml").write_text("name: bad\ndescription: x\nphase: body\nexpect: {outcomes: [200]}\nsteps:\n  - kind: nap\n")
+    result = run("validate", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stdout.splitlines() == [
+        f"{tmp_path}/bad.yaml:6: steps.0: Input tag 'nap' found using 'kind' does not match any of the expected tags: "
+        "'status', 'headers', 'body', 'chunked', 'raw', 'sleep', 'drip', 'close', 'reset', 'half-close', "
+        "'hang', 'keep-alive'"
+    ]
+
+
+def test_validate_accepts_the_catalogue():
+    result = run("validate", "scenarios")
+    assert (result.returncode, result.stdout.strip()) == (0, "23 scenario files valid")
+
+
+def test_list_shows_each_scenario_with_phase_and_expectation(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if " truncated-chunked " in line)
+    assert "body" in row and "aborted or 502" in row and "two 500-byte chunks" in row
+
+
+def test_schema_is_json_schema_for_scenario_files(capsys):
+    assert main(["schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert schema["$schema"].startswith("https://json-schema.org/")
+    assert {"name", "description", "phase", "expect", "steps"} <= set(schema["required"])
+
+
+def test_python_dash_m_and_the_console_script_are_the_same_command():
+    result = run("--help")
+    assert result.returncode == 0 and "serve" in result.stdout and "validate" in result.stdout
+    script = Path(sys.executable).parent / "chaos-upstream"
+    if script.exists():
+        assert subprocess.run([script, "--help"], capture_output=True, timeout=60).returncode == 0
+    assert os.environ.get("CI") != "true" or script.exists()

@@ -60,6 +60,7 @@ class HaproxyLauncher(Launcher):
     binary: str = "haproxy"
     version_prefix: str = "HAProxy version "
     config_name: str = "haproxy.cfg"
+    package: str = "haproxy"
 
     def render(self, settings: ProxySettings) -> str:
         return TEMPLATE.substitute(

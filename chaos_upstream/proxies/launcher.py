@@ -212,6 +212,8 @@ class Launcher(ABC):
     """What precedes the release number in the output of `binary -v`."""
     config_name: str
     """File name of the configuration inside workdir."""
+    package: str
+    """The Debian package that installs the binary."""
 
     @abstractmethod
     def render(self, settings: ProxySettings) -> str:

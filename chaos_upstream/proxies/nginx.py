@@ -94,6 +94,7 @@ class NginxLauncher(Launcher):
     binary: str = "nginx"
     version_prefix: str = "nginx/"
     config_name: str = "nginx.conf"
+    package: str = "nginx-light"
 
     def render(self, settings: ProxySettings) -> str:
         return TEMPLATE.substitute(

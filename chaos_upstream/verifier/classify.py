@@ -45,6 +45,19 @@ class Observation:
     def header(self, name: bytes) -> bytes | None:
         return next((value for key, value in self.headers if key == name.lower()), None)
 
+    def summary(self) -> str:
+        """One line a person reads: what came back, how much, how it ended, when."""
+        if self.status is None:
+            text = self.kind
+        elif self.kind == STATUS:
+            text = f"{self.status}, {self.body_bytes} B body"
+        else:
+            text = f"{self.kind}: {self.status}, {self.body_bytes} B of {self.framing} body"
+        if self.kind == MALFORMED and self.detail:
+            text += f" ({self.detail[:40]})"
+        ending = {"fin": "FIN", "rst": "RST", "timeout": "open"}[self.ending]
+        return f"{text}, {ending} at {self.elapsed:.2f} s"
+
 
 @dataclass
 class _Parse:
@@ -88,15 +101,16 @@ def _parse(seen: Capture, method: str) -> _Parse:
     client.send(h11.EndOfMessage())
     result = _Parse(interim=[])
     pieces = [piece for _, piece in seen.pieces] + ([b""] if seen.ending == "fin" else [])
-    try:
-        for piece in pieces:
+    for piece in pieces:
+        try:
             client.receive_data(piece)
             if _drain(client, result):
                 result.trailing = len(client.trailing_data[0])
                 return result
-    except h11.RemoteProtocolError as exc:
-        result.error = str(exc)
-        result.cut = _was_cut(exc, result, seen)
+        except h11.RemoteProtocolError as exc:
+            result.error = str(exc)
+            result.cut = piece == b"" and (result.head is not None or _http_prefix(seen.data))
+            return result
     return result
 
 
@@ -117,16 +131,9 @@ def _drain(client: h11.Connection, result: _Parse) -> bool:
             return True
 
 
-def _was_cut(exc: h11.RemoteProtocolError, result: _Parse, seen: Capture) -> bool:
-    """True when the parser gave up only because the bytes stopped (a FIN mid-message)."""
-    return "peer closed" in str(exc) or (
-        result.head is None and seen.ending == "fin" and _http_prefix(seen.data) and b"\r\n\r\n" not in seen.data
-    )
-
-
 def _http_prefix(data: bytes) -> bool:
-    start = data[:5]
-    return b"HTTP/".startswith(start) or start == b"HTTP/"
+    """True when `data` could be the start of a status line (so a FIN there cut a head short)."""
+    return data[:5] == b"HTTP/"[: len(data[:5])]
 
 
 def _framing(head: h11.Response, method: str) -> str:

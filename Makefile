@@ -1,0 +1,30 @@
+# chaos-upstream: `make test` and `make demo` work on a fresh Debian machine (root installs the proxies).
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: test demo install proxies clean
+
+test: $(STAMP) proxies
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: $(STAMP) proxies
+	$(PY) -m chaos_upstream.demo
+
+install: $(STAMP)
+
+proxies: $(STAMP)
+	$(PY) -m chaos_upstream.proxies.install nginx haproxy
+
+# The venv is (re)built when pyproject.toml changes; the project is installed editable with its test extras.
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "chaos-upstream needs Python 3.11 or newer; set PYTHON=")'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache

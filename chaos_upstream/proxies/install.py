@@ -1,0 +1,72 @@
+"""Install the proxies that are missing, from Debian's packages, when this machine lets us.
+
+`python -m chaos_upstream.proxies.install nginx haproxy` is what `make test` and `make demo` run.
+Invariant: it never fails the build for a proxy it may not install (not root, no apt-get): it says
+so, and the tests that need the proxy skip (or fail under CHAOS_UPSTREAM_REQUIRE_PROXIES=1).
+Services are never started by the install: a policy-rc.d that denies them is in place meanwhile.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from chaos_upstream.proxies import LAUNCHERS, get_launcher
+
+POLICY = Path("/usr/sbin/policy-rc.d")
+DENY_SERVICES = "#!/bin/sh\n# chaos-upstream: no service starts while proxies are installed\nexit 101\n"
+
+
+def missing(names: Sequence[str]) -> list[str]:
+    """The Debian packages of the named proxies that are not installed."""
+    return [get_launcher(name).package for name in names if not get_launcher(name).installed()]
+
+
+@contextlib.contextmanager
+def services_denied() -> Iterator[None]:
+    """Keep package scripts from starting nginx or HAProxy as system services (they would take port 80)."""
+    if POLICY.exists():
+        yield
+        return
+    POLICY.write_text(DENY_SERVICES)
+    POLICY.chmod(0o755)
+    try:
+        yield
+    finally:
+        POLICY.unlink()
+
+
+def install(packages: Sequence[str]) -> int:
+    """apt-get install the packages; the exit status of apt-get."""
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    with services_denied():
+        update = subprocess.run(["apt-get", "update", "-qq"], env=env, check=False)
+        if update.returncode:
+            return update.returncode
+        command = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages]
+        return subprocess.run(command, env=env, check=False).returncode
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    names = list(argv if argv is not None else sys.argv[1:]) or list(LAUNCHERS)
+    packages = missing(names)
+    if not packages:
+        print(f"proxies present: {', '.join(names)}")
+        return 0
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        print(f"not installing {' '.join(packages)} (needs root and apt-get): tests that need them will skip")
+        return 0
+    print(f"installing {' '.join(packages)} with apt-get", flush=True)
+    status = install(packages)
+    if status:
+        print(f"apt-get failed ({status}): tests that need {' '.join(packages)} will skip")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,50 @@
+"""End to end through real nginx and HAProxy (Debian's), started from configs we generate on 127.0.0.1."""
+
+import pytest
+import trio
+
+from chaos_upstream.proxies import require
+from chaos_upstream.verifier.capture import capture
+from chaos_upstream.verifier.classify import classify
+
+from conftest import T, get, settled
+
+PROXIES = ["nginx", "haproxy"]
+
+
+@pytest.fixture(params=PROXIES)
+async def proxied(request, start_upstream, tmp_path):
+    """(upstream, proxy) with the proxy's read timeout set to T, stopped at teardown."""
+    launcher = require(request.param)
+    upstream = await start_upstream()
+    proxy = await trio.to_thread.run_sync(launcher.start, upstream.addresses, T, tmp_path)
+    try:
+        yield upstream, proxy
+    finally:
+        await trio.to_thread.run_sync(proxy.stop)
+
+
+async def probe(proxy, scenario: str, probe_id: str):
+    host, port = proxy.url.removeprefix("http://").rsplit(":", 1)
+    seen = await capture(host, int(port), get(scenario=scenario, probe=probe_id), limit=5 * T)
+    return classify(seen)
+
+
+@pytest.mark.proxy
+async def test_truncated_chunked_reaches_the_client_aborted(proxied):
+    upstream, proxy = proxied
+    seen = await probe(proxy, "truncated-chunked", "tc-1")
+    assert (seen.kind, seen.status, seen.framing) == ("aborted", 200, "chunked"), proxy.error_log()
+    assert seen.body_bytes <= 1000
+    [record] = await settled(upstream.journal, type="request", count=1)
+    assert (record["probe"], record["response"]["body_bytes"]) == ("tc-1", 1000)
+
+
+@pytest.mark.proxy
+async def test_slow_headers_becomes_a_504_near_the_proxy_timeout(proxied):
+    upstream, proxy = proxied
+    seen = await probe(proxy, "slow-headers", "sh-1")
+    assert (seen.kind, seen.status) == ("status", 504), proxy.error_log()
+    assert 0.8 * T <= seen.first_byte <= 1.6 * T
+    [record] = await settled(upstream.journal, type="request", count=1, limit=4 * T)
+    assert record["probe"] == "sh-1" and record["scenario"] == "slow-headers"

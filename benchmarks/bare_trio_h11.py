@@ -18,7 +18,9 @@ import trio
 
 BODY = b"chaos-upstream: healthy\n"
 RESPONSE = (
-    h11.Response(status_code=200, reason=b"OK", headers=[("Content-Type", "text/plain"), ("Content-Length", str(len(BODY)))]),
+    h11.Response(
+        status_code=200, reason=b"OK", headers=[("Content-Type", "text/plain"), ("Content-Length", str(len(BODY)))]
+    ),
     h11.Data(data=BODY),
     h11.EndOfMessage(),
 )

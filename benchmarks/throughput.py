@@ -118,8 +118,11 @@ def running_server(command: list[str]) -> Iterator[int]:
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
     try:
         yield read_port(process)
-    finally:
+    except BaseException:
         stop_server(process)
+        raise
+    if (code := stop_server(process)) != 0:
+        raise SystemExit(f"{process.args} exited {code} after SIGTERM")
 
 
 def read_port(process: subprocess.Popen) -> int:
@@ -136,18 +139,17 @@ def read_port(process: subprocess.Popen) -> int:
     return int(match.group(1))
 
 
-def stop_server(process: subprocess.Popen) -> None:
+def stop_server(process: subprocess.Popen) -> int:
+    """SIGTERM, wait, SIGKILL if it lingers; its exit code."""
     process.send_signal(signal.SIGTERM)
     try:
-        code = process.wait(timeout=STOP_TIMEOUT)
+        return process.wait(timeout=STOP_TIMEOUT)
     except subprocess.TimeoutExpired:
+        print(f"{process.args} ignored SIGTERM for {STOP_TIMEOUT:.0f} s; killing it", file=sys.stderr)
         process.kill()
-        process.wait()
-        raise SystemExit(f"{process.args} ignored SIGTERM for {STOP_TIMEOUT:.0f} s; killed") from None
+        return process.wait()
     finally:
         process.stdout.close()
-    if code != 0:
-        raise SystemExit(f"{process.args} exited {code} after SIGTERM")
 
 
 def run_wrk(url: str, threads: int, connections: int, seconds: int) -> str:
@@ -164,14 +166,19 @@ def parse_wrk(output: str) -> dict:
     latency = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+[a-z]+)", output, re.M))
     if rate is None or set(latency) != {"50", "99"}:
         raise SystemExit(f"cannot read wrk's output:\n{output}")
-    socket_errors = sum(map(int, re.findall(r"(?:connect|read|write|timeout) (\d+)", output)))
-    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     return {
         "requests_per_s": float(rate.group(1)),
         "p50_ms": to_ms(latency["50"]),
         "p99_ms": to_ms(latency["99"]),
-        "errors": socket_errors + (int(non_2xx.group(1)) if non_2xx else 0),
+        "errors": count_errors(output),
     }
+
+
+def count_errors(output: str) -> int:
+    """Socket errors (connect, read, write, timeout) plus non-2xx/3xx responses; wrk omits zeros."""
+    sockets = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    statuses = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    return sum(map(int, sockets.groups() if sockets else ())) + (int(statuses.group(1)) if statuses else 0)
 
 
 def to_ms(text: str) -> float:

@@ -24,6 +24,7 @@ from chaos_upstream.model.loading import load_file, scenario_files
 from chaos_upstream.model.schema import scenario_schema
 from chaos_upstream.plan.selection import Mix
 from chaos_upstream.server.journal import Journal
+from chaos_upstream.server.admin import LOOPBACK_HOSTS, Admin
 from chaos_upstream.server.upstream import GRACE, Settings, Upstream
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -53,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--seed", type=int, default=None, help="seed of every random draw (mix, distributions)")
     serve.add_argument("--mix", type=_mix, default=None, metavar="NAME=WEIGHT,...")
     serve.add_argument("--journal", type=Path, default=None, metavar="FILE", help="JSON lines, one per connection and request")
+    serve.add_argument("--admin-host", default="127.0.0.1", help="address of the admin API (loopback unless a token is set)")
+    serve.add_argument("--admin-port", type=int, default=None, metavar="PORT", help="serve the admin API on this port")
+    serve.add_argument("--admin-token", default=None, metavar="TOKEN", help="required as 'Authorization: Bearer TOKEN'")
     serve.add_argument(
         "--grace", type=float, default=GRACE, metavar="SECONDS", help="how long in-flight work may finish after SIGTERM"
     )
@@ -112,24 +116,32 @@ def _serve(args: argparse.Namespace) -> int:
         seed=args.seed,
         grace=args.grace,
     )
+    if args.admin_port is not None and args.admin_host not in LOOPBACK_HOSTS and not args.admin_token:
+        raise ConfigError(f"--admin-host {args.admin_host} is reachable from outside: give --admin-token too")
     journal = Journal(args.journal)
+    upstream = Upstream(catalogue, settings, journal)
+    admin = Admin(upstream, args.admin_token) if args.admin_port is not None else None
     try:
-        trio.run(_serve_until_signal, Upstream(catalogue, settings, journal))
+        trio.run(_serve_until_signal, upstream, admin, args.admin_host, args.admin_port)
     finally:
         journal.close()
     return EXIT_OK
 
 
-async def _serve_until_signal(upstream: Upstream) -> None:
-    """Serve; on SIGTERM or SIGINT stop accepting, let in-flight work finish (grace), return."""
+async def _serve_until_signal(upstream: Upstream, admin: Admin | None, admin_host: str, admin_port: int) -> None:
+    """Serve (and the admin API); on SIGTERM or SIGINT stop accepting, let in-flight work finish, return."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
-            addresses = await nursery.start(upstream.run)
-            for host, port in addresses:
+            for host, port in await nursery.start(upstream.run):
                 print(f"chaos-upstream listening on http://{_url_host(host)}:{port}", flush=True)
-            async for _ in signals:
-                upstream.stop()
-                break
+            async with trio.open_nursery() as extras:
+                if admin is not None:
+                    for host, port in await extras.start(admin.run, admin_host, admin_port):
+                        print(f"chaos-upstream admin API on http://{_url_host(host)}:{port}", flush=True)
+                async for _ in signals:
+                    break
+                extras.cancel_scope.cancel()
+            upstream.stop()
 
 
 def _url_host(host: str) -> str:

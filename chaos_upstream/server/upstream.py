@@ -64,6 +64,21 @@ class Settings:
     reuse_port: bool = False
 
 
+@dataclass
+class Stats:
+    """Running totals since start, for metrics: written by the server, read by the admin API."""
+
+    connections: int = 0
+    open: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    bad_requests: int = 0
+    requests: Counter[str] = field(default_factory=Counter)
+    """Requests per scenario; also the ordinals that rules match on."""
+    endings: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """Requests per (scenario, how the request ended)."""
+
+
 @dataclass(frozen=True)
 class Request:
     """A request read off the wire: its head, its body size, and what remains unread after it."""
@@ -83,11 +98,11 @@ class Upstream:
         self.journal = journal or Journal()
         self.active: str | None = None
         """The scenario for requests that name none, when set (the admin API's switch)."""
-        self.requests: Counter[str] = Counter()
-        """Requests handled per scenario: the ordinals that rules match on."""
+        self.stats = Stats()
         self.addresses: list[tuple[str, int]] = []
+        self.accepting = False
+        """True while the listeners accept connections (the admin API's readiness)."""
         self._rng = random.Random(self.settings.seed)
-        self._connections = 0
         self._origin = 0.0
         self._accepting = trio.CancelScope()
 
@@ -106,8 +121,10 @@ class Upstream:
                     async with trio.open_nursery() as acceptors:
                         for listener in listeners:
                             acceptors.start_soon(self._accept_loop, listener, handlers)
+                        self.accepting = True
                         task_status.started(self.addresses)
             finally:
+                self.accepting = False
                 for listener in listeners:
                     listener.socket.close()
             handlers.cancel_scope.deadline = trio.current_time() + self.settings.grace
@@ -128,8 +145,9 @@ class Upstream:
             handlers.start_soon(self._connection, stream)
 
     async def _connection(self, stream: trio.SocketStream) -> None:
-        self._connections += 1
-        conn = self._connections
+        self.stats.connections += 1
+        self.stats.open += 1
+        conn = self.stats.connections
         record: dict[str, Any] = {"type": "connection", "conn": conn, "t": round(self.now(), 6)}
         wire = Wire(stream, lambda: _reset(stream))
         try:
@@ -139,6 +157,9 @@ class Upstream:
             record["ended"] = "peer-reset"
         finally:
             record.update(t_end=round(self.now(), 6), bytes_in=wire.bytes_in, bytes_out=wire.bytes_out)
+            self.stats.open -= 1
+            self.stats.bytes_in += wire.bytes_in
+            self.stats.bytes_out += wire.bytes_out
             record.setdefault("ended", "cancelled")
             with trio.CancelScope(shield=True):
                 await stream.aclose()
@@ -196,8 +217,8 @@ class Upstream:
             await self._refuse(wire, conn, 404, f"no scenario named {choice.name!r}", record)
             return Execution(ended="closed")
         scenario = self.catalogue.get(choice.name)
-        self.requests[choice.name] += 1
-        info = replace(info, ordinal=self.requests[choice.name], path=choice.path)
+        self.stats.requests[choice.name] += 1
+        info = replace(info, ordinal=self.stats.requests[choice.name], path=choice.path)
         rng = random.Random(self._rng.getrandbits(64))
         plan = planner.plan(scenario, info, rng, self.settings.timing, self.catalogue.get)
         if scenario.request_body == "record":
@@ -210,6 +231,7 @@ class Upstream:
             ended = "cancelled" if execution.ended == "running" else execution.ended
             duration = round(trio.current_time() - started, 6)
             record.update(actions=execution.log, ended=ended, duration=duration)
+            self.stats.endings[choice.name, ended] += 1
             self.journal.write(record)
         return execution
 
@@ -223,6 +245,7 @@ class Upstream:
             await wire.close()
         except PeerGone:
             pass
+        self.stats.bad_requests += 1
         entry = record or {"type": "bad-request", "t": round(self.now(), 6), "conn": conn}
         entry.update(error=reason, status=status, ended="closed")
         self.journal.write(entry)

@@ -1,0 +1,123 @@
+"""The admin API on real sockets: health, readiness, metrics, the active switch, the journal, the token."""
+
+import json
+
+import pytest
+
+from chaos_upstream.server.admin import Admin
+from chaos_upstream.verifier.capture import capture
+from chaos_upstream.verifier.classify import classify
+
+from conftest import T, get, settled
+from test_cli import run
+
+
+@pytest.fixture
+async def admin(start_upstream, nursery):
+    """(upstream, start) where start(token=None) serves an Admin for it and returns its address."""
+    upstream = await start_upstream()
+
+    async def start(token=None):
+        [address] = await nursery.start(Admin(upstream, token).run, "127.0.0.1", 0)
+        return address
+
+    return upstream, start
+
+
+async def call(address, method: str, path: str, body: bytes = b"", token: str | None = None):
+    head = f"{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\nContent-Length: {len(body)}\r\n"
+    if token:
+        head += f"Authorization: Bearer {token}\r\n"
+    seen = await capture(*address, head.encode() + b"\r\n" + body, limit=2.0)
+    observation = classify(seen)
+    assert observation.kind == "status", observation
+    payload = seen.data.split(b"\r\n\r\n", 1)[1]
+    return observation.status, payload
+
+
+async def call_json(address, method, path, body=b"", token=None):
+    status, payload = await call(address, method, path, body, token)
+    return status, json.loads(payload)
+
+
+async def test_health_and_readiness(admin):
+    upstream, start = admin
+    address = await start()
+    assert await call_json(address, "GET", "/healthz") == (200, {"status": "ok"})
+    status, ready = await call_json(address, "GET", "/readyz")
+    assert status == 200 and ready["ready"] is True
+    assert [tuple(a) for a in ready["addresses"]] == upstream.addresses
+    upstream.stop()
+    assert (await call_json(address, "GET", "/readyz"))[0] == 503
+
+
+async def test_the_active_switch_changes_what_unnamed_requests_get_and_delete_restores_it(admin):
+    upstream, start = admin
+    address = await start()
+    assert await call_json(address, "PUT", "/active", b'{"scenario": "upstream-502"}') == (200, {"active": "upstream-502"})
+    assert classify(await capture(*upstream.addresses[0], get(), limit=T)).status == 502
+    assert (await call_json(address, "DELETE", "/active"))[0] == 200
+    assert classify(await capture(*upstream.addresses[0], get(), limit=T)).status == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "error"),
+    [(b'{"scenario": "nope"}', 404, "no scenario named 'nope'"), (b"{not json", 400, '{"scenario": NAME}')],
+)
+async def test_a_bad_switch_changes_nothing(admin, body, status, error):
+    upstream, start = admin
+    address = await start()
+    code, reply = await call_json(address, "PUT", "/active", body)
+    assert code == status and error in reply["error"]
+    assert upstream.active is None
+
+
+async def test_metrics_count_requests_by_scenario(admin):
+    upstream, start = admin
+    address = await start()
+    for scenario in ["upstream-502", "upstream-502", "truncated-chunked"]:
+        await capture(*upstream.addresses[0], get(scenario=scenario), limit=T / 2)
+    await settled(upstream.journal, type="request", count=3)
+    status, text = await call(address, "GET", "/metrics")
+    assert status == 200
+    assert b'chaos_upstream_requests_total{scenario="upstream-502"} 2.0' in text
+    assert b'chaos_upstream_request_endings_total{ended="closed",scenario="truncated-chunked"} 1.0' in text
+
+
+async def test_the_journal_by_probe(admin):
+    upstream, start = admin
+    address = await start()
+    await capture(*upstream.addresses[0], get(probe="one") + get(probe="two"), limit=T / 2)
+    await settled(upstream.journal, type="request", count=2)
+    status, records = await call_json(address, "GET", "/journal?probe=two")
+    assert status == 200 and [r["probe"] for r in records] == ["two"]
+
+
+async def test_scenarios_lists_the_catalogue(admin, catalogue):
+    _, start = admin
+    status, listing = await call_json(await start(), "GET", "/scenarios")
+    assert status == 200 and [s["name"] for s in listing["scenarios"]] == catalogue.names()
+
+
+async def test_a_token_is_required_on_every_call_when_set(admin):
+    upstream, start = admin
+    address = await start(token="s3cret")
+    assert (await call_json(address, "GET", "/healthz"))[0] == 401
+    assert (await call_json(address, "PUT", "/active", b'{"scenario": "upstream-502"}', token="wrong"))[0] == 401
+    assert upstream.active is None
+    assert (await call_json(address, "GET", "/healthz", token="s3cret"))[0] == 200
+
+
+async def test_unknown_calls_and_garbage_get_4xx_and_the_api_goes_on(admin):
+    _, start = admin
+    address = await start()
+    assert (await call_json(address, "GET", "/nope"))[0] == 404
+    assert await call_json(address, "POST", "/active") == (405, {"error": "allowed: DELETE, PUT"})
+    seen = await capture(*address, b"\x00\x01garbage\r\n\r\n", limit=1.0)
+    assert seen.data.startswith(b"HTTP/1.1 400 ")
+    assert (await call_json(address, "GET", "/healthz"))[0] == 200
+
+
+def test_serve_refuses_a_reachable_admin_api_without_a_token():
+    result = run("serve", "--admin-host", "0.0.0.0", "--admin-port", "0")
+    assert result.returncode == 2 and "give --admin-token" in result.stderr

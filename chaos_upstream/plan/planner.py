@@ -11,7 +11,7 @@ from __future__ import annotations
 import fnmatch
 import random
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from chaos_upstream.model import steps as s
@@ -44,7 +44,8 @@ class _Context:
     rng: random.Random
     clock: float = 0.0
     """Offset of the next action from the plan's start, in seconds."""
-    response: Response = field(default_factory=Response)
+    response: dict[str, Any] = field(default_factory=lambda: asdict(Response()))
+    """The running account of what the response declares; frozen into a Response at the end."""
 
     def seconds(self, duration: Any) -> float:
         return resolve(duration, self.timing, self.rng)
@@ -55,7 +56,7 @@ class _Context:
 
     def body(self, data: bytes) -> Iterator[Action]:
         """Body bytes, counted; none go on the wire for a HEAD request, as HTTP requires."""
-        self.response = replace(self.response, body_bytes=self.response.body_bytes + len(data))
+        self.response["body_bytes"] += len(data)
         if data and not (self.request and self.request.method == "HEAD"):
             yield Send(data)
 
@@ -75,7 +76,7 @@ def plan(
         actions.append(Close())
     if isinstance(actions[-1], KeepAlive) and request is not None and not request.keep_alive:
         actions[-1] = Close()
-    return Plan(scenario.name, rule, tuple(_merge_sends(actions)), context.response)
+    return Plan(scenario.name, rule, tuple(_merge_sends(actions)), Response(**context.response))
 
 
 def select_steps(
@@ -118,11 +119,11 @@ def _merge_sends(actions: list[Action]) -> Iterator[Action]:
 
 def _status(step: s.Status, context: _Context) -> Iterator[Action]:
     if step.raw is not None:
-        context.response = replace(context.response, status=None)
+        context.response["status"] = None
         yield Send(step.raw)
         return
     if step.code >= 200:
-        context.response = replace(context.response, status=step.code)
+        context.response["status"] = step.code
     yield Send(wirebytes.status_line(step.version, step.code, step.reason))
 
 
@@ -132,19 +133,14 @@ def _headers(step: s.Headers, context: _Context) -> Iterator[Action]:
         name.lower() == b"transfer-encoding" and b"chunked" in value.lower() for name, value in step.fields
     )
     declared = int(lengths[0]) if len(set(lengths)) == 1 and lengths[0].isdigit() else None
-    final = context.response.status is not None
+    final = context.response["status"] is not None
     if final:
-        context.response = replace(
-            context.response,
-            content_length=declared,
-            chunked=chunked,
-            head_complete=step.end,
-        )
+        context.response.update(content_length=declared, chunked=chunked, head_complete=step.end)
     yield Send(wirebytes.header_block(step.fields, end=step.end, pad_to=step.pad_to))
 
 
 def _body(step: s.Body, context: _Context) -> Iterator[Action]:
-    start = context.response.body_bytes
+    start = context.response["body_bytes"]
     data = step.content if step.content is not None else wirebytes.filler(start, step.length or 0)
     yield from context.body(data)
 
@@ -152,11 +148,11 @@ def _body(step: s.Body, context: _Context) -> Iterator[Action]:
 def _chunked(step: s.Chunked, context: _Context) -> Iterator[Action]:
     framed = []
     for size in step.chunks:
-        framed.append(wirebytes.chunk(wirebytes.filler(context.response.body_bytes, size)))
-        context.response = replace(context.response, body_bytes=context.response.body_bytes + size)
+        framed.append(wirebytes.chunk(wirebytes.filler(context.response["body_bytes"], size)))
+        context.response["body_bytes"] += size
     if step.last:
         framed.append(wirebytes.last_chunk(step.trailers))
-        context.response = replace(context.response, last_chunk=True)
+        context.response["last_chunk"] = True
     if not (context.request and context.request.method == "HEAD"):
         yield Send(b"".join(framed))
 
@@ -175,7 +171,7 @@ def _drip(step: s.Drip, context: _Context) -> Iterator[Action]:
         if sent:
             yield context.wait(context.seconds(step.every))
         size = min(step.size, step.length - sent)
-        yield from context.body(wirebytes.filler(context.response.body_bytes, size))
+        yield from context.body(wirebytes.filler(context.response["body_bytes"], size))
         sent += size
 
 

@@ -3,6 +3,11 @@
 Invariant: a record is written once, when what it describes has ended (a request when its plan has
 run or been cut short, a connection when it is closed), and a record written to a file is flushed
 before `write` returns, so a SIGTERM loses nothing already written.
+
+Strategy: records are kept in memory as (type, probe, JSON text) tuples, not as dicts. A tuple of
+strings is untracked by the garbage collector, so a full journal (a hundred thousand records with
+nested lists and dicts) adds nothing to every collection pause; a record is parsed again only when
+asked for, and the JSON text is the same one written to the file.
 """
 
 from __future__ import annotations
@@ -22,24 +27,25 @@ class Journal:
     """Append-only records; the newest KEEP in memory, all of them in the file when one is given."""
 
     def __init__(self, path: Path | str | None = None, *, keep: int = KEEP) -> None:
-        self._records: deque[Record] = deque(maxlen=keep)
+        self._records: deque[tuple[str | None, str | None, str]] = deque(maxlen=keep)
         self._file: TextIO | None = open(path, "a", encoding="utf-8") if path is not None else None  # noqa: SIM115
         self.total = 0
         """Records written since the journal was opened, including those no longer in memory."""
 
     def write(self, record: Record) -> None:
-        self._records.append(record)
+        text = json.dumps(record, separators=(",", ":"))
+        self._records.append((record.get("type"), record.get("probe"), text))
         self.total += 1
         if self._file is not None:
-            self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+            self._file.write(text + "\n")
             self._file.flush()
 
     def records(self, *, probe: str | None = None, type: str | None = None) -> list[Record]:
         """Records in the order written, optionally only one probe's or one type's."""
         return [
-            record
-            for record in self._records
-            if (probe is None or record.get("probe") == probe) and (type is None or record.get("type") == type)
+            json.loads(text)
+            for kind, probe_id, text in self._records
+            if (probe is None or probe_id == probe) and (type is None or kind == type)
         ]
 
     def close(self) -> None:

@@ -13,7 +13,7 @@ import random
 import socket
 import struct
 from collections import Counter
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import h11
@@ -219,11 +219,10 @@ class Upstream:
         scenario = self.catalogue.get(choice.name)
         self.stats.requests[choice.name] += 1
         info = replace(info, ordinal=self.stats.requests[choice.name], path=choice.path)
-        rng = random.Random(self._rng.getrandbits(64))
-        plan = planner.plan(scenario, info, rng, self.settings.timing, self.catalogue.get)
+        plan = planner.plan(scenario, info, self._rng, self.settings.timing, self.catalogue.get)
         if scenario.request_body == "record":
             record["body"] = request.body.decode("latin-1")
-        record.update(rule=plan.rule, response=asdict(plan.response))
+        record.update(rule=plan.rule, response=vars(plan.response).copy())
         execution = Execution()
         try:
             await execute(plan, wire, started, self.now, execution)

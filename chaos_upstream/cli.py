@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import trio
 from rich.console import Console
 from rich.table import Table
 
-from chaos_upstream.errors import ConfigError
+from chaos_upstream.errors import ChaosUpstreamError, ConfigError
 from chaos_upstream.model.catalogue import Catalogue
 from chaos_upstream.model.durations import Timing
 from chaos_upstream.model.loading import load_file, scenario_files
@@ -25,7 +27,9 @@ from chaos_upstream.model.schema import scenario_schema
 from chaos_upstream.plan.selection import Mix
 from chaos_upstream.server.journal import Journal
 from chaos_upstream.server.admin import LOOPBACK_HOSTS, Admin
+from chaos_upstream.server.control import Local
 from chaos_upstream.server.upstream import GRACE, Settings, Upstream
+from chaos_upstream.server.workers import Fleet, WorkerCrashed, obey, reserve_port
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -57,6 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--admin-host", default="127.0.0.1", help="address of the admin API (loopback unless a token is set)")
     serve.add_argument("--admin-port", type=int, default=None, metavar="PORT", help="serve the admin API on this port")
     serve.add_argument("--admin-token", default=None, metavar="TOKEN", help="required as 'Authorization: Bearer TOKEN'")
+    serve.add_argument("--workers", type=int, default=1, metavar="N", help="N processes sharing the port (SO_REUSEPORT)")
+    serve.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     serve.add_argument(
         "--grace", type=float, default=GRACE, metavar="SECONDS", help="how long in-flight work may finish after SIGTERM"
     )
@@ -107,6 +113,12 @@ def _serve(args: argparse.Namespace) -> int:
     unknown = [name for name in names if name not in catalogue]
     if unknown:
         raise ConfigError(f"unknown scenario {unknown[0]!r}: `chaos-upstream list` shows the loaded ones")
+    if args.admin_port is not None and args.admin_host not in LOOPBACK_HOSTS and not args.admin_token:
+        raise ConfigError(f"--admin-host {args.admin_host} is reachable from outside: give --admin-token too")
+    if args.workers < 1:
+        raise ConfigError("--workers must be 1 or more")
+    if args.workers > 1:
+        return _supervise(args, catalogue)
     settings = Settings(
         host=args.host,
         port=args.port,
@@ -115,33 +127,84 @@ def _serve(args: argparse.Namespace) -> int:
         mix=args.mix,
         seed=args.seed,
         grace=args.grace,
+        reuse_port=args.worker is not None,
+        worker=args.worker,
     )
-    if args.admin_port is not None and args.admin_host not in LOOPBACK_HOSTS and not args.admin_token:
-        raise ConfigError(f"--admin-host {args.admin_host} is reachable from outside: give --admin-token too")
     journal = Journal(args.journal)
     upstream = Upstream(catalogue, settings, journal)
-    admin = Admin(upstream, args.admin_token) if args.admin_port is not None else None
+    admin = Admin(Local(upstream), args.admin_token) if args.admin_port is not None else None
     try:
-        trio.run(_serve_until_signal, upstream, admin, args.admin_host, args.admin_port)
+        trio.run(_serve_until_signal, upstream, admin, args, args.worker is not None)
     finally:
         journal.close()
     return EXIT_OK
 
 
-async def _serve_until_signal(upstream: Upstream, admin: Admin | None, admin_host: str, admin_port: int) -> None:
-    """Serve (and the admin API); on SIGTERM or SIGINT stop accepting, let in-flight work finish, return."""
+def _supervise(args: argparse.Namespace, catalogue: Catalogue) -> int:
+    """`--workers N`: hold the port, start N workers on it, drive them, stop them on a signal."""
+    with reserve_port(args.host, args.port) as reserved:
+        port = reserved.getsockname()[1]
+        commands = [_worker_command(args, port, index) for index in range(args.workers)]
+        fleet = Fleet(catalogue, args.default, (args.host, port), commands)
+        admin = Admin(fleet, args.admin_token) if args.admin_port is not None else None
+        failure: ChaosUpstreamError | None = None
+        try:
+            trio.run(_serve_until_signal, fleet, admin, args, False)
+        except* (WorkerCrashed, ConfigError) as group:
+            failure = group.exceptions[0]  # type: ignore[assignment]
+    if isinstance(failure, ConfigError):
+        raise failure
+    if failure is not None:
+        print(f"chaos-upstream: {failure}", file=sys.stderr)
+        return EXIT_FAIL
+    return EXIT_OK
+
+
+def _worker_command(args: argparse.Namespace, port: int, index: int) -> list[str]:
+    """The command line of worker `index`: the same settings, the shared port, its own seed."""
+    command = [sys.executable, "-m", "chaos_upstream", "serve", "--host", args.host, "--port", str(port)]
+    command += ["--default", args.default, "--proxy-timeout", repr(args.proxy_timeout), "--grace", repr(args.grace)]
+    command += ["--worker", str(index)]
+    for path in args.scenarios:
+        command += ["--scenarios", str(path)]
+    if args.seed is not None:
+        command += ["--seed", str(args.seed + index)]
+    if args.mix is not None:
+        command += ["--mix", str(args.mix)]
+    if args.journal is not None:
+        command += ["--journal", str(args.journal)]
+    return command
+
+
+async def _serve_until_signal(server: Upstream | Fleet, admin: Admin | None, args: argparse.Namespace, worker: bool) -> None:
+    """Serve (and the admin API) until SIGTERM or SIGINT, then stop accepting and let in-flight work finish.
+
+    A worker also obeys its supervisor's commands on stdin, and stops when the supervisor goes away.
+    """
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
-            for host, port in await nursery.start(upstream.run):
+
+            async def serve_then_quit(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+                await server.run(task_status=task_status)
+                nursery.cancel_scope.cancel()
+
+            for host, port in await nursery.start(serve_then_quit):
                 print(f"chaos-upstream listening on http://{_url_host(host)}:{port}", flush=True)
-            async with trio.open_nursery() as extras:
-                if admin is not None:
-                    for host, port in await extras.start(admin.run, admin_host, admin_port):
-                        print(f"chaos-upstream admin API on http://{_url_host(host)}:{port}", flush=True)
-                async for _ in signals:
-                    break
-                extras.cancel_scope.cancel()
-            upstream.stop()
+            if admin is not None:
+                for host, port in await nursery.start(admin.run, args.admin_host, args.admin_port):
+                    print(f"chaos-upstream admin API on http://{_url_host(host)}:{port}", flush=True)
+            if worker:
+                nursery.start_soon(_obey_then_stop, server)
+            async for _ in signals:
+                server.stop()
+                break
+
+
+async def _obey_then_stop(upstream: Upstream) -> None:
+    commands, replies = trio.lowlevel.FdStream(os.dup(0)), trio.lowlevel.FdStream(os.dup(1))
+    async with commands, replies:
+        await obey(upstream, commands, replies)
+    upstream.stop()
 
 
 def _url_host(host: str) -> str:

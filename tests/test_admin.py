@@ -5,6 +5,7 @@ import json
 import pytest
 
 from chaos_upstream.server.admin import Admin
+from chaos_upstream.server.control import Local
 from chaos_upstream.verifier.capture import capture
 from chaos_upstream.verifier.classify import classify
 
@@ -18,7 +19,7 @@ async def admin(start_upstream, nursery):
     upstream = await start_upstream()
 
     async def start(token=None):
-        [address] = await nursery.start(Admin(upstream, token).run, "127.0.0.1", 0)
+        [address] = await nursery.start(Admin(Local(upstream), token).run, "127.0.0.1", 0)
         return address
 
     return upstream, start

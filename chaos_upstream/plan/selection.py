@@ -37,6 +37,9 @@ class Mix:
             raise ConfigError("give at least one NAME=WEIGHT with a positive weight")
         return cls(tuple(weights))
 
+    def __str__(self) -> str:
+        return ",".join(f"{name}={weight:g}" for name, weight in self.weights)
+
     def pick(self, rng: random.Random) -> str:
         names = [name for name, _ in self.weights]
         return rng.choices(names, weights=[w for _, w in self.weights])[0]

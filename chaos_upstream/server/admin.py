@@ -19,7 +19,8 @@ import trio
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from chaos_upstream.server.upstream import Upstream
+from chaos_upstream.server.control import Control
+from chaos_upstream.server.upstream import Stats
 
 READ_TIMEOUT = 30.0
 """Seconds an admin connection may sit idle or mid-request: ample for scripts and scrapers."""
@@ -43,17 +44,15 @@ class Reply:
         return cls(status, json.dumps(value, indent=1).encode() + b"\n")
 
 
-Handler = Callable[["Admin", dict[str, list[str]], bytes], Reply]
+Handler = Callable[["Admin", dict[str, list[str]], bytes], Awaitable[Reply]]
 
 
 class Admin:
-    """The admin API of one Upstream. Start it with `await nursery.start(admin.run, host, port)`."""
+    """The admin API of an upstream or a fleet of workers. Start it with `await nursery.start(admin.run, host, port)`."""
 
-    def __init__(self, upstream: Upstream, token: str | None = None) -> None:
-        self.upstream = upstream
+    def __init__(self, control: Control, token: str | None = None) -> None:
+        self.control = control
         self.token = token
-        self.registry = CollectorRegistry()
-        self.registry.register(_Collector(upstream))
 
     async def run(self, host: str, port: int, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         listeners = await trio.open_tcp_listeners(port, host=host)
@@ -76,13 +75,13 @@ class Admin:
         request, body = await _read(stream, connection)
         if request is None:
             return False
-        reply = self.dispatch(request, body)
+        reply = await self.dispatch(request, body)
         headers = [("Content-Type", reply.content_type), ("Content-Length", str(len(reply.body)))]
         for event in (h11.Response(status_code=reply.status, headers=headers), h11.Data(data=reply.body), h11.EndOfMessage()):
             await stream.send_all(connection.send(event))
         return connection.our_state is h11.DONE and connection.their_state is h11.DONE
 
-    def dispatch(self, request: h11.Request, body: bytes) -> Reply:
+    async def dispatch(self, request: h11.Request, body: bytes) -> Reply:
         """The reply to one request: authorised, routed by method and path."""
         if self.token is not None and not self._authorised(request):
             return Reply.json(401, {"error": "missing or wrong bearer token"})
@@ -92,7 +91,7 @@ class Admin:
             allowed = sorted(method for method, path in ROUTES if path == target.path)
             status, error = (405, f"allowed: {', '.join(allowed)}") if allowed else (404, "no such call")
             return Reply.json(status, {"error": error})
-        return route(self, parse_qs(target.query), body)
+        return await route(self, parse_qs(target.query), body)
 
     def _authorised(self, request: h11.Request) -> bool:
         given = dict(request.headers).get(b"authorization", b"")
@@ -128,51 +127,47 @@ async def _read(stream: trio.SocketStream, connection: h11.Connection) -> tuple[
             return None, b""
 
 
-def _healthz(admin: Admin, query: dict, body: bytes) -> Reply:
+async def _healthz(admin: Admin, query: dict, body: bytes) -> Reply:
     return Reply.json(200, {"status": "ok"})
 
 
-def _readyz(admin: Admin, query: dict, body: bytes) -> Reply:
-    ready = admin.upstream.accepting
-    return Reply.json(200 if ready else 503, {"ready": ready, "addresses": [list(a) for a in admin.upstream.addresses]})
+async def _readyz(admin: Admin, query: dict, body: bytes) -> Reply:
+    ready, addresses = admin.control.readiness()
+    return Reply.json(200 if ready else 503, {"ready": ready, "addresses": [list(a) for a in addresses]})
 
 
-def _metrics(admin: Admin, query: dict, body: bytes) -> Reply:
-    return Reply(200, generate_latest(admin.registry), "text/plain; version=0.0.4; charset=utf-8")
+async def _metrics(admin: Admin, query: dict, body: bytes) -> Reply:
+    registry = CollectorRegistry()
+    registry.register(_Collector(await admin.control.stats()))
+    return Reply(200, generate_latest(registry), "text/plain; version=0.0.4; charset=utf-8")
 
 
-def _scenarios(admin: Admin, query: dict, body: bytes) -> Reply:
-    upstream = admin.upstream
-    return Reply.json(
-        200,
-        {
-            "active": upstream.active,
-            "default": upstream.settings.default,
-            "scenarios": [scenario.model_dump(mode="json") for scenario in upstream.catalogue],
-        },
-    )
+async def _scenarios(admin: Admin, query: dict, body: bytes) -> Reply:
+    control = admin.control
+    scenarios = [scenario.model_dump(mode="json") for scenario in control.catalogue]
+    return Reply.json(200, {"active": control.active, "default": control.default, "scenarios": scenarios})
 
 
-def _put_active(admin: Admin, query: dict, body: bytes) -> Reply:
+async def _put_active(admin: Admin, query: dict, body: bytes) -> Reply:
     try:
         name = json.loads(body)["scenario"]
     except (ValueError, KeyError, TypeError):
         return Reply.json(400, {"error": 'send {"scenario": NAME}'})
-    if name not in admin.upstream.catalogue:
+    if name not in admin.control.catalogue:
         return Reply.json(404, {"error": f"no scenario named {name!r}"})
-    admin.upstream.active = name
+    await admin.control.set_active(name)
     return Reply.json(200, {"active": name})
 
 
-def _delete_active(admin: Admin, query: dict, body: bytes) -> Reply:
-    admin.upstream.active = None
-    return Reply.json(200, {"active": None, "default": admin.upstream.settings.default})
+async def _delete_active(admin: Admin, query: dict, body: bytes) -> Reply:
+    await admin.control.set_active(None)
+    return Reply.json(200, {"active": None, "default": admin.control.default})
 
 
-def _journal(admin: Admin, query: dict, body: bytes) -> Reply:
+async def _journal(admin: Admin, query: dict, body: bytes) -> Reply:
     probe = query.get("probe", [None])[0]
     kind = query.get("type", [None])[0]
-    return Reply.json(200, admin.upstream.journal.records(probe=probe, type=kind))
+    return Reply.json(200, await admin.control.journal(probe, kind))
 
 
 ROUTES: dict[tuple[str, str], Handler] = {
@@ -187,13 +182,13 @@ ROUTES: dict[tuple[str, str], Handler] = {
 
 
 class _Collector:
-    """Prometheus metrics read from the upstream's running totals at scrape time."""
+    """Prometheus metrics from a snapshot of the running totals, taken at scrape time."""
 
-    def __init__(self, upstream: Upstream) -> None:
-        self.upstream = upstream
+    def __init__(self, stats: Stats) -> None:
+        self.stats = stats
 
     def collect(self) -> Any:
-        stats = self.upstream.stats
+        stats = self.stats
         requests = CounterMetricFamily("chaos_upstream_requests", "Requests handled, by scenario.", labels=["scenario"])
         for scenario, count in sorted(stats.requests.items()):
             requests.add_metric([scenario], count)

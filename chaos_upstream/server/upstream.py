@@ -62,6 +62,8 @@ class Settings:
     idle_timeout: float = IDLE_TIMEOUT
     grace: float = GRACE
     reuse_port: bool = False
+    worker: int | None = None
+    """This process's index among `serve --workers N`; tags every journal record."""
 
 
 @dataclass
@@ -77,6 +79,23 @@ class Stats:
     """Requests per scenario; also the ordinals that rules match on."""
     endings: Counter[tuple[str, str]] = field(default_factory=Counter)
     """Requests per (scenario, how the request ended)."""
+
+    def to_json(self) -> dict[str, Any]:
+        totals = {name: getattr(self, name) for name in TOTALS}
+        return {**totals, "requests": dict(self.requests), "endings": [[*key, n] for key, n in self.endings.items()]}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Stats:
+        endings = Counter({(scenario, ended): n for scenario, ended, n in data["endings"]})
+        return cls(**{name: data[name] for name in TOTALS}, requests=Counter(data["requests"]), endings=endings)
+
+    def __add__(self, other: Stats) -> Stats:
+        totals = {name: getattr(self, name) + getattr(other, name) for name in TOTALS}
+        return Stats(**totals, requests=self.requests + other.requests, endings=self.endings + other.endings)
+
+
+TOTALS = ("connections", "open", "bytes_in", "bytes_out", "bad_requests")
+"""The plain counts of Stats, which add up across workers."""
 
 
 @dataclass(frozen=True)
@@ -103,6 +122,7 @@ class Upstream:
         self.accepting = False
         """True while the listeners accept connections (the admin API's readiness)."""
         self._rng = random.Random(self.settings.seed)
+        self._tag = {} if self.settings.worker is None else {"worker": self.settings.worker}
         self._origin = 0.0
         self._accepting = trio.CancelScope()
 
@@ -148,7 +168,7 @@ class Upstream:
         self.stats.connections += 1
         self.stats.open += 1
         conn = self.stats.connections
-        record: dict[str, Any] = {"type": "connection", "conn": conn, "t": round(self.now(), 6)}
+        record: dict[str, Any] = {"type": "connection", "conn": conn, "t": round(self.now(), 6), **self._tag}
         wire = Wire(stream, lambda: _reset(stream))
         try:
             record["peer"] = "%s:%d" % stream.socket.getpeername()[:2]
@@ -204,6 +224,7 @@ class Upstream:
             "type": "request",
             "t": round(started - self._origin, 6),
             "conn": conn,
+            **self._tag,
             "seq": count,
             "method": info.method,
             "target": info.target,
@@ -245,7 +266,7 @@ class Upstream:
         except PeerGone:
             pass
         self.stats.bad_requests += 1
-        entry = record or {"type": "bad-request", "t": round(self.now(), 6), "conn": conn}
+        entry = record or {"type": "bad-request", "t": round(self.now(), 6), "conn": conn, **self._tag}
         entry.update(error=reason, status=status, ended="closed")
         self.journal.write(entry)
 

@@ -87,7 +87,7 @@ def test_bytes_are_latin1_and_wider_characters_are_refused():
 
 def test_a_rule_must_borrow_an_existing_scenario(tmp_path):
     (tmp_path / "a.yaml").write_text(GOOD + "rules:\n  - when: {request: {last: 3}}\n    scenario: nowhere\n")
-    with pytest.raises(ConfigError, match="a.yaml:1: rules.0.scenario: no scenario named 'nowhere'"):
+    with pytest.raises(ConfigError, match="a.yaml:14: rules.0.scenario: no scenario named 'nowhere'"):
         Catalogue.load([tmp_path])
 
 

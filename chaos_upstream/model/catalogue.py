@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 from chaos_upstream.errors import ConfigError, Problem, UnknownScenario
-from chaos_upstream.model.loading import load_file, scenario_files
+from chaos_upstream.model.loading import line_of, load_file, scenario_files
 from chaos_upstream.model.scenario import Scenario
 
 
@@ -81,7 +81,12 @@ class Catalogue:
 
     def _check_references(self) -> None:
         problems = [
-            Problem(str(entry.source), 1, f"rules.{index}.scenario", f"no scenario named {rule.scenario!r}")
+            Problem(
+                str(entry.source),
+                line_of(entry.source, ("rules", index, "scenario")),
+                f"rules.{index}.scenario",
+                f"no scenario named {rule.scenario!r}",
+            )
             for entry in self._entries.values()
             for index, rule in enumerate(entry.scenario.rules)
             if rule.scenario is not None and rule.scenario not in self._entries

@@ -65,6 +65,17 @@ def _locate(error: Any, root: yaml.Node, filename: str) -> Problem:
     return Problem(filename, node.start_mark.line + 1, ".".join(path), message)
 
 
+def line_of(path: Path, loc: tuple[str | int, ...]) -> int:
+    """The 1-based line of the field at `loc` in the YAML file at `path` (its nearest ancestor if absent)."""
+    node = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    for element in loc:
+        child = _child(node, element)
+        if child is None:
+            break
+        node = child
+    return node.start_mark.line + 1
+
+
 def _child(node: yaml.Node, element: Any) -> yaml.Node | None:
     if isinstance(node, yaml.MappingNode):
         return next((value for key, value in node.value if key.value == str(element)), None)

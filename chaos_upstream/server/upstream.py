@@ -124,7 +124,7 @@ class Upstream:
         self._rng = random.Random(self.settings.seed)
         self._tag = {} if self.settings.worker is None else {"worker": self.settings.worker}
         self._origin = 0.0
-        self._accepting = trio.CancelScope()
+        self._accept_scope = trio.CancelScope()
 
     def now(self) -> float:
         """Seconds since the upstream started: the journal's clock."""
@@ -137,7 +137,7 @@ class Upstream:
         self.addresses = [listener.socket.getsockname()[:2] for listener in listeners]
         async with trio.open_nursery() as handlers:
             try:
-                with self._accepting:
+                with self._accept_scope:
                     async with trio.open_nursery() as acceptors:
                         for listener in listeners:
                             acceptors.start_soon(self._accept_loop, listener, handlers)
@@ -151,7 +151,7 @@ class Upstream:
 
     def stop(self) -> None:
         """Stop accepting; in-flight connections get the grace period, then are cut."""
-        self._accepting.cancel()
+        self._accept_scope.cancel()
 
     async def _accept_loop(self, listener: trio.SocketListener, handlers: trio.Nursery) -> None:
         while True:

@@ -3,7 +3,9 @@
 import json
 import textwrap
 
+import jsonschema
 import pytest
+import yaml
 
 from chaos_upstream.errors import ConfigError
 from chaos_upstream.model.catalogue import Catalogue, builtin_dir
@@ -123,6 +125,13 @@ def test_every_builtin_file_is_named_for_its_scenario_and_carries_the_schema_lin
         text = path.read_text()
         assert text.startswith("# yaml-language-server: $schema=scenario.schema.json\n"), path
         assert parse(text, str(path)).name == path.stem
+
+
+def test_every_builtin_file_passes_the_published_schema_as_an_editor_would_check_it():
+    validator = jsonschema.Draft202012Validator(json.loads((builtin_dir() / "scenario.schema.json").read_text()))
+    for path in sorted(builtin_dir().glob("*.yaml")):
+        errors = [f"{list(e.path)}: {e.message}" for e in validator.iter_errors(yaml.safe_load(path.read_text()))]
+        assert errors == [], path
 
 
 def test_the_published_schema_is_current():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, PlainSerializer, PlainValidator, WithJsonSchema, model_validator
+from pydantic import BeforeValidator, Field, PlainSerializer, PlainValidator, WithJsonSchema, model_validator
 
 from chaos_upstream.model.base import Model
 from chaos_upstream.model.durations import Duration
@@ -52,6 +52,13 @@ def to_fields(raw: Any) -> Any:
     return raw
 
 
+Fields = Annotated[
+    list[tuple[Text, Text]],
+    BeforeValidator(to_fields, json_schema_input_type=Union[dict[str, str], list[tuple[str, str]]]),
+]
+"""Header or trailer fields: `[[name, value], ...]` (order and duplicates kept), or a mapping."""
+
+
 class Status(Model):
     """Send a status line: `VERSION CODE REASON\\r\\n`, or exactly the bytes of `raw`."""
 
@@ -70,19 +77,12 @@ class Headers(Model):
     """Send header fields as written (any names, duplicates kept, order kept), then the blank line."""
 
     kind: Literal["headers"]
-    fields: list[tuple[Text, Text]] = []
+    fields: Fields = []
     """`[[name, value], ...]` or a mapping; nothing is normalised or checked."""
     end: bool = True
     """Send the blank line that ends the head; false leaves the head unterminated."""
     pad_to: int | None = Field(None, ge=1, le=MAX_HEAD_PAD_BYTES)
-    """Add filler fields (`X-Chaos-Pad-NNNN`, 1 KiB lines) until these fields total this many bytes."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _fields_from_mapping(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "fields" in data:
-            data = {**data, "fields": to_fields(data["fields"])}
-        return data
+    """Add filler fields (`X-Chaos-Pad-NNNNN`, 1 KiB lines) until these fields total this many bytes."""
 
 
 class Body(Model):
@@ -109,15 +109,8 @@ class Chunked(Model):
     """The size of each chunk, in order; the data is filler that names its own offsets."""
     last: bool = True
     """Send the terminating zero-size chunk (and trailers); false leaves the body unterminated."""
-    trailers: list[tuple[Text, Text]] = []
+    trailers: Fields = []
     """Trailer fields after the last chunk."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _trailers_from_mapping(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "trailers" in data:
-            data = {**data, "trailers": to_fields(data["trailers"])}
-        return data
 
 
 class Raw(Model):

@@ -148,3 +148,26 @@ async def test_the_journal_records_what_went_on_the_wire(start_upstream):
     assert (request["ended"], connection["ended"]) == ("closed", "closed")
     assert connection["bytes_out"] == 1083 and connection["requests"] == 1
     assert upstream.journal.records(probe="p-1") == [request]
+
+
+ACCEPT_RESET = """
+name: accept-then-reset-now
+description: resets every connection as soon as it is accepted
+phase: connection
+trigger: accept
+expect: {outcomes: [502]}
+steps: [{kind: reset}]
+"""
+
+
+async def test_an_accept_triggered_default_acts_before_reading_a_byte(tmp_path, start_upstream):
+    from chaos_upstream.model.catalogue import Catalogue
+
+    (tmp_path / "accept.yaml").write_text(ACCEPT_RESET)
+    upstream = await start_upstream(Catalogue.load([tmp_path]), default="accept-then-reset-now")
+    seen = await capture(*upstream.addresses[0], b"", limit=T)
+    assert (seen.data, seen.ending) == (b"", "rst")
+    [accept] = await settled(upstream.journal, type="accept", count=1)
+    [connection] = await settled(upstream.journal, type="connection", count=1)
+    assert (accept["scenario"], accept["ended"], connection["ended"]) == ("accept-then-reset-now", "reset", "accept-fault")
+    assert connection["bytes_in"] == 0 and connection["requests"] == 0

@@ -22,6 +22,7 @@ import trio
 from chaos_upstream.errors import PeerGone, UnknownScenario
 from chaos_upstream.model.catalogue import Catalogue
 from chaos_upstream.model.durations import Timing
+from chaos_upstream.model.scenario import Scenario
 from chaos_upstream.plan import planner
 from chaos_upstream.plan.request import RequestInfo
 from chaos_upstream.plan.selection import PROBE_HEADER, SCENARIO_HEADER, Mix, choose
@@ -172,7 +173,11 @@ class Upstream:
         wire = Wire(stream, lambda: _reset(stream))
         try:
             record["peer"] = "%s:%d" % stream.socket.getpeername()[:2]
-            record.update(await self._converse(wire, conn))
+            on_accept = self.catalogue.get(self.active or self.settings.default)
+            if on_accept.trigger != "accept" or await self._accepted(wire, conn, on_accept) == "keep-alive":
+                record.update(await self._converse(wire, conn))
+            else:
+                record.update(ended="accept-fault", requests=0)
         except OSError:
             record["ended"] = "peer-reset"
         finally:
@@ -243,6 +248,18 @@ class Upstream:
         plan = planner.plan(scenario, info, self._rng, self.settings.timing, self.catalogue.get)
         if scenario.request_body == "record":
             record["body"] = request.body.decode("latin-1")
+        return await self._run(plan, wire, started, record)
+
+    async def _accepted(self, wire: Wire, conn: int, scenario: Scenario) -> str:
+        """Run an accept-triggered scenario before reading a byte; how it ended."""
+        started = trio.current_time()
+        record = {"type": "accept", "t": round(started - self._origin, 6), "conn": conn, **self._tag, "scenario": scenario.name}
+        self.stats.requests[scenario.name] += 1
+        plan = planner.plan(scenario, None, self._rng, self.settings.timing, self.catalogue.get)
+        return (await self._run(plan, wire, started, record)).ended
+
+    async def _run(self, plan: planner.Plan, wire: Wire, started: float, record: dict[str, Any]) -> Execution:
+        """Execute `plan` and journal `record` with what was done, even when cut short."""
         record.update(rule=plan.rule, response=vars(plan.response).copy())
         execution = Execution()
         try:
@@ -251,7 +268,7 @@ class Upstream:
             ended = "cancelled" if execution.ended == "running" else execution.ended
             duration = round(trio.current_time() - started, 6)
             record.update(actions=execution.log, ended=ended, duration=duration)
-            self.stats.endings[choice.name, ended] += 1
+            self.stats.endings[plan.scenario, ended] += 1
             self.journal.write(record)
         return execution
 

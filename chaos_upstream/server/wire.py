@@ -24,8 +24,8 @@ RECEIVE_SIZE = 65536
 def _peer_gone(exc: BaseException) -> PeerGone:
     """Translate a trio stream failure into PeerGone, telling a reset from an orderly close."""
     cause = exc.__cause__ or exc.__context__
-    reset = isinstance(cause, OSError) and cause.errno in (errno.ECONNRESET, errno.EPIPE)
-    return PeerGone("reset" if reset and cause.errno == errno.ECONNRESET else "closed")
+    reset = isinstance(cause, OSError) and cause.errno == errno.ECONNRESET
+    return PeerGone("reset" if reset else "closed")
 
 
 class Wire:

@@ -7,18 +7,22 @@ message saying what and where; nothing is started half-configured).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import trio
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 
+from chaos_upstream import reports
 from chaos_upstream.errors import ChaosUpstreamError, ConfigError
 from chaos_upstream.model.catalogue import Catalogue
 from chaos_upstream.model.durations import Timing
@@ -30,6 +34,9 @@ from chaos_upstream.server.admin import LOOPBACK_HOSTS, Admin
 from chaos_upstream.server.control import Local
 from chaos_upstream.server.upstream import GRACE, Settings, Upstream
 from chaos_upstream.server.workers import Fleet, WorkerCrashed, obey, reserve_port
+from chaos_upstream.verifier.check import Report, choose_scenarios, serve_and_check
+from chaos_upstream.verifier.judge import PROFILES, RFC
+from chaos_upstream.verifier.probe import Result
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -67,6 +74,20 @@ def _parser() -> argparse.ArgumentParser:
         "--grace", type=float, default=GRACE, metavar="SECONDS", help="how long in-flight work may finish after SIGTERM"
     )
     serve.set_defaults(func=_serve)
+
+    check = commands.add_parser("check", help="probe every scenario through a proxy and judge what it did")
+    check.add_argument("--proxy", required=True, metavar="URL", help="the proxy under test, e.g. http://127.0.0.1:8080")
+    check.add_argument(
+        "--upstream", required=True, action="append", type=_address, metavar="HOST:PORT", help="where the proxy forwards (repeatable)"
+    )
+    _add_scenarios(check)
+    check.add_argument("--only", action="append", default=[], metavar="NAME", help="check only these scenarios (repeatable)")
+    _add_timeout(check)
+    check.add_argument("--profile", default=RFC, choices=PROFILES, help="whose expectations: the RFCs' or a proxy's")
+    check.add_argument("--report-json", type=Path, metavar="FILE")
+    check.add_argument("--report-junit", type=Path, metavar="FILE")
+    check.add_argument("--report-html", type=Path, metavar="FILE")
+    check.set_defaults(func=_check)
 
     validate = commands.add_parser("validate", help="check scenario files")
     validate.add_argument("paths", nargs="+", type=Path, metavar="PATH")
@@ -209,6 +230,64 @@ async def _obey_then_stop(upstream: Upstream) -> None:
 
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def _check(args: argparse.Namespace) -> int:
+    catalogue = Catalogue.load(args.scenarios)
+    scenarios = choose_scenarios(catalogue, args.only)
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    timing = Timing(args.proxy_timeout)
+    with _progress(console, len(scenarios)) as on_result:
+        report = trio.run(
+            functools.partial(
+                serve_and_check, args.proxy, args.upstream, catalogue, scenarios, timing=timing, profile=args.profile, on_result=on_result
+            )
+        )
+    console.print(verdict_table(report))
+    counts = ", ".join(f"{n} {verdict}" for verdict, n in sorted(report.counts().items()))
+    console.print(f"{len(report.results)} scenarios through {report.proxy} in {report.elapsed:.2f} s: {counts}")
+    _write(args.report_json, lambda: reports.to_json(report))
+    _write(args.report_junit, lambda: reports.to_junit([report]))
+    _write(args.report_html, lambda: reports.to_html([report]))
+    return EXIT_OK if report.passed else EXIT_FAIL
+
+
+@contextlib.contextmanager
+def _progress(console: Console, total: int) -> Iterator[Callable[[Result], None]]:
+    """A progress bar on a terminal; a plain line per verdict otherwise (CI logs)."""
+    if not console.is_terminal:
+        yield lambda result: print(f"{result.verdict:<12} {result.scenario.name}: {result.reason}", flush=True)
+        return
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("probing", total=total)
+        yield lambda result: progress.advance(task)
+
+
+def verdict_table(report: Report) -> Table:
+    table = Table("scenario", "expected", "observed", "verdict", "reason", title=f"{report.proxy} ({report.profile} profile)")
+    for result in report.results:
+        observed = result.observed
+        seen = observed["kind"] + (f" {observed['status']}" if observed["status"] is not None else "")
+        colour = VERDICT_COLOURS[result.verdict]
+        expected = " or ".join(map(str, result.scenario.expect.for_profile(result.profile)))
+        table.add_row(result.scenario.name, expected, seen, f"[{colour}]{result.verdict}[/]", result.reason)
+    return table
+
+
+VERDICT_COLOURS = {"pass": "green", "fail": "bold red", "inconclusive": "yellow"}
+
+
+def _write(path: Path | None, text: Callable[[], str]) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text())
 
 
 def _validate(args: argparse.Namespace) -> int:

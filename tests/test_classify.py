@@ -37,6 +37,7 @@ CASES = [
     (b"HTTP/1.1 200 OK\r\nBad Header: x\r\nContent-Length: 5\r\n\r\nhello", "fin", "malformed", None, 0),
     (b"\x15\x03\x03\x00\x02\x02\x46\x00\r\n\r\n", "fin", "malformed", None, 0),
     (b"<html>0.9</html>\n", "fin", "malformed", None, 0),
+    (b"<html>0.9</html>\n", "timeout", "malformed", None, 0),
     (b"", "fin", "closed", None, 0),
     (b"", "rst", "reset", None, 0),
     (b"", "timeout", "timeout", None, 0),

@@ -3,11 +3,13 @@
 import pytest
 import trio
 
+from chaos_upstream.model.durations import Timing
 from chaos_upstream.proxies import require
 from chaos_upstream.verifier.capture import capture
 from chaos_upstream.verifier.classify import classify
+from chaos_upstream.verifier.probe import probe as library_probe
 
-from conftest import T, get, settled
+from conftest import CATALOGUE, T, get, settled
 
 PROXIES = ["nginx", "haproxy"]
 
@@ -48,3 +50,17 @@ async def test_slow_headers_becomes_a_504_near_the_proxy_timeout(proxied):
     assert 0.8 * T <= seen.first_byte <= 1.6 * T
     [record] = await settled(upstream.journal, type="request", count=1, limit=4 * T)
     assert record["probe"] == "sh-1" and record["scenario"] == "slow-headers"
+
+
+@pytest.mark.proxy
+async def test_the_library_probe_explains_itself(proxied):
+    upstream, proxy = proxied
+    result = await library_probe(proxy.url, CATALOGUE.get("truncated-chunked"), upstream.journal, timing=Timing(T))
+    assert result.verdict == "pass" and result.observed["upstream_attempts"] == 1
+    lines = result.explain().splitlines()
+    assert lines[0].startswith("truncated-chunked: PASS (rfc profile, probe truncated-chunked-")
+    assert lines[1] == "  on the wire:  two 500-byte chunks, then close without the last chunk"
+    assert lines[2] == "  expected:     an aborted body or a 502"
+    assert lines[3].startswith("  client saw:   aborted: 200, 1000 B of chunked body, FIN at ")
+    assert "  upstream:     1 attempt(s)" in lines
+    assert lines[-1].endswith("send 1101 B, close; closed")

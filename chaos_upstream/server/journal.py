@@ -31,8 +31,14 @@ class Journal:
         self._file: TextIO | None = open(path, "a", encoding="utf-8") if path is not None else None  # noqa: SIM115
         self.total = 0
         """Records written since the journal was opened, including those no longer in memory."""
+        self._running: dict[int, Record] = {}
+
+    def begin(self, record: Record) -> None:
+        """Show `record` (still being filled in) to readers that ask for running records, until written."""
+        self._running[id(record)] = record
 
     def write(self, record: Record) -> None:
+        self._running.pop(id(record), None)
         text = json.dumps(record, separators=(",", ":"))
         self._records.append((record.get("type"), record.get("probe"), text))
         self.total += 1
@@ -40,15 +46,26 @@ class Journal:
             self._file.write(text + "\n")
             self._file.flush()
 
-    def records(self, *, probe: str | None = None, type: str | None = None) -> list[Record]:
-        """Records in the order written, optionally only one probe's or one type's."""
-        return [
+    def records(self, *, probe: str | None = None, type: str | None = None, running: bool = False) -> list[Record]:
+        """Records in the order written, optionally only one probe's or one type's; with `running`,
+        then copies of those still in progress (a request whose plan is still running)."""
+        done = [
             json.loads(text)
             for kind, probe_id, text in self._records
-            if (probe is None or probe_id == probe) and (type is None or kind == type)
+            if _wanted(kind, probe_id, probe, type)
         ]
+        live = [
+            dict(r, running=True)
+            for r in self._running.values()
+            if running and _wanted(r.get("type"), r.get("probe"), probe, type)
+        ]
+        return done + live
 
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def _wanted(kind: str | None, probe_id: str | None, probe: str | None, type: str | None) -> bool:
+    return (probe is None or probe_id == probe) and (type is None or kind == type)

@@ -260,14 +260,15 @@ class Upstream:
 
     async def _run(self, plan: planner.Plan, wire: Wire, started: float, record: dict[str, Any]) -> Execution:
         """Execute `plan` and journal `record` with what was done, even when cut short."""
-        record.update(rule=plan.rule, response=vars(plan.response).copy())
         execution = Execution()
+        record.update(rule=plan.rule, response=vars(plan.response).copy(), actions=execution.log)
+        self.journal.begin(record)
         try:
             await execute(plan, wire, started, self.now, execution)
         finally:
             ended = "cancelled" if execution.ended == "running" else execution.ended
             duration = round(trio.current_time() - started, 6)
-            record.update(actions=execution.log, ended=ended, duration=duration)
+            record.update(ended=ended, duration=duration)
             self.stats.endings[plan.scenario, ended] += 1
             self.journal.write(record)
         return execution

@@ -8,6 +8,7 @@ is closed whatever happens.
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -16,7 +17,7 @@ import trio
 RECEIVE_SIZE = 65536
 """Bytes per read: a full socket buffer's worth."""
 
-Ending = Literal["fin", "rst", "timeout"]
+Ending = Literal["fin", "rst", "timeout", "open"]
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,8 @@ class Capture:
     pieces: tuple[tuple[float, bytes], ...]
     """(seconds since the request was sent, bytes) for every read, in order."""
     ending: Ending
-    """fin: the peer closed; rst: it reset; timeout: still open when the limit came."""
+    """fin: the peer closed; rst: it reset; timeout: still open when the limit came; open: still open
+    when the caller's `done` said there was nothing more to wait for."""
     elapsed: float
     """Seconds from sending the request to the ending."""
 
@@ -39,8 +41,11 @@ class Capture:
         return self.pieces[0][0] if self.pieces else None
 
 
-async def capture(host: str, port: int, request: bytes, *, limit: float) -> Capture:
-    """Connect, send `request`, and record what comes back until FIN, RST or `limit` seconds."""
+async def capture(
+    host: str, port: int, request: bytes, *, limit: float, done: Callable[[bytes], bool] | None = None
+) -> Capture:
+    """Connect, send `request`, and record what comes back until FIN, RST, `limit` seconds, or until
+    `done(piece)`, called with each piece as it arrives, says there is nothing more to wait for."""
     stream = await trio.open_tcp_stream(host, port)
     async with stream:
         start = trio.current_time()
@@ -51,7 +56,11 @@ async def capture(host: str, port: int, request: bytes, *, limit: float) -> Capt
                 await stream.send_all(request)
                 while data := await stream.receive_some(RECEIVE_SIZE):
                     pieces.append((trio.current_time() - start, data))
-                ending = "fin"
+                    if done is not None and done(data):
+                        ending = "open"
+                        break
+                else:
+                    ending = "fin"
             except trio.BrokenResourceError as exc:
                 if not _is_reset(exc):
                     raise

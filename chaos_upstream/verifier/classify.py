@@ -34,7 +34,8 @@ class Observation:
     body_bytes: int = 0
     """Body bytes received (chunk framing not counted)."""
     ending: str = "fin"
-    """How the connection ended: fin, rst, or timeout (still open at the limit)."""
+    """How the connection ended: fin, rst, timeout (still open at the limit), or open (still open when
+    the response was complete, and no longer watched)."""
     elapsed: float = 0.0
     first_byte: float | None = None
     trailing_bytes: int = 0
@@ -55,80 +56,88 @@ class Observation:
             text = f"{self.kind}: {self.status}, {self.body_bytes} B of {self.framing} body"
         if self.kind == MALFORMED and self.detail:
             text += f" ({self.detail[:40]})"
-        ending = {"fin": "FIN", "rst": "RST", "timeout": "open"}[self.ending]
+        ending = {"fin": "FIN", "rst": "RST", "timeout": "open", "open": "open"}[self.ending]
         return f"{text}, {ending} at {self.elapsed:.2f} s"
 
 
-@dataclass
-class _Parse:
-    interim: list[int]
-    head: h11.Response | None = None
-    body_bytes: int = 0
-    complete: bool = False
-    error: str = ""
-    trailing: int = 0
-    cut: bool = False
-    """The parser gave up only because the bytes stopped."""
+class ResponseParser:
+    """h11 in the client role, fed a response piece by piece; says when there is no more to learn.
+
+    `feed` returns True once the response is complete or cannot be parsed: what arrives after that
+    changes nothing in the classification (trailing bytes aside).
+    """
+
+    def __init__(self, method: str = "GET") -> None:
+        self.client = h11.Connection(h11.CLIENT)
+        self.client.send(h11.Request(method=method, target="/", headers=[("Host", "probe")]))
+        self.client.send(h11.EndOfMessage())
+        self.interim: list[int] = []
+        self.head: h11.Response | None = None
+        self.body_bytes = 0
+        self.complete = False
+        self.error = ""
+        self.at_eof = False
+        """The parser's complaint came only when the bytes stopped (a FIN mid-message)."""
+        self.start = b""
+        """The first bytes: a response that does not begin like a status line is done for at once."""
+
+    def feed(self, piece: bytes) -> bool:
+        """Take the next piece (b"" for the peer's FIN); True once complete or unparseable."""
+        self.start = (self.start + piece)[:5]
+        if not _http_prefix(self.start):
+            return True
+        try:
+            self.client.receive_data(piece)
+            return self._drain()
+        except h11.RemoteProtocolError as exc:
+            self.error, self.at_eof = str(exc), piece == b""
+            return True
+
+    @property
+    def trailing(self) -> int:
+        return len(self.client.trailing_data[0]) if self.complete else 0
+
+    def _drain(self) -> bool:
+        while True:
+            event = self.client.next_event()
+            if event is h11.NEED_DATA or isinstance(event, h11.ConnectionClosed):
+                return False
+            if isinstance(event, h11.InformationalResponse):
+                self.interim.append(event.status_code)
+            elif isinstance(event, h11.Response):
+                self.head = event
+            elif isinstance(event, h11.Data):
+                self.body_bytes += len(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                self.complete = True
+                return True
 
 
 def classify(seen: Capture, method: str = "GET") -> Observation:
     """Classify one capture of the response to a `method` request."""
-    parse = _parse(seen, method)
     timing = {"ending": seen.ending, "elapsed": seen.elapsed, "first_byte": seen.first_byte}
     if not seen.data:
-        return Observation({"fin": CLOSED, "rst": RESET, "timeout": TIMEOUT}[seen.ending], **timing)
-    head = parse.head
+        return Observation({"fin": CLOSED, "rst": RESET}.get(seen.ending, TIMEOUT), **timing)
+    parser = ResponseParser(method)
+    pieces = [piece for _, piece in seen.pieces] + ([b""] if seen.ending == "fin" else [])
+    any(parser.feed(piece) for piece in pieces)
+    head = parser.head
     fields = {
         "status": head.status_code if head else None,
-        "interim": tuple(parse.interim),
+        "interim": tuple(parser.interim),
         "headers": tuple(head.headers) if head else (),
         "framing": _framing(head, method) if head else None,
-        "body_bytes": parse.body_bytes,
-        "detail": parse.error,
+        "body_bytes": parser.body_bytes,
+        "detail": parser.error,
         **timing,
     }
-    if parse.complete:
-        return Observation(STATUS, trailing_bytes=parse.trailing, **fields)
-    if parse.error and not parse.cut:
+    if parser.complete:
+        return Observation(STATUS, trailing_bytes=parser.trailing, **fields)
+    if not _http_prefix(seen.data):
+        return Observation(MALFORMED, **{**fields, "detail": f"not an HTTP status line: {seen.data[:24]!r}"})
+    if parser.error and not parser.at_eof:
         return Observation(MALFORMED, **fields)
     return Observation(TIMEOUT if seen.ending == "timeout" else ABORTED, **fields)
-
-
-def _parse(seen: Capture, method: str) -> _Parse:
-    """Feed the pieces to an h11 client; record what it made of them and where it stopped."""
-    client = h11.Connection(h11.CLIENT)
-    client.send(h11.Request(method=method, target="/", headers=[("Host", "probe")]))
-    client.send(h11.EndOfMessage())
-    result = _Parse(interim=[])
-    pieces = [piece for _, piece in seen.pieces] + ([b""] if seen.ending == "fin" else [])
-    for piece in pieces:
-        try:
-            client.receive_data(piece)
-            if _drain(client, result):
-                result.trailing = len(client.trailing_data[0])
-                return result
-        except h11.RemoteProtocolError as exc:
-            result.error = str(exc)
-            result.cut = piece == b"" and (result.head is not None or _http_prefix(seen.data))
-            return result
-    return result
-
-
-def _drain(client: h11.Connection, result: _Parse) -> bool:
-    """Take every event available; True once the response is complete."""
-    while True:
-        event = client.next_event()
-        if event is h11.NEED_DATA or isinstance(event, h11.ConnectionClosed):
-            return False
-        if isinstance(event, h11.InformationalResponse):
-            result.interim.append(event.status_code)
-        elif isinstance(event, h11.Response):
-            result.head = event
-        elif isinstance(event, h11.Data):
-            result.body_bytes += len(event.data)
-        elif isinstance(event, h11.EndOfMessage):
-            result.complete = True
-            return True
 
 
 def _http_prefix(data: bytes) -> bool:

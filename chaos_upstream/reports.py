@@ -1,0 +1,103 @@
+"""Check reports as files: JSON (the interface's format), JUnit XML for CI, and a self-contained HTML page.
+
+Pure: each function turns Reports into text. Invariant: every failing or inconclusive verdict
+carries its reason into every format, so no one has to open a log to know what the proxy did.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Sequence
+from xml.etree import ElementTree
+
+from chaos_upstream.verifier.check import Report
+from chaos_upstream.verifier.judge import FAIL, INCONCLUSIVE
+from chaos_upstream.verifier.probe import Result
+
+BYTES_SHOWN = 600
+"""Bytes of each response shown in the HTML report: a head and the start of a body."""
+
+
+def to_json(report: Report) -> str:
+    return json.dumps(report.to_json(), indent=2) + "\n"
+
+
+def to_junit(reports: Sequence[Report]) -> str:
+    """One testsuite per proxy, one testcase per scenario; fail -> <failure>, inconclusive -> <skipped>."""
+    suites = ElementTree.Element("testsuites", name="chaos-upstream")
+    for report in reports:
+        counts = report.counts()
+        suite = ElementTree.SubElement(
+            suites,
+            "testsuite",
+            name=f"chaos-upstream check {report.proxy}",
+            tests=str(len(report.results)),
+            failures=str(counts.get(FAIL, 0)),
+            skipped=str(counts.get(INCONCLUSIVE, 0)),
+            time=f"{report.elapsed:.3f}",
+        )
+        for result in report.results:
+            _testcase(suite, report, result)
+    ElementTree.indent(suites)
+    return ElementTree.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def _testcase(suite: ElementTree.Element, report: Report, result: Result) -> None:
+    case = ElementTree.SubElement(
+        suite, "testcase", classname=f"chaos-upstream.{report.profile}", name=result.scenario.name,
+        time=f"{result.observation.elapsed:.3f}",
+    )
+    if result.verdict == FAIL:
+        ElementTree.SubElement(case, "failure", message=result.reason, type="verdict").text = result.explain()
+    elif result.verdict == INCONCLUSIVE:
+        ElementTree.SubElement(case, "skipped", message=result.reason)
+    ElementTree.SubElement(case, "system-out").text = result.explain()
+
+
+STYLE = """
+body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
+h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 2em; }
+table { border-collapse: collapse; width: 100%; }
+th, td { text-align: left; vertical-align: top; padding: .35em .6em; border-bottom: 1px solid #ddd; }
+th { background: #f4f4f4; }
+.pass { color: #176b2c; font-weight: 600; } .fail { color: #b3261e; font-weight: 600; }
+.inconclusive { color: #8a6100; font-weight: 600; }
+details pre { white-space: pre-wrap; word-break: break-all; background: #f7f7f7; padding: .6em; font-size: 12px; }
+.summary span { margin-right: 1.2em; }
+"""
+
+
+def to_html(reports: Sequence[Report], title: str = "chaos-upstream check") -> str:
+    """A page a person would rather read than the JSON: one table per proxy, every row's evidence inline."""
+    sections = "\n".join(_section(report) for report in reports)
+    return (
+        f"<!doctype html>\n<html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
+        f"<style>{STYLE}</style></head>\n<body><h1>{html.escape(title)}</h1>\n{sections}\n</body></html>\n"
+    )
+
+
+def _section(report: Report) -> str:
+    counts = report.counts()
+    summary = "".join(f"<span class={v}>{counts[v]} {v}</span>" for v in ("pass", "fail", "inconclusive") if v in counts)
+    rows = "\n".join(_row(result) for result in report.results)
+    return (
+        f"<h2>{html.escape(report.proxy)}</h2>\n<p class=summary>profile <b>{report.profile}</b>, "
+        f"proxy timeout T = {report.timing.proxy_timeout:g} s, {report.elapsed:.2f} s in all &nbsp; {summary}</p>\n"
+        "<table><tr><th>scenario</th><th>expected</th><th>observed</th><th>attempts</th><th>verdict</th>"
+        f"<th>reason and evidence</th></tr>\n{rows}</table>"
+    )
+
+
+def _row(result: Result) -> str:
+    observed = result.observed
+    seen = observed["kind"] + (f" {observed['status']}" if observed["status"] is not None else "")
+    data = result.capture.data[:BYTES_SHOWN] if result.capture is not None else b""
+    evidence = html.escape(result.explain() + "\n\nbytes the client received:\n" + repr(data))
+    return (
+        f"<tr id={html.escape(result.scenario.name)}><td><code>{html.escape(result.scenario.name)}</code></td>"
+        f"<td>{html.escape(' or '.join(map(str, result.scenario.expect.for_profile(result.profile))))}</td>"
+        f"<td>{html.escape(seen)} <small>({observed['elapsed_s']:.2f} s)</small></td>"
+        f"<td>{observed['upstream_attempts']}</td><td class={result.verdict}>{result.verdict}</td>"
+        f"<td>{html.escape(result.reason)}<details><summary>evidence</summary><pre>{evidence}</pre></details></td></tr>"
+    )

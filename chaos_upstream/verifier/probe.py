@@ -1,0 +1,166 @@
+"""Probing: one request through the proxy under test, joined with the journal, judged.
+
+This is the library API that `check`, the pytest plugin and the locust scenarios share:
+
+    result = await probe("http://127.0.0.1:8080", scenario, journal, timing=Timing(0.5))
+    result.verdict, result.observed, result.explain()
+
+Invariant: every probe goes out on a fresh client connection with a unique X-Chaos-Probe id, and its
+verdict is judged only from the bytes the client received and the journal records carrying that id.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import trio
+
+from chaos_upstream.model.durations import Timing
+from chaos_upstream.model.scenario import Scenario
+from chaos_upstream.plan.selection import PROBE_HEADER, SCENARIO_HEADER
+from chaos_upstream.server.journal import Journal
+from chaos_upstream.verifier.capture import Capture, capture
+from chaos_upstream.verifier.classify import CLOSED, Observation, ResponseParser, classify
+from chaos_upstream.verifier.judge import INCONCLUSIVE, RFC, Verdict, describe_outcomes, judge
+
+SETTLE = 0.1
+"""Seconds to wait, once the client has its answer, for the probe's attempts to show in the journal:
+they reached the upstream before the proxy answered, so only the scheduling of this process lags."""
+
+POLL = 0.005
+"""Seconds between two looks at the journal while settling."""
+
+
+def probe_limit(timing: Timing) -> float:
+    """A probe's own time limit: past the slowest catalogue answer (drip-body, 3T) with room for the proxy."""
+    return 4 * timing.proxy_timeout + 0.5
+
+
+@dataclass(frozen=True)
+class Result:
+    """One judged probe: the verdict, what the client saw, and what the upstream did."""
+
+    scenario: Scenario
+    probe_id: str
+    method: str
+    profile: str
+    judgement: Verdict
+    observation: Observation
+    capture: Capture | None
+    """The raw bytes and timings; None when the proxy could not be reached at all."""
+    attempts: tuple[dict[str, Any], ...]
+    """The journal's request records for this probe: one per time it reached the upstream."""
+
+    @property
+    def verdict(self) -> str:
+        return self.judgement.verdict
+
+    @property
+    def reason(self) -> str:
+        return self.judgement.reason
+
+    @property
+    def observed(self) -> dict[str, Any]:
+        seen = self.observation
+        return {
+            "kind": self.judgement.kind,
+            "status": seen.status,
+            "elapsed_s": round(seen.elapsed, 4),
+            "first_byte_s": None if seen.first_byte is None else round(seen.first_byte, 4),
+            "body_bytes": seen.body_bytes,
+            "framing": seen.framing,
+            "ending": seen.ending,
+            "upstream_attempts": len(self.attempts),
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        """The result as the check report's JSON has it."""
+        return {
+            "scenario": self.scenario.name,
+            "verdict": self.verdict,
+            "expected": " or ".join(map(str, self.scenario.expect.for_profile(self.profile))),
+            "observed": self.observed,
+            "reason": self.reason,
+            "probe": self.probe_id,
+        }
+
+    def explain(self) -> str:
+        """A readable account: the scenario, what was expected, what the client saw, what the upstream did."""
+        seen = self.observation
+        lines = [
+            f"{self.scenario.name}: {self.verdict.upper()} ({self.profile} profile, probe {self.probe_id})",
+            f"  on the wire:  {self.scenario.description}",
+            f"  expected:     {describe_outcomes(self.scenario.expect.for_profile(self.profile))}",
+            f"  client saw:   {seen.summary()}",
+            f"  verdict:      {self.reason}",
+        ]
+        if self.capture is not None and self.capture.data:
+            lines.append(f"  first bytes:  {self.capture.data[:120]!r}")
+        lines.append(f"  upstream:     {len(self.attempts)} attempt(s)")
+        lines += [f"    - {_attempt_line(attempt)}" for attempt in self.attempts]
+        return "\n".join(lines)
+
+
+def _attempt_line(attempt: dict[str, Any]) -> str:
+    actions = ", ".join(a["do"] + (f" {a['bytes']} B" if "bytes" in a else "") for a in attempt.get("actions", []))
+    ended = "still running" if attempt.get("running") else attempt.get("ended")
+    return f"conn {attempt.get('conn')} at {attempt.get('t')} s: {actions or 'nothing sent'}; {ended}"
+
+
+def probe_request(
+    host: str, scenario: str, probe_id: str, *, method: str, path: str, body: bytes, headers: Sequence[tuple[str, str]]
+) -> bytes:
+    """The probe's bytes: a plain HTTP/1.1 request naming the scenario and the probe."""
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", f"{SCENARIO_HEADER}: {scenario}", f"{PROBE_HEADER}: {probe_id}"]
+    lines += [f"{name}: {value}" for name, value in headers]
+    if body or method in ("POST", "PUT", "PATCH"):
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+async def probe(
+    proxy_url: str,
+    scenario: Scenario,
+    journal: Journal,
+    *,
+    timing: Timing,
+    profile: str = RFC,
+    method: str = "GET",
+    path: str = "/",
+    body: bytes = b"",
+    headers: Sequence[tuple[str, str]] = (),
+    limit: float | None = None,
+) -> Result:
+    """Send one probe of `scenario` through the proxy at `proxy_url` and judge what came back."""
+    url = urlsplit(proxy_url)
+    host, port = url.hostname or "127.0.0.1", url.port or 80
+    probe_id = f"{scenario.name}-{uuid.uuid4().hex[:10]}"
+    request = probe_request(url.netloc, scenario.name, probe_id, method=method, path=path, body=body, headers=headers)
+    parser = ResponseParser(method)
+    try:
+        seen: Capture | None = await capture(host, port, request, limit=limit or probe_limit(timing), done=parser.feed)
+    except OSError as exc:
+        return _unreachable(scenario, probe_id, method, profile, proxy_url, exc)
+    observation = classify(seen, method)
+    attempts = await settled_attempts(journal, probe_id)
+    verdict = judge(scenario, observation, attempts, method=method, profile=profile, timing=timing)
+    return Result(scenario, probe_id, method, profile, verdict, observation, seen, tuple(attempts))
+
+
+async def settled_attempts(journal: Journal, probe_id: str) -> list[dict[str, Any]]:
+    """The probe's request records (running ones included), once at least one shows or SETTLE passes."""
+    with trio.move_on_after(SETTLE):
+        while not journal.records(probe=probe_id, type="request", running=True):
+            await trio.sleep(POLL)
+    return journal.records(probe=probe_id, type="request", running=True)
+
+
+def _unreachable(scenario: Scenario, probe_id: str, method: str, profile: str, url: str, exc: OSError) -> Result:
+    reason = f"could not connect to the proxy at {url} ({exc.strerror or exc}): nothing was tested"
+    expected = describe_outcomes(scenario.expect.for_profile(profile))
+    verdict = Verdict(INCONCLUSIVE, CLOSED, expected, reason)
+    return Result(scenario, probe_id, method, profile, verdict, Observation(CLOSED, ending="refused"), None, ())

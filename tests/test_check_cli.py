@@ -1,0 +1,78 @@
+"""`chaos-upstream check` as a user runs it: real HAProxy, real reports, real exit codes."""
+
+import json
+import socket
+from xml.etree import ElementTree
+
+import pytest
+
+from chaos_upstream.proxies import require
+from test_cli import run
+
+T = "0.5"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def haproxy(tmp_path):
+    """(proxy URL, upstream address) with HAProxy forwarding to an address nothing serves yet."""
+    launcher = require("haproxy")
+    upstream = ("127.0.0.1", free_port())
+    with launcher.launch([upstream], float(T), tmp_path / "haproxy") as proxy:
+        yield proxy.url, f"{upstream[0]}:{upstream[1]}"
+
+
+@pytest.mark.proxy
+def test_check_passes_and_exits_0(haproxy):
+    url, upstream = haproxy
+    result = run("check", "--proxy", url, "--upstream", upstream, "--proxy-timeout", T, "--only", "healthy", "--only", "truncated-chunked")
+    assert result.returncode == 0, result.stdout
+    assert "pass         truncated-chunked: the client saw a 200 whose chunked body ended after 1000 bytes" in result.stdout
+    assert "2 scenarios through" in result.stdout and "2 pass" in result.stdout
+
+
+@pytest.mark.proxy
+def test_a_failing_verdict_exits_1_and_every_report_carries_its_reason(haproxy, tmp_path):
+    url, upstream = haproxy
+    files = {kind: tmp_path / f"report.{kind}" for kind in ("json", "junit", "html")}
+    result = run(
+        "check", "--proxy", url, "--upstream", upstream, "--proxy-timeout", T, "--only", "invalid-status-code", "--only", "upstream-502",
+        "--report-json", str(files["json"]), "--report-junit", str(files["junit"]), "--report-html", str(files["html"]),
+    )
+    assert result.returncode == 1, result.stdout
+    reason = "expected the client to see a 502; it saw an invalid HTTP/1.1 response (illegal status line: bytearray(b'HTTP/1.1 1000 Nope'))"
+    report = json.loads(files["json"].read_text())
+    assert report["proxy"] == url and report["profile"] == "rfc"
+    failing, passing = report["results"]
+    assert (failing["scenario"], failing["verdict"], failing["expected"], failing["reason"]) == ("invalid-status-code", "fail", "502", reason)
+    assert failing["observed"]["kind"] == "malformed" and failing["observed"]["upstream_attempts"] == 1
+    assert (passing["verdict"], passing["observed"]["status"]) == ("pass", 502)
+    suite = ElementTree.parse(files["junit"]).getroot().find("testsuite")
+    assert (suite.get("tests"), suite.get("failures")) == ("2", "1")
+    assert suite.find("testcase[@name='invalid-status-code']/failure").get("message") == reason
+    page = files["html"].read_text()
+    assert "<td class=fail>fail</td>" in page and "illegal status line" in page and page.startswith("<!doctype html>")
+
+
+def test_a_proxy_that_cannot_be_reached_is_inconclusive_not_a_pass(tmp_path):
+    result = run("check", "--proxy", f"http://127.0.0.1:{free_port()}", "--upstream", f"127.0.0.1:{free_port()}", "--only", "healthy")
+    assert result.returncode == 1
+    assert "inconclusive healthy: could not connect to the proxy" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--only", "nope"], "--only: no scenario named 'nope'"),
+        (["--profile", "squid"], "invalid choice: 'squid'"),
+        (["--upstream", "nowhere"], "'nowhere' is not HOST:PORT"),
+    ],
+)
+def test_bad_check_options_exit_2(args, message):
+    result = run("check", "--proxy", "http://127.0.0.1:1", "--upstream", "127.0.0.1:2", *args)
+    assert result.returncode == 2 and message in result.stderr

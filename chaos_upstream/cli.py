@@ -273,11 +273,9 @@ def _progress(console: Console, total: int) -> Iterator[Callable[[Result], None]
 def verdict_table(report: Report) -> Table:
     table = Table("scenario", "expected", "observed", "verdict", "reason", title=f"{report.proxy} ({report.profile} profile)")
     for result in report.results:
-        observed = result.observed
-        seen = observed["kind"] + (f" {observed['status']}" if observed["status"] is not None else "")
         colour = VERDICT_COLOURS[result.verdict]
         expected = " or ".join(map(str, result.scenario.expect.for_profile(result.profile)))
-        table.add_row(result.scenario.name, expected, seen, f"[{colour}]{result.verdict}[/]", result.reason)
+        table.add_row(result.scenario.name, expected, result.seen, f"[{colour}]{result.verdict}[/]", result.reason)
     return table
 
 

@@ -1,8 +1,8 @@
-"""`make demo`: the catalogue on the wire, straight from chaos-upstream and through real proxies.
+"""`make demo`: the catalogue through every installed real proxy, judged, in one table.
 
-Starts an upstream, every installed proxy of LAUNCHERS in front of it (configs generated, timeouts
-set to T), sends one request per scenario to each, all at once, and prints what the client saw.
-Verdicts come with the verifier; this shows the raw facts they are judged from.
+Starts one upstream, every installed proxy of LAUNCHERS in front of it (configs generated, timeouts
+set to T), runs `check` through all of them at once (probe ids keep them apart), and prints the
+verdicts: scenarios down, proxies across, then the reason for every failing verdict.
 """
 
 from __future__ import annotations
@@ -15,70 +15,73 @@ import trio
 from rich.console import Console
 from rich.table import Table
 
+from chaos_upstream.cli import VERDICT_COLOURS
 from chaos_upstream.model.catalogue import Catalogue
 from chaos_upstream.model.durations import Timing
 from chaos_upstream.proxies import LAUNCHERS, RunningProxy
 from chaos_upstream.server.upstream import Settings, Upstream
-from chaos_upstream.verifier.capture import capture
-from chaos_upstream.verifier.classify import Observation, classify
+from chaos_upstream.verifier.check import Report, check, choose_scenarios
+from chaos_upstream.verifier.judge import PASS
+from chaos_upstream.verifier.probe import Result
 
 TIMEOUT = 0.5
-"""T for the demo: long enough that timing faults read clearly, short enough to finish in seconds."""
-
-LIMIT = 5 * TIMEOUT
-"""Each request's own limit: past the slowest scenario (drip-body, 3T) with room for the proxy."""
-
-
-async def observe(host: str, port: int, scenario: str) -> Observation:
-    request = f"GET /demo HTTP/1.1\r\nHost: demo\r\nX-Chaos-Scenario: {scenario}\r\nX-Chaos-Probe: demo-{scenario}\r\n\r\n"
-    return classify(await capture(host, port, request.encode(), limit=LIMIT))
-
+"""T for the demo: above nginx's 300 ms lazy-timer granularity, short enough to finish in seconds."""
 
 async def tour(catalogue: Catalogue, workdir: Path, console: Console) -> None:
-    upstream = Upstream(catalogue, Settings(port=0, timing=Timing(TIMEOUT)))
+    timing = Timing(TIMEOUT)
+    upstream = Upstream(catalogue, Settings(port=0, timing=timing))
+    scenarios = choose_scenarios(catalogue, [])
+    reports: dict[str, Report] = {}
     async with trio.open_nursery() as nursery:
-        [address] = (await nursery.start(upstream.run))[:1]
-        targets: dict[str, tuple[str, int]] = {"direct": address}
-        proxies: list[RunningProxy] = []
-        for name, launcher in LAUNCHERS.items():
-            if not launcher.installed():
-                console.print(f"[yellow]{name} is not installed: skipped[/]")
-                continue
-            proxy = await trio.to_thread.run_sync(launcher.start, [address], TIMEOUT, workdir / name)
-            proxies.append(proxy)
-            targets[f"{name} {proxy.version}"] = ("127.0.0.1", proxy.port)
+        await nursery.start(upstream.run)
+        proxies = await start_proxies(upstream.addresses, workdir, console)
         try:
-            results = await observe_all(catalogue, targets)
+            async with trio.open_nursery() as checks:
+                for proxy in proxies:
+                    checks.start_soon(check_one, proxy, scenarios, upstream, timing, reports)
         finally:
             for proxy in proxies:
                 await trio.to_thread.run_sync(proxy.stop)
         nursery.cancel_scope.cancel()
-    print_table(catalogue, targets, results, console)
+    print_matrix(scenarios, {_label(p): reports[_label(p)] for p in proxies}, console)
 
 
-async def observe_all(catalogue: Catalogue, targets: dict[str, tuple[str, int]]) -> dict[tuple[str, str], Observation]:
-    results: dict[tuple[str, str], Observation] = {}
-
-    async def one(target: str, scenario: str) -> None:
-        results[target, scenario] = await observe(*targets[target], scenario)
-
-    async with trio.open_nursery() as nursery:
-        for target in targets:
-            for scenario in catalogue.names():
-                nursery.start_soon(one, target, scenario)
-    return results
+async def start_proxies(addresses: list, workdir: Path, console: Console) -> list[RunningProxy]:
+    proxies = []
+    for name, launcher in LAUNCHERS.items():
+        if not launcher.installed():
+            console.print(f"[yellow]{name} is not installed: skipped[/]")
+            continue
+        proxies.append(await trio.to_thread.run_sync(launcher.start, addresses, TIMEOUT, workdir / name))
+    return proxies
 
 
-def print_table(catalogue: Catalogue, targets: dict, results: dict, console: Console) -> None:
-    table = Table("scenario", "expected", *targets, title=f"what the client saw (T = {TIMEOUT} s)")
-    for scenario in catalogue:
-        expected = " or ".join(map(str, scenario.expect.outcomes))
-        table.add_row(scenario.name, expected, *(results[target, scenario.name].summary() for target in targets))
+async def check_one(proxy: RunningProxy, scenarios: list, upstream: Upstream, timing: Timing, reports: dict) -> None:
+    reports[_label(proxy)] = await check(proxy.url, scenarios, upstream.journal, timing=timing)
+
+
+def _label(proxy: RunningProxy) -> str:
+    return f"{proxy.name} {proxy.version}"
+
+
+def print_matrix(scenarios: list, reports: dict[str, Report], console: Console) -> None:
+    table = Table("scenario", "expected", *reports, title=f"verdicts (RFC profile, T = {TIMEOUT} s)")
+    for index, scenario in enumerate(scenarios):
+        cells = [_cell(report.results[index]) for report in reports.values()]
+        table.add_row(scenario.name, " or ".join(map(str, scenario.expect.outcomes)), *cells)
     console.print(table)
+    for proxy, report in reports.items():
+        for result in report.results:
+            if result.verdict != PASS:
+                console.print(f"[bold]{proxy}[/] {result.scenario.name}: {result.reason}")
+
+
+def _cell(result: Result) -> str:
+    return f"[{VERDICT_COLOURS[result.verdict]}]{result.verdict}[/] ({result.seen})"
 
 
 def main() -> int:
-    console = Console(width=None if sys.stdout.isatty() else 200)
+    console = Console(width=None if sys.stdout.isatty() else 160)
     with tempfile.TemporaryDirectory(prefix="chaos-upstream-demo-") as workdir:
         trio.run(tour, Catalogue.load(), Path(workdir), console)
     return 0

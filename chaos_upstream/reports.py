@@ -91,13 +91,12 @@ def _section(report: Report) -> str:
 
 def _row(result: Result) -> str:
     observed = result.observed
-    seen = observed["kind"] + (f" {observed['status']}" if observed["status"] is not None else "")
     data = result.capture.data[:BYTES_SHOWN] if result.capture is not None else b""
     evidence = html.escape(result.explain() + "\n\nbytes the client received:\n" + repr(data))
     return (
         f"<tr id={html.escape(result.scenario.name)}><td><code>{html.escape(result.scenario.name)}</code></td>"
         f"<td>{html.escape(' or '.join(map(str, result.scenario.expect.for_profile(result.profile))))}</td>"
-        f"<td>{html.escape(seen)} <small>({observed['elapsed_s']:.2f} s)</small></td>"
+        f"<td>{html.escape(result.seen)} <small>({observed['elapsed_s']:.2f} s)</small></td>"
         f"<td>{observed['upstream_attempts']}</td><td class={result.verdict}>{result.verdict}</td>"
         f"<td>{html.escape(result.reason)}<details><summary>evidence</summary><pre>{evidence}</pre></details></td></tr>"
     )

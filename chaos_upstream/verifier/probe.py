@@ -64,6 +64,12 @@ class Result:
         return self.judgement.reason
 
     @property
+    def seen(self) -> str:
+        """What the client saw, in two words: "status 502", "aborted 200", "reset"."""
+        status = self.observation.status
+        return self.judgement.kind + (f" {status}" if status is not None else "")
+
+    @property
     def observed(self) -> dict[str, Any]:
         seen = self.observation
         return {

@@ -45,7 +45,7 @@ def test_a_failing_verdict_exits_1_and_every_report_carries_its_reason(haproxy, 
         "--report-json", str(files["json"]), "--report-junit", str(files["junit"]), "--report-html", str(files["html"]),
     )
     assert result.returncode == 1, result.stdout
-    reason = "expected the client to see a 502; it saw an invalid HTTP/1.1 response (illegal status line: bytearray(b'HTTP/1.1 1000 Nope'))"
+    reason = "expected the client to see a 502; it saw an invalid HTTP/1.1 response (illegal status line: b'HTTP/1.1 1000 Nope')"
     report = json.loads(files["json"].read_text())
     assert report["proxy"] == url and report["profile"] == "rfc"
     failing, passing = report["results"]

@@ -21,16 +21,16 @@ that its read timeout acts as a total one and drip-body fails for a reason of ou
 
 FINDINGS = {
     "nginx": {
-        "bad-status-line": "it saw an invalid HTTP/1.1 response (illegal status line: bytearray(b'HTTP/1.1 abc OK'))",
+        "bad-status-line": "it saw an invalid HTTP/1.1 response (illegal status line: b'HTTP/1.1 abc OK')",
         "non-http-response": "it saw an invalid HTTP/1.1 response (not an HTTP status line: b'\\x15\\x03",
-        "invalid-status-code": "it saw an invalid HTTP/1.1 response (illegal status line: bytearray(b'HTTP/1.1 1000 Nope'))",
+        "invalid-status-code": "it saw an invalid HTTP/1.1 response (illegal status line: b'HTTP/1.1 1000 Nope')",
         "conflicting-content-length": "it saw a 200 whose content-length body ended after 24 bytes of the 48 declared, by a close",
         "http09-response": "it saw an invalid HTTP/1.1 response (not an HTTP status line: b'<html><body>chaos-upstre')",
         "malformed-chunk-size": "it saw the connection closed (FIN) with no response byte",
         "interim-then-final": "it saw an interim 100 response, then no final response before a close",
     },
     "haproxy": {
-        "invalid-status-code": "it saw an invalid HTTP/1.1 response (illegal status line: bytearray(b'HTTP/1.1 1000 Nope'))",
+        "invalid-status-code": "it saw an invalid HTTP/1.1 response (illegal status line: b'HTTP/1.1 1000 Nope')",
     },
 }
 

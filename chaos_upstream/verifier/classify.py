@@ -8,6 +8,7 @@ close-delimited body ended by a FIN); a response that began and ended early is `
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import h11
@@ -128,7 +129,7 @@ def classify(seen: Capture, method: str = "GET") -> Observation:
         "headers": tuple(head.headers) if head else (),
         "framing": _framing(head, method) if head else None,
         "body_bytes": parser.body_bytes,
-        "detail": parser.error,
+        "detail": _BYTEARRAY.sub(r"\1", parser.error),
         **timing,
     }
     if parser.complete:
@@ -138,6 +139,10 @@ def classify(seen: Capture, method: str = "GET") -> Observation:
     if parser.error and not parser.at_eof:
         return Observation(MALFORMED, **fields)
     return Observation(TIMEOUT if seen.ending == "timeout" else ABORTED, **fields)
+
+
+_BYTEARRAY = re.compile(r"bytearray\((b'.*?'|b\".*?\")\)")
+"""h11 quotes the offending bytes as bytearray(b'...'); a reason reads better with just b'...'."""
 
 
 def _http_prefix(data: bytes) -> bool:

@@ -55,3 +55,30 @@ async def settled(journal, *, type: str, count: int, limit: float = 2.0) -> list
         while len(records := journal.records(type=type)) < count:
             await trio.sleep(0.005)
     return records
+
+
+async def check_through(name: str, workdir, only=(), proxy_timeout: float = 0.5):
+    """(report, proxy): the catalogue served on a free port, the real proxy `name` started in front
+    of it (skipped when not installed), `check` run through it for `only` (default: every
+    request-level scenario), judged with the proxy's own profile and effective timeout; the proxy
+    is stopped before returning (its `error_log()` stays readable)."""
+    import trio
+
+    from chaos_upstream.proxies import require
+    from chaos_upstream.server.journal import Journal
+    from chaos_upstream.verifier.check import check, choose_scenarios
+
+    launcher = require(name)
+    timing = Timing(launcher.effective_timeout(proxy_timeout))
+    journal = Journal()
+    async with trio.open_nursery() as nursery:
+        upstream = Upstream(CATALOGUE, Settings(port=0, timing=timing), journal)
+        await nursery.start(upstream.run)
+        proxy = await trio.to_thread.run_sync(launcher.start, upstream.addresses, timing.proxy_timeout, workdir)
+        try:
+            report = await check(proxy.url, choose_scenarios(CATALOGUE, list(only)), journal,
+                                 timing=timing, profile=launcher.profile)
+        finally:
+            await trio.to_thread.run_sync(proxy.stop)
+        nursery.cancel_scope.cancel()
+    return report, proxy

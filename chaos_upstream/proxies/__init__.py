@@ -1,4 +1,4 @@
-"""Real reverse proxies (nginx, HAProxy) started in front of chaos-upstream, one uniform API.
+"""Real reverse proxies (nginx, HAProxy, Apache, Varnish, Squid, Traffic Server, lighttpd) started in front of chaos-upstream, one uniform API.
 
     launcher = get_launcher("nginx")
     with launcher.launch(upstreams=[("127.0.0.1", 8081)], proxy_timeout=0.5, workdir=path) as proxy:
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 
+from chaos_upstream.proxies.apache import ApacheLauncher
 from chaos_upstream.proxies.haproxy import HaproxyLauncher
 from chaos_upstream.proxies.launcher import (
     Launcher,
@@ -21,15 +22,23 @@ from chaos_upstream.proxies.launcher import (
     RunningProxy,
     UnknownProxy,
 )
+from chaos_upstream.proxies.lighttpd import LighttpdLauncher
 from chaos_upstream.proxies.nginx import NginxLauncher
+from chaos_upstream.proxies.squid import SquidLauncher
+from chaos_upstream.proxies.trafficserver import TrafficServerLauncher
+from chaos_upstream.proxies.varnish import VarnishLauncher
 
 __all__ = [
     "LAUNCHERS", "REQUIRE_PROXIES_ENV", "Launcher", "ProxyError", "ProxyFailed",
     "ProxyNotInstalled", "RunningProxy", "UnknownProxy", "get_launcher", "require",
 ]
 
-LAUNCHERS: dict[str, Launcher] = {launcher.name: launcher
-                                  for launcher in (NginxLauncher(), HaproxyLauncher())}
+LAUNCHERS: dict[str, Launcher] = {
+    launcher.name: launcher
+    for launcher in (NginxLauncher(), HaproxyLauncher(), ApacheLauncher(), VarnishLauncher(),
+                     SquidLauncher(), TrafficServerLauncher(), LighttpdLauncher())
+}
+"""Every supported proxy, nginx and HAProxy (the required two) first; the matrix keeps this order."""
 
 REQUIRE_PROXIES_ENV = "CHAOS_UPSTREAM_REQUIRE_PROXIES"
 """Set to "1" (as CI does) to make a missing proxy fail the tests instead of skipping them."""

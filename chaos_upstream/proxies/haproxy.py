@@ -6,6 +6,7 @@ Invariants of the generated configuration:
 - One backend holds every upstream, round robin, with HAProxy's default health checking, which is
   none at all (no `check` on the servers).
 - The client's Host header is passed on unchanged (HAProxy never rewrites it by default).
+- Each route is a backend of its own with its single address, chosen by `path_beg`.
 - connect and server timeouts are `proxy_timeout`; client-side timeouts are generous, so in a test
   only the upstream side can time out.
 - HAProxy writes no file: every request is logged to stdout; failed requests are logged to stderr
@@ -44,12 +45,12 @@ defaults
 
 frontend chaos_proxy
     bind $listen
-    default_backend chaos_upstream
+$acls    default_backend chaos_upstream
 
 backend chaos_upstream
     balance roundrobin  # no "check": HAProxy's default is no health checking
 $servers
-""")
+$route_backends""")
 
 
 @dataclass(frozen=True)
@@ -61,12 +62,18 @@ class HaproxyLauncher(Launcher):
     version_prefix: str = "HAProxy version "
     config_name: str = "haproxy.cfg"
     package: str = "haproxy"
+    profile: str = "haproxy"
 
     def render(self, settings: ProxySettings) -> str:
         return TEMPLATE.substitute(
             workdir=settings.workdir, listen=settings.listen,
             servers="\n".join(f"    server upstream{index} {server}"
                               for index, server in enumerate(settings.servers)),
+            acls="".join(f"    use_backend route{index} if {{ path_beg {prefix} }}\n"
+                         for index, (prefix, _) in enumerate(settings.routed)),
+            route_backends="".join(f"\nbackend route{index}  # {prefix}: a connection-level scenario's own port\n"
+                                   f"    server route{index} {server}\n"
+                                   for index, (prefix, server) in enumerate(settings.routed)),
             timeout_ms=settings.proxy_timeout_ms, client_timeout_s=settings.client_timeout_s)
 
     def check_args(self, conf: Path, workdir: Path) -> list[str]:

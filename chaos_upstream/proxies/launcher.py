@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import math
 import os
 import re
 import shutil
@@ -32,7 +33,7 @@ import socket
 import subprocess
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,6 +136,9 @@ class ProxySettings:
     upstreams: tuple[tuple[str, int], ...]
     proxy_timeout_ms: int
     workdir: Path
+    routes: tuple[tuple[str, tuple[str, int]], ...] = ()
+    """(path prefix, upstream address) pairs: requests whose path begins with the prefix go to that
+    address alone, everything else to `upstreams`.  Prefixes begin and end with "/"."""
     client_timeout_s: int = CLIENT_TIMEOUT_S
 
     @property
@@ -144,6 +148,15 @@ class ProxySettings:
     @property
     def servers(self) -> list[str]:
         return [host_port(host, port) for host, port in self.upstreams]
+
+    @property
+    def proxy_timeout_s(self) -> float:
+        return self.proxy_timeout_ms / 1000
+
+    @property
+    def routed(self) -> list[tuple[str, str]]:
+        """(path prefix, `host:port`) of each route, in order."""
+        return [(prefix, host_port(*address)) for prefix, address in self.routes]
 
 
 @dataclass
@@ -156,6 +169,8 @@ class RunningProxy:
     config_text: str
     log_path: Path
     process: subprocess.Popen[bytes]
+    proxy_timeout: float
+    """The upstream timeout the proxy was configured with, in seconds (see `effective_timeout`)."""
 
     @property
     def url(self) -> str:
@@ -214,6 +229,12 @@ class Launcher(ABC):
     """File name of the configuration inside workdir."""
     package: str
     """The Debian package that installs the binary."""
+    profile: str = "rfc"
+    """The judging profile that matches the proxy's documented behaviour (see verifier.judge)."""
+    version_args: tuple[str, ...] = ("-v",)
+    """Arguments that make the binary print its version."""
+    timeout_step_ms: int = 1
+    """The finest upstream timeout the proxy takes: 1000 for a proxy that counts whole seconds."""
 
     @abstractmethod
     def render(self, settings: ProxySettings) -> str:
@@ -245,41 +266,55 @@ class Launcher(ABC):
         return True
 
     def version(self) -> str:
-        """The release number, e.g. "1.22.1", as `binary -v` reports it."""
-        ran = subprocess.run([self.binary_path(), "-v"], capture_output=True, text=True,
+        """The release number, e.g. "1.22.1", as `binary version_args` reports it."""
+        ran = subprocess.run([self.binary_path(), *self.version_args], capture_output=True, text=True,
                              stdin=subprocess.DEVNULL, check=False)
         found = re.search(re.escape(self.version_prefix) + VERSION_NUMBER, ran.stdout + ran.stderr)
         if found is None:
-            raise ProxyFailed(f"{self.name}: no version in `{self.binary} -v` output: "
+            raise ProxyFailed(f"{self.name}: no version in `{self.binary} {' '.join(self.version_args)}` output: "
                               f"{ran.stdout + ran.stderr!r}")
         return found.group(1)
 
+    def effective_timeout(self, proxy_timeout: float) -> float:
+        """The upstream timeout the proxy really gets, in seconds: `proxy_timeout` rounded up to
+        the proxy's step.  Judge the proxy with this one, not with the timeout asked for."""
+        step = self.timeout_step_ms
+        return math.ceil(timeout_ms(proxy_timeout) / step) * step / 1000
+
     def config(self, listen_port: int, upstreams: Sequence[tuple[str, int]],
-               proxy_timeout: float, workdir: Path) -> str:
-        """The configuration text: listen on 127.0.0.1:listen_port, round robin over upstreams."""
+               proxy_timeout: float, workdir: Path,
+               routes: Mapping[str, tuple[str, int]] | None = None) -> str:
+        """The configuration text: listen on 127.0.0.1:listen_port, round robin over upstreams,
+        and each path prefix of `routes` to its own address."""
         if not upstreams:
             raise ValueError("at least one upstream is needed")
-        return self.render(ProxySettings(listen_port, tuple(upstreams), timeout_ms(proxy_timeout),
-                                         Path(workdir).resolve()))
+        routes = dict(routes or {})
+        for prefix in routes:
+            if not (prefix.startswith("/") and prefix.endswith("/")) or any(c.isspace() for c in prefix):
+                raise ValueError(f"a route's path prefix begins and ends with '/' and has no space: {prefix!r}")
+        return self.render(ProxySettings(listen_port, tuple(upstreams),
+                                         timeout_ms(self.effective_timeout(proxy_timeout)),
+                                         Path(workdir).resolve(), tuple(routes.items())))
 
     @contextlib.contextmanager
     def launch(self, upstreams: Sequence[tuple[str, int]], proxy_timeout: float,
-               workdir: Path) -> Iterator[RunningProxy]:
+               workdir: Path, routes: Mapping[str, tuple[str, int]] | None = None,
+               ) -> Iterator[RunningProxy]:
         """A listening proxy in front of `upstreams`, stopped and reaped on leaving the block."""
-        proxy = self.start(upstreams, proxy_timeout, workdir)
+        proxy = self.start(upstreams, proxy_timeout, workdir, routes)
         try:
             yield proxy
         finally:
             proxy.stop()
 
     def start(self, upstreams: Sequence[tuple[str, int]], proxy_timeout: float,
-              workdir: Path) -> RunningProxy:
+              workdir: Path, routes: Mapping[str, tuple[str, int]] | None = None) -> RunningProxy:
         """A listening proxy; the caller must `stop` it.  Retries on a port lost to a race."""
         workdir = Path(workdir).resolve()
         workdir.mkdir(parents=True, exist_ok=True)
         start_on = functools.partial(self._start_on, binary=self.binary_path(),
                                      version=self.version(), upstreams=upstreams,
-                                     proxy_timeout=proxy_timeout, workdir=workdir)
+                                     proxy_timeout=proxy_timeout, workdir=workdir, routes=routes)
         for _ in range(BIND_ATTEMPTS - 1):
             with contextlib.suppress(_PortTaken):
                 return start_on(free_port())
@@ -287,13 +322,14 @@ class Launcher(ABC):
 
     def _start_on(self, port: int, binary: str, version: str,
                   upstreams: Sequence[tuple[str, int]], proxy_timeout: float,
-                  workdir: Path) -> RunningProxy:
-        text = self.config(port, upstreams, proxy_timeout, workdir)
+                  workdir: Path, routes: Mapping[str, tuple[str, int]] | None) -> RunningProxy:
+        text = self.config(port, upstreams, proxy_timeout, workdir, routes)
         conf = workdir / self.config_name
         conf.write_text(text)
         self._validate(binary, conf, workdir)
         process = self._spawn(binary, conf, workdir)
-        proxy = RunningProxy(self.name, version, port, text, workdir / ERROR_LOG, process)
+        proxy = RunningProxy(self.name, version, port, text, workdir / ERROR_LOG, process,
+                             self.effective_timeout(proxy_timeout))
         try:
             proxy.wait_listening()
         except BaseException:

@@ -4,6 +4,7 @@ Invariants of the generated configuration:
 - One `upstream` group holds every upstream (round robin, nginx's default passive health checks:
   max_fails=1, fail_timeout=10s); requests reach it over HTTP/1.1 with idle connections kept alive.
 - The client's Host header is passed on unchanged.
+- Each route is a `location` (a path prefix) proxied to its single address, with the same settings.
 - connect, send and read timeouts towards the upstream are all `proxy_timeout`; client-side
   timeouts are generous, so in a test only the upstream side can time out.
 - Every path nginx writes (pid, temp directories) is inside workdir; logs go to stdout/stderr,
@@ -61,18 +62,19 @@ $servers
     server {
         listen $listen;
 
+        proxy_http_version 1.1;  # HTTP/1.0 is the default, and has no upstream keep-alive
+        proxy_set_header Connection "";  # keep the upstream connection whatever the client says
+        proxy_set_header Host $$http_host;  # the client's Host, not the upstream group's name
+
+        # The upstream-side timeouts are all the proxy_timeout under test:
+        proxy_connect_timeout ${timeout_ms}ms;  # to establish the TCP connection to an upstream
+        proxy_send_timeout ${timeout_ms}ms;  # between two writes of the request to the upstream
+        proxy_read_timeout ${timeout_ms}ms;  # between two reads of the response, head included
+
         location / {
             proxy_pass http://chaos_upstream;
-            proxy_http_version 1.1;  # HTTP/1.0 is the default, and has no upstream keep-alive
-            proxy_set_header Connection "";  # keep the upstream connection whatever the client says
-            proxy_set_header Host $$http_host;  # the client's Host, not the upstream group's name
-
-            # The upstream-side timeouts are all the proxy_timeout under test:
-            proxy_connect_timeout ${timeout_ms}ms;  # to establish the TCP connection to an upstream
-            proxy_send_timeout ${timeout_ms}ms;  # between two writes of the request to the upstream
-            proxy_read_timeout ${timeout_ms}ms;  # between two reads of the response, head included
         }
-    }
+$routes    }
 }
 """)
 
@@ -101,6 +103,9 @@ class NginxLauncher(Launcher):
             user=ROOT_USER if os.geteuid() == 0 else "",
             workdir=_quotable(settings.workdir), listen=settings.listen,
             servers="\n".join(f"        server {server};" for server in settings.servers),
+            routes="".join(f"\n        location {prefix} {{  # a connection-level scenario's own port\n"
+                           f"            proxy_pass http://{server};\n        }}\n"
+                           for prefix, server in settings.routed),
             keepalive=UPSTREAM_KEEPALIVE, timeout_ms=settings.proxy_timeout_ms,
             client_timeout_s=settings.client_timeout_s)
 

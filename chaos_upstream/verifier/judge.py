@@ -19,7 +19,7 @@ from chaos_upstream.verifier.classify import ABORTED, MALFORMED, STATUS, TIMEOUT
 PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
 MASKED = "masked-truncation"
 RFC = "rfc"
-PROFILES = ("rfc", "varnish")
+PROFILES = ("rfc", "varnish", "haproxy")
 """Profiles a verdict can be judged under: the RFCs', and proxies' defensible deviations."""
 
 NON_IDEMPOTENT = {"POST", "PATCH"}

@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import sys
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,9 @@ from chaos_upstream.server.admin import LOOPBACK_HOSTS, Admin
 from chaos_upstream.server.control import Local
 from chaos_upstream.server.upstream import GRACE, Settings, Upstream
 from chaos_upstream.server.workers import Fleet, WorkerCrashed, obey, reserve_port
+from chaos_upstream.matrix import Run, cell, choose_launchers, run_matrix
+from chaos_upstream.model.scenario import Scenario
+from chaos_upstream.proxies import LAUNCHERS, Launcher
 from chaos_upstream.verifier.check import Report, choose_scenarios, serve_and_check
 from chaos_upstream.verifier.judge import PROFILES, RFC
 from chaos_upstream.verifier.probe import Result
@@ -47,9 +51,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        return EXIT_USAGE
+        problems = exc.problems
+    except BaseExceptionGroup as group:  # a ConfigError raised inside a trio nursery
+        config, rest = group.split(ConfigError)
+        if rest is not None or config is None:
+            raise
+        problems = [p for exc in _leaves(config) for p in exc.problems]
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _leaves(group: BaseExceptionGroup) -> Iterator[Any]:
+    for exc in group.exceptions:
+        yield from _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -78,16 +93,27 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="probe every scenario through a proxy and judge what it did")
     check.add_argument("--proxy", required=True, metavar="URL", help="the proxy under test, e.g. http://127.0.0.1:8080")
     check.add_argument(
-        "--upstream", required=True, action="append", type=_address, metavar="HOST:PORT", help="where the proxy forwards (repeatable)"
+        "--upstream", required=True, action="append", type=_upstream, metavar="[NAME=]HOST:PORT",
+        help="where the proxy forwards (repeatable); NAME=HOST:PORT serves the connection-level scenario NAME "
+        "there, which the proxy must route /_chaos/NAME/ to",
     )
     _add_scenarios(check)
     check.add_argument("--only", action="append", default=[], metavar="NAME", help="check only these scenarios (repeatable)")
     _add_timeout(check)
     check.add_argument("--profile", default=RFC, choices=PROFILES, help="whose expectations: the RFCs' or a proxy's")
-    check.add_argument("--report-json", type=Path, metavar="FILE")
-    check.add_argument("--report-junit", type=Path, metavar="FILE")
-    check.add_argument("--report-html", type=Path, metavar="FILE")
+    _add_reports(check)
     check.set_defaults(func=_check)
+
+    matrix = commands.add_parser("matrix", help="start real proxies in front of chaos-upstream and check each one")
+    matrix.add_argument(
+        "--proxies", type=_names, default=[], metavar="NAME,...", help=f"which proxies (default: all of {','.join(LAUNCHERS)})"
+    )
+    _add_scenarios(matrix)
+    matrix.add_argument("--only", action="append", default=[], metavar="NAME", help="check only these scenarios (repeatable)")
+    _add_timeout(matrix)
+    _add_reports(matrix)
+    matrix.add_argument("--show-config", action="store_true", help="print each proxy's generated configuration")
+    matrix.set_defaults(func=_matrix)
 
     validate = commands.add_parser("validate", help="check scenario files")
     validate.add_argument("paths", nargs="+", type=Path, metavar="PATH")
@@ -106,6 +132,15 @@ def _add_scenarios(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--scenarios", action="append", type=Path, default=[], metavar="PATH", help="scenario file or folder (repeatable)"
     )
+
+
+def _add_reports(parser: argparse.ArgumentParser) -> None:
+    for kind in ("json", "junit", "html"):
+        parser.add_argument(f"--report-{kind}", type=Path, metavar="FILE")
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 def _add_timeout(parser: argparse.ArgumentParser) -> None:
@@ -239,15 +274,36 @@ def _address(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _upstream(text: str) -> tuple[str, tuple[str, int]]:
+    """`HOST:PORT` -> ("", address); `NAME=HOST:PORT` -> (NAME, address)."""
+    name, sep, address = text.rpartition("=")
+    return name if sep else "", _address(address)
+
+
+def _split_upstreams(catalogue: Catalogue, upstreams: list[tuple[str, tuple[str, int]]]) -> tuple[list, dict]:
+    """The catalogue's addresses, and each connection-level scenario's own."""
+    addresses = [address for name, address in upstreams if not name]
+    ports = {name: address for name, address in upstreams if name}
+    if not addresses:
+        raise ConfigError("--upstream: give at least one HOST:PORT without a NAME= for the request-level scenarios")
+    for name in ports:
+        if name not in catalogue or not catalogue.get(name).connection_level:
+            levelled = ", ".join(s.name for s in catalogue if s.connection_level)
+            raise ConfigError(f"--upstream {name}=...: {name!r} is not a connection-level scenario ({levelled})")
+    return addresses, ports
+
+
 def _check(args: argparse.Namespace) -> int:
     catalogue = Catalogue.load(args.scenarios)
-    scenarios = choose_scenarios(catalogue, args.only)
-    console = Console(width=None if sys.stdout.isatty() else 160)
+    addresses, ports = _split_upstreams(catalogue, args.upstream)
+    scenarios = choose_scenarios(catalogue, args.only, ports)
+    console = _console()
     timing = Timing(args.proxy_timeout)
     with _progress(console, len(scenarios)) as on_result:
         report = trio.run(
             functools.partial(
-                serve_and_check, args.proxy, args.upstream, catalogue, scenarios, timing=timing, profile=args.profile, on_result=on_result
+                serve_and_check, args.proxy, addresses, catalogue, scenarios, timing=timing, profile=args.profile,
+                ports=ports, on_result=on_result,
             )
         )
     console.print(verdict_table(report))
@@ -257,6 +313,76 @@ def _check(args: argparse.Namespace) -> int:
     _write(args.report_junit, lambda: reports.to_junit([report]))
     _write(args.report_html, lambda: reports.to_html([report]))
     return EXIT_OK if report.passed else EXIT_FAIL
+
+
+def _console(width: int = 160) -> Console:
+    """The terminal's width on a terminal; `width` columns in a log, where nothing wraps them."""
+    return Console(width=None if sys.stdout.isatty() else width)
+
+
+def _matrix(args: argparse.Namespace) -> int:
+    catalogue = Catalogue.load(args.scenarios)
+    launchers = choose_launchers(args.proxies)
+    scenarios = choose_scenarios(catalogue, args.only, [s.name for s in catalogue if s.connection_level])
+    console = _console(width=max(160, 40 + 24 * len(launchers)))
+    with tempfile.TemporaryDirectory(prefix="chaos-upstream-matrix-") as workdir, _matrix_progress(console, launchers, len(scenarios)) as on_result:
+        runs = trio.run(
+            functools.partial(
+                run_matrix, launchers, catalogue, scenarios, proxy_timeout=args.proxy_timeout, workdir=Path(workdir), on_result=on_result
+            )
+        )
+    if args.show_config:
+        for run in runs:
+            if run.config:
+                console.rule(f"{run.label}: generated configuration")
+                console.print(run.config, markup=False, highlight=False)
+    ran = [run for run in runs if run.report is not None]
+    console.print(matrix_table(scenarios, ran, args.proxy_timeout))
+    for run in runs:
+        if run.report is None:
+            console.print(f"[yellow]{run.name}: {run.status}[/] ({run.problem})", highlight=False)
+    for run in ran:
+        for result in run.report.results:
+            if result.verdict != "pass":
+                console.print(f"[bold]{run.label}[/] {result.scenario.name}: {result.reason}", highlight=False)
+    _write(args.report_json, lambda: reports.matrix_json(runs))
+    _write(args.report_junit, lambda: reports.to_junit([run.report for run in ran]))
+    _write(args.report_html, lambda: reports.matrix_html(scenarios, runs))
+    return EXIT_OK if all(run.passed for run in runs) else EXIT_FAIL
+
+
+@contextlib.contextmanager
+def _matrix_progress(console: Console, launchers: Sequence[Launcher], total: int) -> Iterator[Callable[[Launcher, Result], None]]:
+    """A progress bar per proxy on a terminal; a line per proxy done otherwise (CI logs)."""
+    if not console.is_terminal:
+        done: dict[str, int] = {}
+
+        def count(launcher: Launcher, result: Result) -> None:
+            done[launcher.name] = done.get(launcher.name, 0) + 1
+            if done[launcher.name] == total:
+                print(f"{launcher.name}: {total} scenarios judged", flush=True)
+
+        yield count
+        return
+    with Progress(console=console, transient=True) as progress:
+        tasks = {launcher.name: progress.add_task(launcher.name, total=total) for launcher in launchers}
+        yield lambda launcher, result: progress.advance(tasks[launcher.name])
+
+
+def matrix_table(scenarios: Sequence[Scenario], runs: Sequence[Run], proxy_timeout: float) -> Table:
+    """Scenarios down, proxies across; each cell the verdict and what the client saw."""
+    headers = [f"{run.label}\n{run.launcher.profile} profile, T={run.report.timing.proxy_timeout:g}s" for run in runs]
+    table = Table("scenario", "expected (RFC)", *headers, title=f"chaos-upstream matrix (T = {proxy_timeout:g} s asked)",
+                  caption="pass* = a pass only under the proxy's own profile (its documented behaviour), not under the RFC one")
+    for scenario in scenarios:
+        cells = []
+        for run in runs:
+            result = run.result(scenario.name)
+            verdict = cell(result)
+            colour = VERDICT_COLOURS.get(result.verdict if result else "", "")
+            cells.append(f"[{colour}]{verdict}[/] {result.seen}" if result else "-")
+        table.add_row(scenario.name, " or ".join(map(str, scenario.expect.outcomes)), *cells)
+    return table
 
 
 @contextlib.contextmanager
@@ -316,7 +442,7 @@ def _list(args: argparse.Namespace) -> int:
     for scenario in catalogue:
         expected = " or ".join(str(outcome) for outcome in scenario.expect.outcomes)
         table.add_row(scenario.name, scenario.phase, expected, scenario.description)
-    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    _console().print(table)
     return EXIT_OK
 
 

@@ -11,6 +11,8 @@ import json
 from collections.abc import Sequence
 from xml.etree import ElementTree
 
+from chaos_upstream.matrix import Run, cell
+from chaos_upstream.model.scenario import Scenario
 from chaos_upstream.verifier.check import Report
 from chaos_upstream.verifier.judge import FAIL, INCONCLUSIVE
 from chaos_upstream.verifier.probe import Result
@@ -21,6 +23,11 @@ BYTES_SHOWN = 600
 
 def to_json(report: Report) -> str:
     return json.dumps(report.to_json(), indent=2) + "\n"
+
+
+def matrix_json(runs: Sequence[Run]) -> str:
+    """The interface's matrix report: {"runs": [{"proxy": ..., "version": ..., ...check report...}]}."""
+    return json.dumps({"runs": [run.to_json() for run in runs]}, indent=2) + "\n"
 
 
 def to_junit(reports: Sequence[Report]) -> str:
@@ -70,31 +77,64 @@ details pre { white-space: pre-wrap; word-break: break-all; background: #f7f7f7;
 
 def to_html(reports: Sequence[Report], title: str = "chaos-upstream check") -> str:
     """A page a person would rather read than the JSON: one table per proxy, every row's evidence inline."""
-    sections = "\n".join(_section(report) for report in reports)
+    return _page(title, "\n".join(_section(report, report.proxy) for report in reports))
+
+
+def matrix_html(scenarios: Sequence[Scenario], runs: Sequence[Run]) -> str:
+    """The matrix on top, each cell linking to its row (reason and bytes seen) in the proxy's section below."""
+    ran = [run for run in runs if run.report is not None]
+    head = "".join(f"<th>{html.escape(run.label)}<br><small>{run.launcher.profile} profile</small></th>" for run in ran)
+    rows = "\n".join(
+        f"<tr><td><code>{html.escape(scenario.name)}</code></td>"
+        f"<td>{html.escape(' or '.join(map(str, scenario.expect.outcomes)))}</td>"
+        + "".join(_matrix_cell(run, scenario.name) for run in ran) + "</tr>"
+        for scenario in scenarios
+    )
+    missing = "".join(f"<li><b>{html.escape(run.name)}</b>: {html.escape(run.status)} ({html.escape(run.problem)})</li>"
+                      for run in runs if run.report is None)
+    body = (
+        f"<table><tr><th>scenario</th><th>expected (RFC)</th>{head}</tr>\n{rows}</table>\n"
+        "<p><small>pass* = a pass only under the proxy's own profile (its documented behaviour), not the RFC one. "
+        "Each cell links to its reason and the bytes the client saw.</small></p>\n"
+        + (f"<ul>{missing}</ul>\n" if missing else "")
+        + "\n".join(_section(run.report, run.label, anchor=f"{run.name}-") for run in ran)
+    )
+    return _page("chaos-upstream matrix", body)
+
+
+def _matrix_cell(run: Run, scenario: str) -> str:
+    result = run.result(scenario)
+    if result is None:
+        return "<td>-</td>"
+    return (f"<td><a class={result.verdict} href=#{html.escape(run.name)}-{html.escape(scenario)}>{cell(result)}</a> "
+            f"<small>{html.escape(result.seen)}</small></td>")
+
+
+def _page(title: str, body: str) -> str:
     return (
         f"<!doctype html>\n<html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
-        f"<style>{STYLE}</style></head>\n<body><h1>{html.escape(title)}</h1>\n{sections}\n</body></html>\n"
+        f"<style>{STYLE}</style></head>\n<body><h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n"
     )
 
 
-def _section(report: Report) -> str:
+def _section(report: Report, heading: str, anchor: str = "") -> str:
     counts = report.counts()
     summary = "".join(f"<span class={v}>{counts[v]} {v}</span>" for v in ("pass", "fail", "inconclusive") if v in counts)
-    rows = "\n".join(_row(result) for result in report.results)
+    rows = "\n".join(_row(result, anchor) for result in report.results)
     return (
-        f"<h2>{html.escape(report.proxy)}</h2>\n<p class=summary>profile <b>{report.profile}</b>, "
+        f"<h2>{html.escape(heading)}</h2>\n<p class=summary>{html.escape(report.proxy)}, profile <b>{report.profile}</b>, "
         f"proxy timeout T = {report.timing.proxy_timeout:g} s, {report.elapsed:.2f} s in all &nbsp; {summary}</p>\n"
         "<table><tr><th>scenario</th><th>expected</th><th>observed</th><th>attempts</th><th>verdict</th>"
         f"<th>reason and evidence</th></tr>\n{rows}</table>"
     )
 
 
-def _row(result: Result) -> str:
+def _row(result: Result, anchor: str) -> str:
     observed = result.observed
     data = result.capture.data[:BYTES_SHOWN] if result.capture is not None else b""
     evidence = html.escape(result.explain() + "\n\nbytes the client received:\n" + repr(data))
     return (
-        f"<tr id={html.escape(result.scenario.name)}><td><code>{html.escape(result.scenario.name)}</code></td>"
+        f"<tr id={html.escape(anchor + result.scenario.name)}><td><code>{html.escape(result.scenario.name)}</code></td>"
         f"<td>{html.escape(' or '.join(map(str, result.scenario.expect.for_profile(result.profile))))}</td>"
         f"<td>{html.escape(result.seen)} <small>({observed['elapsed_s']:.2f} s)</small></td>"
         f"<td>{observed['upstream_attempts']}</td><td class={result.verdict}>{result.verdict}</td>"

@@ -113,7 +113,7 @@ def test_validate_reports_file_line_field_and_exits_2(tmp_path):
 
 def test_validate_accepts_the_catalogue():
     result = run("validate", "scenarios")
-    assert (result.returncode, result.stdout.strip()) == (0, "23 scenario files valid")
+    assert (result.returncode, result.stdout.strip()) == (0, "27 scenario files valid")
 
 
 def test_list_shows_each_scenario_with_phase_and_expectation(capsys):
@@ -127,7 +127,8 @@ def test_schema_is_json_schema_for_scenario_files(capsys):
     assert main(["schema"]) == 0
     schema = json.loads(capsys.readouterr().out)
     assert schema["$schema"].startswith("https://json-schema.org/")
-    assert {"name", "description", "phase", "expect", "steps"} <= set(schema["required"])
+    assert {"name", "description", "phase", "expect"} <= set(schema["required"])
+    assert set(schema["properties"]["trigger"]["enum"]) == {"request", "accept", "refuse"}
 
 
 def test_python_dash_m_and_the_console_script_are_the_same_command():

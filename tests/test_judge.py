@@ -66,6 +66,20 @@ def test_a_probe_that_never_reached_the_upstream_is_inconclusive_never_a_pass():
     assert verdict.reason.startswith("the probe never reached the upstream, so it proves nothing")
 
 
+def test_a_refused_connection_has_no_attempt_to_show_and_is_judged_on_what_the_client_saw():
+    assert judge(CATALOGUE.get("connection-refused"), seen(BAD_GATEWAY), [], timing=T).verdict == "pass"
+    verdict = judge(CATALOGUE.get("connection-refused"), seen(b""), [], timing=T)
+    assert (verdict.verdict, verdict.reason) == ("fail", "expected the client to see a 502; it saw the connection closed (FIN) with no response byte after 0.01 s")
+
+
+def test_a_pass_only_under_a_proxys_profile_is_marked_so():
+    unavailable = seen(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
+    verdict = judge(CATALOGUE.get("connection-refused"), unavailable, [], profile="haproxy", timing=T)
+    assert (verdict.verdict, verdict.profile_only) == ("pass", True)
+    assert verdict.reason.endswith("under the haproxy profile (the RFCs expect a 502)")
+    assert not judge(CATALOGUE.get("connection-refused"), seen(BAD_GATEWAY), [], profile="haproxy", timing=T).profile_only
+
+
 def test_a_post_replayed_to_the_upstream_fails_whatever_the_client_saw():
     verdict = judge(CATALOGUE.get("close-before-response"), seen(BAD_GATEWAY), [attempt(), attempt()], method="POST", timing=T)
     assert verdict.verdict == "fail" and "replayed a POST to the upstream (2 attempts)" in verdict.reason

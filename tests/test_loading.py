@@ -114,10 +114,31 @@ truncated-content-length truncated-chunked malformed-chunk-size reset-mid-body s
 stall-mid-body drip-body interim-then-final close-delimited-body upstream-502 keepalive-close-race
 """.split()
 
+CONNECTION_LEVEL = ["accept-then-close", "accept-then-hang", "accept-then-reset", "connection-refused"]
+
 
 def test_the_catalogue_has_every_request_level_scenario_of_the_interface():
     catalogue = Catalogue.load()
     assert set(CATALOGUE_NAMES) <= set(catalogue.names())
+
+
+def test_the_connection_level_scenarios_of_the_interface_need_ports_of_their_own():
+    catalogue = Catalogue.load()
+    assert sorted(s.name for s in catalogue if s.connection_level) == CONNECTION_LEVEL
+    assert catalogue.get("connection-refused").steps == []
+
+
+@pytest.mark.parametrize(
+    ("head", "steps", "message"),
+    [
+        ("trigger: refuse", "steps:\n  - kind: close", "steps: a refusing scenario has no steps; any other needs at least one"),
+        ("trigger: accept", "", "steps: a refusing scenario has no steps; any other needs at least one"),
+        ("trigger: hang", "steps:\n  - kind: close", "trigger: Input should be 'request', 'accept' or 'refuse'"),
+    ],
+)
+def test_steps_must_fit_the_trigger(head, steps, message):
+    text = f"name: demo\ndescription: a demo\nphase: connection\n{head}\nexpect:\n  outcomes: [502]\n{steps}\n"
+    assert any(message in problem for problem in problems(text)), problems(text)
 
 
 def test_every_builtin_file_is_named_for_its_scenario_and_carries_the_schema_line():

@@ -171,3 +171,24 @@ async def test_an_accept_triggered_default_acts_before_reading_a_byte(tmp_path, 
     [connection] = await settled(upstream.journal, type="connection", count=1)
     assert (accept["scenario"], accept["ended"], connection["ended"]) == ("accept-then-reset-now", "reset", "accept-fault")
     assert connection["bytes_in"] == 0 and connection["requests"] == 0
+
+
+@pytest.mark.parametrize(
+    ("scenario", "ending"), [("accept-then-close", "fin"), ("accept-then-reset", "rst"), ("accept-then-hang", "timeout")]
+)
+async def test_the_builtin_accept_faults_act_on_a_connection_that_sent_a_request(start_upstream, scenario, ending):
+    upstream = await start_upstream(default=scenario)
+    seen = await capture(*upstream.addresses[0], get(), limit=T)
+    assert (seen.data, seen.ending) == (b"", ending)
+
+
+async def test_connection_refused_binds_the_port_and_listens_on_nothing(start_upstream):
+    import trio
+
+    upstream = await start_upstream(default="connection-refused")
+    [(host, port)] = upstream.addresses
+    assert port != 0
+    with trio.socket.socket() as sock, pytest.raises(ConnectionRefusedError):
+        await sock.connect((host, port))
+    upstream.stop()
+    assert upstream.journal.records() == []

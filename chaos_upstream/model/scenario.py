@@ -102,23 +102,32 @@ class Scenario(Model):
     """Where the fault strikes."""
     expect: Expectation
     """What a client behind a correct proxy should see."""
-    trigger: Literal["request", "accept"] = "request"
+    trigger: Literal["request", "accept", "refuse"] = "request"
     """`request`: the steps answer a request; `accept`: they run as soon as a connection is accepted,
-    before any byte is read (connection-level faults, each on its own port)."""
+    before any byte is read; `refuse`: no step, the port is bound but nothing listens, so the kernel
+    refuses every connection.  `accept` and `refuse` are connection-level faults, each on a port
+    of its own."""
     request_body: Literal["discard", "record"] = "discard"
     """The request body is always read before the steps run; `record` keeps up to 64 KiB of it in
     the journal."""
     rules: list[Rule] = []
     """Per-request behaviour; the first rule whose `when` matches applies."""
-    steps: list[Step] = Field(min_length=1)
-    """The behaviour when no rule matches."""
+    steps: list[Step] = []
+    """The behaviour when no rule matches: at least one step, except under `trigger: refuse`."""
 
     @model_validator(mode="after")
     def _consistent(self) -> Scenario:
         check_terminal_last(self.steps)
-        if self.trigger == "accept" and self.rules:
-            raise ValueError("a scenario triggered on accept has no request to match rules against")
+        if self.trigger != "request" and self.rules:
+            raise ValueError(f"a scenario triggered on {self.trigger} has no request to match rules against")
+        if (self.trigger == "refuse") != (not self.steps):
+            raise ValueError("steps: a refusing scenario has no steps; any other needs at least one")
         return self
+
+    @property
+    def connection_level(self) -> bool:
+        """Whether the fault strikes before any request is read, so it needs a port of its own."""
+        return self.trigger != "request"
 
 
 def check_terminal_last(steps: list[Step]) -> None:

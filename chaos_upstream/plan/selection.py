@@ -15,6 +15,12 @@ PROBE_HEADER = "x-chaos-probe"
 PATH_PREFIX = "/_chaos/"
 
 
+def route_prefix(name: str) -> str:
+    """The path prefix that selects scenario `name` on the wire; also what a proxy routes to a
+    connection-level scenario's own port."""
+    return f"{PATH_PREFIX}{name}/"
+
+
 @dataclass(frozen=True)
 class Mix:
     """Scenarios with weights, for requests that name none (`--mix healthy=90,truncated-chunked=5`)."""

@@ -134,6 +134,9 @@ class Upstream:
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Listen, report the bound addresses through task_status, serve until stop()."""
         self._origin = trio.current_time()
+        if self.catalogue.get(self.settings.default).trigger == "refuse":
+            await self._refuse_connections(task_status)
+            return
         listeners = await open_listeners(self.settings.host, self.settings.port, reuse_port=self.settings.reuse_port)
         self.addresses = [listener.socket.getsockname()[:2] for listener in listeners]
         async with trio.open_nursery() as handlers:
@@ -149,6 +152,17 @@ class Upstream:
                 for listener in listeners:
                     listener.socket.close()
             handlers.cancel_scope.deadline = trio.current_time() + self.settings.grace
+
+    async def _refuse_connections(self, task_status: Any) -> None:
+        """Hold the address bound but not listening, until stop(): the kernel refuses every connection."""
+        family, kind, proto, _, address = (await trio.socket.getaddrinfo(self.settings.host, self.settings.port, type=socket.SOCK_STREAM))[0]
+        with trio.socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as listeners do: TIME_WAIT is no obstacle
+            await sock.bind(address)
+            self.addresses = [sock.getsockname()[:2]]
+            with self._accept_scope:
+                task_status.started(self.addresses)
+                await trio.sleep_forever()
 
     def stop(self) -> None:
         """Stop accepting; in-flight connections get the grace period, then are cut."""

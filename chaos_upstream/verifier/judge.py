@@ -2,7 +2,7 @@
 
 Pure: a verdict is a function of the scenario, the client's Observation, the journal records of the
 probe's attempts, the profile and the timing settings. Invariants: a probe that never reached the
-upstream is never a pass; a complete response carrying less body than the upstream declared is
+upstream is never a pass (but for a refusing port, which nothing can reach); a complete response carrying less body than the upstream declared is
 masked truncation, a failure whatever was expected; a non-idempotent request that reached the
 upstream more than once is a failure whatever the client saw.
 """
@@ -37,6 +37,8 @@ class Verdict:
     expected: str
     """The expectation under the profile, in words ("an aborted body or a 502")."""
     reason: str
+    profile_only: bool = False
+    """A pass only because the profile allows it: the RFC profile would have failed it."""
 
 
 def judge(
@@ -53,7 +55,7 @@ def judge(
     expected = describe_outcomes(outcomes)
     kind = MASKED if _masked(observation, attempts) else observation.kind
     seen = describe(observation, kind, attempts)
-    if not attempts:
+    if not attempts and scenario.trigger != "refuse":
         reason = f"the probe never reached the upstream, so it proves nothing about this fault: the client saw {seen}"
         return Verdict(INCONCLUSIVE, kind, expected, reason + " (the proxy answered on its own, e.g. from an earlier failure)")
     if method in NON_IDEMPOTENT and len(attempts) > 1:
@@ -64,7 +66,8 @@ def judge(
     late = _timing_problem(scenario, observation, kind, timing)
     if late:
         return Verdict(FAIL, kind, expected, f"expected {expected} {late}")
-    return Verdict(PASS, kind, expected, f"the client saw {seen}, as expected{_profile_note(scenario, kind, observation, profile)}")
+    note = _profile_note(scenario, kind, observation, profile)
+    return Verdict(PASS, kind, expected, f"the client saw {seen}, as expected{note}", profile_only=bool(note))
 
 
 def _masked(observation: Observation, attempts: list[dict[str, Any]]) -> bool:

@@ -21,7 +21,7 @@ import trio
 
 from chaos_upstream.model.durations import Timing
 from chaos_upstream.model.scenario import Scenario
-from chaos_upstream.plan.selection import PROBE_HEADER, SCENARIO_HEADER
+from chaos_upstream.plan.selection import PROBE_HEADER, SCENARIO_HEADER, route_prefix
 from chaos_upstream.server.journal import Journal
 from chaos_upstream.verifier.capture import Capture, capture
 from chaos_upstream.verifier.classify import CLOSED, Observation, ResponseParser, classify
@@ -136,33 +136,50 @@ async def probe(
     timing: Timing,
     profile: str = RFC,
     method: str = "GET",
-    path: str = "/",
+    path: str | None = None,
     body: bytes = b"",
     headers: Sequence[tuple[str, str]] = (),
     limit: float | None = None,
 ) -> Result:
-    """Send one probe of `scenario` through the proxy at `proxy_url` and judge what came back."""
+    """Send one probe of `scenario` through the proxy at `proxy_url` and judge what came back.
+
+    The path defaults to `/`, or to `/_chaos/NAME/` for a connection-level scenario, the prefix the
+    proxy routes to that scenario's own port.  A connection-level scenario's attempts are the
+    connections its port accepted during the probe: one probe at a time per such port."""
     url = urlsplit(proxy_url)
     host, port = url.hostname or "127.0.0.1", url.port or 80
     probe_id = f"{scenario.name}-{uuid.uuid4().hex[:10]}"
+    path = path or (route_prefix(scenario.name) if scenario.connection_level else "/")
     request = probe_request(url.netloc, scenario.name, probe_id, method=method, path=path, body=body, headers=headers)
+    earlier = len(_attempts(journal, scenario, probe_id))
     parser = ResponseParser(method)
     try:
         seen: Capture | None = await capture(host, port, request, limit=limit or probe_limit(timing), done=parser.feed)
     except OSError as exc:
         return _unreachable(scenario, probe_id, method, profile, proxy_url, exc)
     observation = classify(seen, method)
-    attempts = await settled_attempts(journal, probe_id)
+    attempts = await settled_attempts(journal, scenario, probe_id, earlier)
     verdict = judge(scenario, observation, attempts, method=method, profile=profile, timing=timing)
     return Result(scenario, probe_id, method, profile, verdict, observation, seen, tuple(attempts))
 
 
-async def settled_attempts(journal: Journal, probe_id: str) -> list[dict[str, Any]]:
-    """The probe's request records (running ones included), once at least one shows or SETTLE passes."""
+def _attempts(journal: Journal, scenario: Scenario, probe_id: str) -> list[dict[str, Any]]:
+    """Every journal record (running ones included) of a time this probe may have reached the upstream:
+    its request records, or for a connection-level scenario every connection its port accepted."""
+    if scenario.trigger == "request":
+        return journal.records(probe=probe_id, type="request", running=True)
+    return [r for r in journal.records(type="accept", running=True) if r["scenario"] == scenario.name]
+
+
+async def settled_attempts(journal: Journal, scenario: Scenario, probe_id: str, earlier: int = 0) -> list[dict[str, Any]]:
+    """The probe's attempts, once at least one shows or SETTLE passes (at once for a refusing port,
+    which no attempt can reach); `earlier` attempts, made before the probe, are left out."""
+    if scenario.trigger == "refuse":
+        return []
     with trio.move_on_after(SETTLE):
-        while not journal.records(probe=probe_id, type="request", running=True):
+        while len(_attempts(journal, scenario, probe_id)) <= earlier:
             await trio.sleep(POLL)
-    return journal.records(probe=probe_id, type="request", running=True)
+    return _attempts(journal, scenario, probe_id)[earlier:]
 
 
 def _unreachable(scenario: Scenario, probe_id: str, method: str, profile: str, url: str, exc: OSError) -> Result:

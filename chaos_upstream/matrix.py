@@ -1,0 +1,141 @@
+"""The matrix: every chosen real proxy, started with a generated configuration, checked, side by side.
+
+Each proxy gets upstreams of its own (the catalogue on one free port, each connection-level scenario
+on another, routed by its path prefix), its own journal, its own timeout (the asked one rounded up
+to what the proxy can be told) and its own profile; the proxies are started and checked at once,
+so the whole matrix takes about as long as its slowest proxy.
+
+Invariants: a proxy that is not installed is a column saying so, never an error; a proxy that does
+not start is a column carrying the proxy's own words, and the others still run; every proxy started
+is stopped before `run_matrix` returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from chaos_upstream.errors import ConfigError
+from chaos_upstream.model.catalogue import Catalogue
+from chaos_upstream.model.durations import Timing
+from chaos_upstream.model.scenario import Scenario
+from chaos_upstream.proxies import LAUNCHERS, Launcher, ProxyError, get_launcher
+from chaos_upstream.proxies.launcher import LOOPBACK
+from chaos_upstream.verifier.check import Report, check, serving
+from chaos_upstream.verifier.judge import PASS
+from chaos_upstream.verifier.probe import Result
+
+RAN, NOT_INSTALLED, FAILED = "ran", "not installed", "failed to start"
+
+
+@dataclass
+class Run:
+    """One proxy's column: its report when it ran, else why not."""
+
+    launcher: Launcher
+    status: str
+    version: str | None = None
+    report: Report | None = None
+    config: str = ""
+    """The configuration the proxy was started with (empty when it did not start)."""
+    problem: str = ""
+    """Why the proxy did not run, in the proxy's own words where it has any."""
+    error_log: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.launcher.name
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} {self.version}" if self.version else self.name
+
+    @property
+    def passed(self) -> bool:
+        return self.status != FAILED and (self.report is None or self.report.passed)
+
+    def result(self, scenario: str) -> Result | None:
+        if self.report is None:
+            return None
+        return next((r for r in self.report.results if r.scenario.name == scenario), None)
+
+    def to_json(self) -> dict[str, Any]:
+        """The interface's run object: proxy and version, then the check report or why there is none."""
+        head = {"proxy": self.name, "version": self.version, "status": self.status}
+        if self.report is None:
+            return {**head, "problem": self.problem}
+        return {**head, **self.report.to_json(), "proxy_url": self.report.proxy, "proxy": self.name}
+
+
+def choose_launchers(names: Sequence[str]) -> list[Launcher]:
+    """The launchers named (all known ones when none), in the order given; unknown names are a ConfigError."""
+    try:
+        return [get_launcher(name) for name in names] if names else list(LAUNCHERS.values())
+    except KeyError as exc:
+        raise ConfigError(f"--proxies: {exc}") from None
+
+
+async def run_proxy(
+    launcher: Launcher,
+    catalogue: Catalogue,
+    scenarios: Sequence[Scenario],
+    *,
+    proxy_timeout: float,
+    workdir: Path,
+    on_result: Callable[[Launcher, Result], None] = lambda launcher, result: None,
+) -> Run:
+    """Serve the upstreams, start the proxy in front of them, check every scenario through it, stop it."""
+    if not launcher.installed():
+        return Run(launcher, NOT_INSTALLED, problem=f"package {launcher.package} is not installed")
+    timing = Timing(launcher.effective_timeout(proxy_timeout))
+    ports = {scenario.name: (LOOPBACK, 0) for scenario in scenarios if scenario.connection_level}
+    async with serving(catalogue, [(LOOPBACK, 0)], timing=timing, ports=ports) as served:
+        try:
+            proxy = await trio.to_thread.run_sync(
+                launcher.start, served.addresses, timing.proxy_timeout, workdir, served.routes
+            )
+        except ProxyError as exc:
+            return Run(launcher, FAILED, problem=str(exc))
+        try:
+            report = await check(
+                proxy.url, scenarios, served.journal, timing=timing, profile=launcher.profile,
+                on_result=lambda result: on_result(launcher, result),
+            )
+        finally:
+            await trio.to_thread.run_sync(proxy.stop)
+    return Run(launcher, RAN, proxy.version, report, proxy.config_text, error_log=proxy.error_log())
+
+
+async def run_matrix(
+    launchers: Sequence[Launcher],
+    catalogue: Catalogue,
+    scenarios: Sequence[Scenario],
+    *,
+    proxy_timeout: float,
+    workdir: Path,
+    on_result: Callable[[Launcher, Result], None] = lambda launcher, result: None,
+) -> list[Run]:
+    """Every proxy at once; the runs come back in the order of `launchers`."""
+    runs: dict[str, Run] = {}
+
+    async def one(launcher: Launcher) -> None:
+        runs[launcher.name] = await run_proxy(
+            launcher, catalogue, scenarios, proxy_timeout=proxy_timeout, workdir=workdir / launcher.name,
+            on_result=on_result,
+        )
+
+    async with trio.open_nursery() as nursery:
+        for launcher in launchers:
+            nursery.start_soon(one, launcher)
+    return [runs[launcher.name] for launcher in launchers]
+
+
+def cell(result: Result | None) -> str:
+    """A verdict in a cell: "pass", "pass*" (only under the proxy's own profile), "fail", ..."""
+    if result is None:
+        return "-"
+    return result.verdict + ("*" if result.verdict == PASS and result.judgement.profile_only else "")

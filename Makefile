@@ -5,9 +5,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo install proxies clean
+.PHONY: test demo install proxies all-proxies clean
 
-test: $(STAMP) proxies
+test: $(STAMP) all-proxies
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: $(STAMP) proxies
@@ -15,8 +15,12 @@ demo: $(STAMP) proxies
 
 install: $(STAMP)
 
+# nginx and HAProxy for the demo; every supported proxy for the tests (each launcher has its own).
 proxies: $(STAMP)
 	$(PY) -m chaos_upstream.proxies.install nginx haproxy
+
+all-proxies: $(STAMP)
+	$(PY) -m chaos_upstream.proxies.install
 
 # The venv is (re)built when pyproject.toml changes; the project is installed editable with its test extras.
 $(STAMP): pyproject.toml

@@ -24,7 +24,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from chaos_upstream import reports
-from chaos_upstream.errors import ChaosUpstreamError, ConfigError
+from chaos_upstream.errors import ChaosUpstreamError, ConfigError, unwrap
 from chaos_upstream.model.catalogue import Catalogue
 from chaos_upstream.model.durations import Timing
 from chaos_upstream.model.loading import load_file, scenario_files
@@ -35,7 +35,7 @@ from chaos_upstream.server.admin import LOOPBACK_HOSTS, Admin
 from chaos_upstream.server.control import Local
 from chaos_upstream.server.upstream import GRACE, Settings, Upstream
 from chaos_upstream.server.workers import Fleet, WorkerCrashed, obey, reserve_port
-from chaos_upstream.matrix import Run, cell, choose_launchers, run_matrix
+from chaos_upstream.matrix import FLEET, Run, cell, choose_launchers, run_matrix
 from chaos_upstream.model.scenario import Scenario
 from chaos_upstream.proxies import LAUNCHERS, Launcher
 from chaos_upstream.verifier.check import Report, choose_scenarios, serve_and_check
@@ -53,18 +53,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         problems = exc.problems
     except BaseExceptionGroup as group:  # a ConfigError raised inside a trio nursery
-        config, rest = group.split(ConfigError)
-        if rest is not None or config is None:
+        config = unwrap(group, ConfigError)
+        if config is None:
             raise
-        problems = [p for exc in _leaves(config) for p in exc.problems]
+        problems = config.problems
     for problem in problems:
         print(problem, file=sys.stderr)
     return EXIT_USAGE
-
-
-def _leaves(group: BaseExceptionGroup) -> Iterator[Any]:
-    for exc in group.exceptions:
-        yield from _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -106,7 +101,8 @@ def _parser() -> argparse.ArgumentParser:
 
     matrix = commands.add_parser("matrix", help="start real proxies in front of chaos-upstream and check each one")
     matrix.add_argument(
-        "--proxies", type=_names, default=[], metavar="NAME,...", help=f"which proxies (default: all of {','.join(LAUNCHERS)})"
+        "--proxies", type=_names, default=[], metavar="NAME[:VARIANT],...",
+        help=f"which proxies (default: all of {','.join(LAUNCHERS)}); nginx:deploy-safe names a variant of a proxy's configuration"
     )
     _add_scenarios(matrix)
     matrix.add_argument("--only", action="append", default=[], metavar="NAME", help="check only these scenarios (repeatable)")
@@ -296,7 +292,7 @@ def _split_upstreams(catalogue: Catalogue, upstreams: list[tuple[str, tuple[str,
 def _check(args: argparse.Namespace) -> int:
     catalogue = Catalogue.load(args.scenarios)
     addresses, ports = _split_upstreams(catalogue, args.upstream)
-    scenarios = choose_scenarios(catalogue, args.only, ports)
+    scenarios = choose_scenarios(catalogue, args.only, ports, members=len(addresses))
     console = _console()
     timing = Timing(args.proxy_timeout)
     with _progress(console, len(scenarios)) as on_result:
@@ -323,7 +319,7 @@ def _console(width: int = 160) -> Console:
 def _matrix(args: argparse.Namespace) -> int:
     catalogue = Catalogue.load(args.scenarios)
     launchers = choose_launchers(args.proxies)
-    scenarios = choose_scenarios(catalogue, args.only, [s.name for s in catalogue if s.connection_level])
+    scenarios = choose_scenarios(catalogue, args.only, [s.name for s in catalogue if s.connection_level], members=FLEET)
     console = _console(width=max(160, 40 + 24 * len(launchers)))
     with tempfile.TemporaryDirectory(prefix="chaos-upstream-matrix-") as workdir, _matrix_progress(console, launchers, len(scenarios)) as on_result:
         runs = trio.run(
@@ -358,15 +354,15 @@ def _matrix_progress(console: Console, launchers: Sequence[Launcher], total: int
         done: dict[str, int] = {}
 
         def count(launcher: Launcher, result: Result) -> None:
-            done[launcher.name] = done.get(launcher.name, 0) + 1
-            if done[launcher.name] == total:
-                print(f"{launcher.name}: {total} scenarios judged", flush=True)
+            done[launcher.key] = done.get(launcher.key, 0) + 1
+            if done[launcher.key] == total:
+                print(f"{launcher.key}: {total} scenarios judged", flush=True)
 
         yield count
         return
     with Progress(console=console, transient=True) as progress:
-        tasks = {launcher.name: progress.add_task(launcher.name, total=total) for launcher in launchers}
-        yield lambda launcher, result: progress.advance(tasks[launcher.name])
+        tasks = {launcher.key: progress.add_task(launcher.key, total=total) for launcher in launchers}
+        yield lambda launcher, result: progress.advance(tasks[launcher.key])
 
 
 def matrix_table(scenarios: Sequence[Scenario], runs: Sequence[Run], proxy_timeout: float) -> Table:

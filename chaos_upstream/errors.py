@@ -7,6 +7,9 @@ errors (the other end of a connection misbehaved: normal, journaled, never fatal
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
+
+E = TypeVar("E", bound=BaseException)
 
 
 class ChaosUpstreamError(Exception):
@@ -44,3 +47,11 @@ class PeerGone(ChaosUpstreamError):
     def __init__(self, how: str) -> None:
         self.how = how
         super().__init__(f"peer {how} the connection")
+
+
+def unwrap(exc: BaseException, kind: type[E]) -> E | None:
+    """The `kind` error that `exc` is, or that it holds as the only error of nested exception
+    groups (what trio nurseries raise), else None."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc if isinstance(exc, kind) else None

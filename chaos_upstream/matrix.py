@@ -19,17 +19,20 @@ from typing import Any
 
 import trio
 
-from chaos_upstream.errors import ConfigError
+from chaos_upstream.errors import ConfigError, unwrap
 from chaos_upstream.model.catalogue import Catalogue
 from chaos_upstream.model.durations import Timing
 from chaos_upstream.model.scenario import Scenario
-from chaos_upstream.proxies import LAUNCHERS, Launcher, ProxyError, get_launcher
+from chaos_upstream.proxies import LAUNCHERS, Launcher, ProxyError, RunningProxy, get_launcher
 from chaos_upstream.proxies.launcher import LOOPBACK
 from chaos_upstream.verifier.check import Report, check, serving
 from chaos_upstream.verifier.judge import PASS
 from chaos_upstream.verifier.probe import Result
 
 RAN, NOT_INSTALLED, FAILED = "ran", "not installed", "failed to start"
+
+FLEET = 2
+"""Upstreams behind each proxy for the timelines: a rolling deploy needs two."""
 
 
 @dataclass
@@ -48,7 +51,8 @@ class Run:
 
     @property
     def name(self) -> str:
-        return self.launcher.name
+        """The proxy's name, with its variant if not the default: "nginx", "nginx:deploy-safe"."""
+        return self.launcher.key
 
     @property
     def label(self) -> str:
@@ -65,10 +69,10 @@ class Run:
 
     def to_json(self) -> dict[str, Any]:
         """The interface's run object: proxy and version, then the check report or why there is none."""
-        head = {"proxy": self.name, "version": self.version, "status": self.status}
+        head = {"proxy": self.launcher.name, "variant": self.launcher.variant, "version": self.version, "status": self.status}
         if self.report is None:
             return {**head, "problem": self.problem}
-        return {**head, **self.report.to_json(), "proxy_url": self.report.proxy, "proxy": self.name}
+        return {**head, **self.report.to_json(), "proxy_url": self.report.proxy, "proxy": self.launcher.name}
 
 
 def choose_launchers(names: Sequence[str]) -> list[Launcher]:
@@ -88,26 +92,54 @@ async def run_proxy(
     workdir: Path,
     on_result: Callable[[Launcher, Result], None] = lambda launcher, result: None,
 ) -> Run:
-    """Serve the upstreams, start the proxy in front of them, check every scenario through it, stop it."""
+    """Check every scenario through the proxy, in parallel parts, each with a proxy instance of its
+    own: the request- and connection-level scenarios in front of a single upstream (so passive
+    health checks cannot send a probe elsewhere), each connection-level scenario on a port of its
+    own; each timeline in front of a fleet of FLEET of its own, so that what one timeline does to
+    the proxy's view of its upstreams (members marked down) cannot leak into another."""
     if not launcher.installed():
         return Run(launcher, NOT_INSTALLED, problem=f"package {launcher.package} is not installed")
     timing = Timing(launcher.effective_timeout(proxy_timeout))
+    plain = [s for s in scenarios if not s.timeline]
+    parts = [("single", 1, plain)] if plain else []
+    parts += [(s.name, FLEET, [s]) for s in scenarios if s.timeline]
+    if not parts:
+        raise ConfigError("no scenario to check")
+    done: dict[str, tuple[Report, RunningProxy]] = {}
+
+    async def part(name: str, members: int, chosen: list[Scenario]) -> None:
+        done[name] = await _check_through(launcher, catalogue, chosen, timing, workdir / name, members,
+                                          lambda result: on_result(launcher, result))
+
+    try:
+        async with trio.open_nursery() as nursery:
+            for name, members, chosen in parts:
+                nursery.start_soon(part, name, members, chosen)
+    except (ProxyError, BaseExceptionGroup) as exc:
+        failed = unwrap(exc, ProxyError)
+        if failed is None:
+            raise
+        return Run(launcher, FAILED, problem=str(failed))
+    results = {result.scenario.name: result for report, _ in done.values() for result in report.results}
+    first = done[parts[0][0]][1]  # the single-upstream instance when there is one
+    report = Report(first.url, launcher.profile, timing, [results[s.name] for s in scenarios],
+                    max(report.elapsed for report, _ in done.values()))
+    return Run(launcher, RAN, first.version, report, first.config_text, error_log=first.error_log())
+
+
+async def _check_through(
+    launcher: Launcher, catalogue: Catalogue, scenarios: Sequence[Scenario], timing: Timing, workdir: Path,
+    members: int, on_result: Callable[[Result], None],
+) -> tuple[Report, RunningProxy]:
     ports = {scenario.name: (LOOPBACK, 0) for scenario in scenarios if scenario.connection_level}
-    async with serving(catalogue, [(LOOPBACK, 0)], timing=timing, ports=ports) as served:
+    async with serving(catalogue, [(LOOPBACK, 0)] * members, timing=timing, ports=ports) as served:
+        proxy = await trio.to_thread.run_sync(launcher.start, served.addresses, timing.proxy_timeout, workdir, served.routes)
         try:
-            proxy = await trio.to_thread.run_sync(
-                launcher.start, served.addresses, timing.proxy_timeout, workdir, served.routes
-            )
-        except ProxyError as exc:
-            return Run(launcher, FAILED, problem=str(exc))
-        try:
-            report = await check(
-                proxy.url, scenarios, served.journal, timing=timing, profile=launcher.profile,
-                on_result=lambda result: on_result(launcher, result),
-            )
+            report = await check(proxy.url, scenarios, served.journal, timing=timing, profile=launcher.profile,
+                                 members=served.members, on_result=on_result)
         finally:
             await trio.to_thread.run_sync(proxy.stop)
-    return Run(launcher, RAN, proxy.version, report, proxy.config_text, error_log=proxy.error_log())
+    return report, proxy
 
 
 async def run_matrix(
@@ -123,15 +155,15 @@ async def run_matrix(
     runs: dict[str, Run] = {}
 
     async def one(launcher: Launcher) -> None:
-        runs[launcher.name] = await run_proxy(
-            launcher, catalogue, scenarios, proxy_timeout=proxy_timeout, workdir=workdir / launcher.name,
+        runs[launcher.key] = await run_proxy(
+            launcher, catalogue, scenarios, proxy_timeout=proxy_timeout, workdir=workdir / launcher.key.replace(":", "-"),
             on_result=on_result,
         )
 
     async with trio.open_nursery() as nursery:
         for launcher in launchers:
             nursery.start_soon(one, launcher)
-    return [runs[launcher.name] for launcher in launchers]
+    return [runs[launcher.key] for launcher in launchers]
 
 
 def cell(result: Result | None) -> str:

@@ -53,7 +53,7 @@ def to_junit(reports: Sequence[Report]) -> str:
 def _testcase(suite: ElementTree.Element, report: Report, result: Result) -> None:
     case = ElementTree.SubElement(
         suite, "testcase", classname=f"chaos-upstream.{report.profile}", name=result.scenario.name,
-        time=f"{result.observation.elapsed:.3f}",
+        time=f"{result.elapsed:.3f}",
     )
     if result.verdict == FAIL:
         ElementTree.SubElement(case, "failure", message=result.reason, type="verdict").text = result.explain()
@@ -97,7 +97,7 @@ def matrix_html(scenarios: Sequence[Scenario], runs: Sequence[Run]) -> str:
         "<p><small>pass* = a pass only under the proxy's own profile (its documented behaviour), not the RFC one. "
         "Each cell links to its reason and the bytes the client saw.</small></p>\n"
         + (f"<ul>{missing}</ul>\n" if missing else "")
-        + "\n".join(_section(run.report, run.label, anchor=f"{run.name}-") for run in ran)
+        + "\n".join(_section(run.report, run.label, anchor=_anchor(run)) for run in ran)
     )
     return _page("chaos-upstream matrix", body)
 
@@ -106,8 +106,12 @@ def _matrix_cell(run: Run, scenario: str) -> str:
     result = run.result(scenario)
     if result is None:
         return "<td>-</td>"
-    return (f"<td><a class={result.verdict} href=#{html.escape(run.name)}-{html.escape(scenario)}>{cell(result)}</a> "
+    return (f"<td><a class={result.verdict} href=#{_anchor(run)}{html.escape(scenario)}>{cell(result)}</a> "
             f"<small>{html.escape(result.seen)}</small></td>")
+
+
+def _anchor(run: Run) -> str:
+    return html.escape(run.name.replace(":", "-")) + "-"
 
 
 def _page(title: str, body: str) -> str:

@@ -68,6 +68,14 @@ EXPECTED = {
         (0, 0.5),
     ),
     "keepalive-close-race": (OK_HEAD + TEXT_24 + b"\r\nchaos-upstream: racing!\n", "fin", (0.5, 1.0)),
+    "starting-unavailable": (
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 25\r\nRetry-After: 1\r\n\r\n"
+        b"chaos-upstream: starting\n",
+        "timeout",
+        (0, 0.5),
+    ),
+    "slow-response": (OK_HEAD + TEXT_24 + b"\r\nchaos-upstream: slowpoke\n", "timeout", (0.5, 1.0)),
+    "post-not-retried": (b"", "rst", (0, 0.5)),
 }
 
 LIMIT = 4.5 * T
@@ -99,5 +107,5 @@ async def test_reset_mid_body_sends_at_most_the_head_and_half_the_body_before_th
 
 
 def test_every_catalogue_scenario_has_its_expected_bytes(catalogue):
-    request_level = [s.name for s in catalogue if s.trigger == "request" and s.phase != "deploy"]
+    request_level = [s.name for s in catalogue if s.trigger == "request" and not s.timeline]
     assert sorted(request_level) == sorted(EXPECTED)

@@ -25,6 +25,7 @@ FINDINGS = {
         "http09-response": "it saw an invalid HTTP/1.1 response (not an HTTP status line: b'<html><body>chaos-upstre')",
         "malformed-chunk-size": "it saw the connection closed (FIN) with no response byte",
         "interim-then-final": "it saw an interim 100 response, then no final response before a close",
+        "restart-during-deploy": "after members 0 and 1 were back: the proxy kept failing after the upstream returned",
     },
     "haproxy": {
         "invalid-status-code": "it saw an invalid HTTP/1.1 response (illegal status line: b'HTTP/1.1 1000 Nope')",
@@ -40,7 +41,7 @@ PROFILE_PASSES = {"nginx": set(), "haproxy": {"connection-refused"}}
 @pytest.mark.parametrize("name", sorted(FINDINGS))
 async def test_every_scenario_gets_its_verdict(name, tmp_path):
     launcher = require(name)
-    scenarios = choose_scenarios(CATALOGUE, [], [s.name for s in CATALOGUE if s.connection_level])
+    scenarios = choose_scenarios(CATALOGUE, [], [s.name for s in CATALOGUE if s.connection_level])  # all but rolling-deploy
     run = await run_proxy(launcher, CATALOGUE, scenarios, proxy_timeout=T, workdir=tmp_path)
     assert run.status == "ran" and len(run.report.results) >= 27, run.problem
     verdicts = {result.scenario.name: result for result in run.report.results}
@@ -49,7 +50,7 @@ async def test_every_scenario_gets_its_verdict(name, tmp_path):
     for scenario, words in failures.items():
         assert words in verdicts[scenario].reason, verdicts[scenario].explain()
     assert {n for n, r in verdicts.items() if r.judgement.profile_only} == PROFILE_PASSES[name]
-    assert all(r.observed["upstream_attempts"] == (n != "connection-refused") for n, r in verdicts.items())
+    assert all(r.observed["upstream_attempts"] == (n != "connection-refused") for n, r in verdicts.items() if not r.scenario.timeline)
     assert all(result.judgement.kind != "masked-truncation" for result in run.report.results)
-    slowest = max(result.observation.elapsed for result in run.report.results)
+    slowest = max(result.elapsed for result in run.report.results)
     assert run.report.elapsed < 1.5 * slowest

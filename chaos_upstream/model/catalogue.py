@@ -80,19 +80,25 @@ class Catalogue:
         return list(self._entries)
 
     def _check_references(self) -> None:
+        """Every scenario a rule borrows or a timeline event serves exists, and is request-level."""
         problems = [
-            Problem(
-                str(entry.source),
-                line_of(entry.source, ("rules", index, "scenario")),
-                f"rules.{index}.scenario",
-                f"no scenario named {rule.scenario!r}",
-            )
+            Problem(str(entry.source), line_of(entry.source, (field, index, "scenario")), f"{field}.{index}.scenario", problem)
             for entry in self._entries.values()
-            for index, rule in enumerate(entry.scenario.rules)
-            if rule.scenario is not None and rule.scenario not in self._entries
+            for field, items in (("rules", entry.scenario.rules), ("timeline", entry.scenario.timeline))
+            for index, item in enumerate(items)
+            if item.scenario is not None and (problem := self._unusable(item.scenario))
         ]
         if problems:
             raise ConfigError(problems)
+
+    def _unusable(self, name: str) -> str:
+        """Why scenario `name` cannot answer requests for another one, or ""."""
+        if name not in self._entries:
+            return f"no scenario named {name!r}"
+        scenario = self._entries[name].scenario
+        if scenario.connection_level or scenario.timeline:
+            return f"{name!r} does not answer requests (it is connection-level or a timeline)"
+        return ""
 
 
 def _load_all(files: Iterable[Path], builtin: bool, problems: list[Problem]) -> list[Entry]:

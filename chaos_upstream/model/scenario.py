@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 from chaos_upstream.model.base import Model
 from chaos_upstream.model.durations import FixedDuration
 from chaos_upstream.model.steps import TERMINAL_STEPS, Step
+from chaos_upstream.model.timeline import Event, Probing
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
 
@@ -86,6 +87,11 @@ class Expectation(Model):
     """The outcome must come within this."""
     profiles: dict[str, list[Outcome]] = {}
     """Outcomes that replace `outcomes` under a named profile, e.g. `varnish: [503]`."""
+    errors: Literal["none", "while-down"] = "none"
+    """For a stream of probes: a probe that does not get `outcomes` is an error; `none` allows no
+    error at all, `while-down` allows errors while a member is down and for `recovery` after."""
+    recovery: FixedDuration | None = None
+    """With `errors: while-down`: how long after a member is back errors are still allowed."""
 
     def for_profile(self, profile: str) -> list[Outcome]:
         return self.profiles.get(profile, self.outcomes)
@@ -110,18 +116,33 @@ class Scenario(Model):
     request_body: Literal["discard", "record"] = "discard"
     """The request body is always read before the steps run; `record` keeps up to 64 KiB of it in
     the journal."""
+    probes: Probing = Probing()
+    """How the verifier probes it: one GET by default, or a stream."""
+    timeline: list[Event] = []
+    """Deploy scenarios: what happens to the fleet's members over time (they serve `healthy`
+    otherwise); a stream of probes runs for the whole timeline."""
+    min_members: int = Field(1, ge=1)
+    """The smallest fleet the scenario means something for (a rolling deploy needs two)."""
     rules: list[Rule] = []
     """Per-request behaviour; the first rule whose `when` matches applies."""
     steps: list[Step] = []
-    """The behaviour when no rule matches: at least one step, except under `trigger: refuse`."""
+    """The behaviour when no rule matches: at least one step, except under `trigger: refuse` and
+    in a timeline, whose members serve other scenarios."""
 
     @model_validator(mode="after")
     def _consistent(self) -> Scenario:
         check_terminal_last(self.steps)
         if self.trigger != "request" and self.rules:
             raise ValueError(f"a scenario triggered on {self.trigger} has no request to match rules against")
-        if (self.trigger == "refuse") != (not self.steps):
+        if self.timeline:
+            if self.steps or self.trigger != "request":
+                raise ValueError("timeline: a timeline's members serve other scenarios: give no steps and no trigger")
+            if self.probes.every is None:
+                raise ValueError("probes.every: a timeline is probed by a stream: say how often")
+        elif (self.trigger == "refuse") != (not self.steps):
             raise ValueError("steps: a refusing scenario has no steps; any other needs at least one")
+        if self.expect.errors == "while-down" and (not self.timeline or self.expect.recovery is None):
+            raise ValueError("expect.errors: while-down needs a timeline and expect.recovery")
         return self
 
     @property

@@ -10,6 +10,7 @@ one instance per product serves every caller.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from chaos_upstream.proxies.apache import ApacheLauncher
@@ -45,11 +46,19 @@ REQUIRE_PROXIES_ENV = "CHAOS_UPSTREAM_REQUIRE_PROXIES"
 
 
 def get_launcher(name: str) -> Launcher:
-    """The launcher called `name`; `UnknownProxy` (a KeyError) lists the known ones."""
+    """The launcher called `name`, or `name:variant` for one of its other configurations;
+    `UnknownProxy` (a KeyError) lists the known ones."""
+    product, _, variant = name.partition(":")
     try:
-        return LAUNCHERS[name]
+        launcher = LAUNCHERS[product]
     except KeyError:
-        raise UnknownProxy(f"unknown proxy {name!r}; known: {', '.join(LAUNCHERS)}") from None
+        raise UnknownProxy(f"unknown proxy {product!r}; known: {', '.join(LAUNCHERS)}") from None
+    if not variant:
+        return launcher
+    known = dict(launcher.variants)
+    if variant not in known:
+        raise UnknownProxy(f"{product} has no variant {variant!r}; known: {', '.join(known) or 'none'}")
+    return dataclasses.replace(launcher, variant=variant)
 
 
 def require(name: str) -> Launcher:

@@ -1,6 +1,7 @@
 """Install the proxies that are missing, from Debian's packages, when this machine lets us.
 
-`python -m chaos_upstream.proxies.install nginx haproxy` is what `make test` and `make demo` run.
+`python -m chaos_upstream.proxies.install nginx haproxy` is what `make demo` runs; `make test` runs it
+with no names, which means every proxy chaos-upstream has a launcher for.
 Invariant: it never fails the build for a proxy it may not install (not root, no apt-get): it says
 so, and the tests that need the proxy skip (or fail under CHAOS_UPSTREAM_REQUIRE_PROXIES=1).
 Services are never started by the install: a policy-rc.d that denies them is in place meanwhile.
@@ -29,7 +30,7 @@ def missing(names: Sequence[str]) -> list[str]:
 
 @contextlib.contextmanager
 def services_denied() -> Iterator[None]:
-    """Keep package scripts from starting nginx or HAProxy as system services (they would take port 80)."""
+    """Keep package scripts from starting the proxies as system services (they would take port 80 and others)."""
     if POLICY.exists():
         yield
         return

@@ -136,6 +136,8 @@ class ProxySettings:
     upstreams: tuple[tuple[str, int], ...]
     proxy_timeout_ms: int
     workdir: Path
+    variant: str = "default"
+    """Which of the launcher's configurations (see `Launcher.variants`)."""
     routes: tuple[tuple[str, tuple[str, int]], ...] = ()
     """(path prefix, upstream address) pairs: requests whose path begins with the prefix go to that
     address alone, everything else to `upstreams`.  Prefixes begin and end with "/"."""
@@ -235,6 +237,15 @@ class Launcher(ABC):
     """Arguments that make the binary print its version."""
     timeout_step_ms: int = 1
     """The finest upstream timeout the proxy takes: 1000 for a proxy that counts whole seconds."""
+    variants: tuple[tuple[str, str], ...] = ()
+    """Other configurations than the ordinary one, as (name, what it changes) pairs, e.g. settings
+    that make deploys invisible; `nginx:deploy-safe` names one."""
+    variant: str = "default"
+
+    @property
+    def key(self) -> str:
+        """The name, with the variant when it is not the default: "nginx", "nginx:deploy-safe"."""
+        return self.name if self.variant == "default" else f"{self.name}:{self.variant}"
 
     @abstractmethod
     def render(self, settings: ProxySettings) -> str:
@@ -294,7 +305,7 @@ class Launcher(ABC):
                 raise ValueError(f"a route's path prefix begins and ends with '/' and has no space: {prefix!r}")
         return self.render(ProxySettings(listen_port, tuple(upstreams),
                                          timeout_ms(self.effective_timeout(proxy_timeout)),
-                                         Path(workdir).resolve(), tuple(routes.items())))
+                                         Path(workdir).resolve(), self.variant, tuple(routes.items())))
 
     @contextlib.contextmanager
     def launch(self, upstreams: Sequence[tuple[str, int]], proxy_timeout: float,

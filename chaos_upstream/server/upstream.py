@@ -65,6 +65,8 @@ class Settings:
     reuse_port: bool = False
     worker: int | None = None
     """This process's index among `serve --workers N`; tags every journal record."""
+    member: int | None = None
+    """This upstream's index in its fleet; tags every journal record."""
 
 
 @dataclass
@@ -123,9 +125,12 @@ class Upstream:
         self.accepting = False
         """True while the listeners accept connections (the admin API's readiness)."""
         self._rng = random.Random(self.settings.seed)
-        self._tag = {} if self.settings.worker is None else {"worker": self.settings.worker}
+        tags = {"worker": self.settings.worker, "member": self.settings.member}
+        self._tag = {name: value for name, value in tags.items() if value is not None}
         self._origin = 0.0
         self._accept_scope = trio.CancelScope()
+        self._live: dict[int, _Live] = {}
+        """Open connections by id, for drain() and kill()."""
 
     def now(self) -> float:
         """Seconds since the upstream started: the journal's clock."""
@@ -168,6 +173,23 @@ class Upstream:
         """Stop accepting; in-flight connections get the grace period, then are cut."""
         self._accept_scope.cancel()
 
+    def drain(self) -> None:
+        """Stop accepting, as a server shutting down gracefully does: idle keep-alive connections
+        are closed (FIN) at once, busy ones after their current response."""
+        self.stop()
+        for live in self._live.values():
+            live.draining = True
+            if live.idle and live.wire.bytes_in == live.mark:
+                live.scope.cancel()
+
+    def kill(self) -> None:
+        """Stop accepting and reset (RST) every open connection at once, as a crashed server's kernel does."""
+        self.stop()
+        for live in self._live.values():
+            live.killed = True
+            live.stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            live.scope.cancel()
+
     async def _accept_loop(self, listener: trio.SocketListener, handlers: trio.Nursery) -> None:
         while True:
             try:
@@ -185,16 +207,21 @@ class Upstream:
         conn = self.stats.connections
         record: dict[str, Any] = {"type": "connection", "conn": conn, "t": round(self.now(), 6), **self._tag}
         wire = Wire(stream, lambda: _reset(stream))
+        live = self._live[conn] = _Live(trio.CancelScope(), stream, wire)
         try:
-            record["peer"] = "%s:%d" % stream.socket.getpeername()[:2]
-            on_accept = self.catalogue.get(self.active or self.settings.default)
-            if on_accept.trigger != "accept" or await self._accepted(wire, conn, on_accept) == "keep-alive":
-                record.update(await self._converse(wire, conn))
-            else:
-                record.update(ended="accept-fault", requests=0)
+            with live.scope:
+                record["peer"] = "%s:%d" % stream.socket.getpeername()[:2]
+                on_accept = self.catalogue.get(self.active or self.settings.default)
+                if on_accept.trigger != "accept" or await self._accepted(wire, conn, on_accept) == "keep-alive":
+                    record.update(await self._converse(wire, live, conn))
+                else:
+                    record.update(ended="accept-fault", requests=0)
+            if live.scope.cancelled_caught:
+                record["ended"] = "killed" if live.killed else "drained"
         except OSError:
             record["ended"] = "peer-reset"
         finally:
+            del self._live[conn]
             record.update(t_end=round(self.now(), 6), bytes_in=wire.bytes_in, bytes_out=wire.bytes_out)
             self.stats.open -= 1
             self.stats.bytes_in += wire.bytes_in
@@ -204,11 +231,15 @@ class Upstream:
                 await stream.aclose()
             self.journal.write(record)
 
-    async def _converse(self, wire: Wire, conn: int) -> dict[str, Any]:
-        """Serve requests on one connection until a plan or the peer ends it."""
+    async def _converse(self, wire: Wire, live: _Live, conn: int) -> dict[str, Any]:
+        """Serve requests on one connection until a plan, the peer or a drain ends it."""
         leftover, timeout, count = b"", self.settings.idle_timeout, 0
         while True:
+            if live.draining:
+                await wire.close()
+                return {"ended": "drained", "requests": count}
             try:
+                live.idle, live.mark = not leftover, wire.bytes_in
                 with trio.fail_after(timeout):
                     request = await _read_request(wire, leftover)
             except trio.TooSlowError:
@@ -219,6 +250,8 @@ class Upstream:
             except h11.RemoteProtocolError as exc:
                 await self._refuse(wire, conn, exc.error_status_hint, str(exc))
                 return {"ended": "bad-request", "requests": count}
+            finally:
+                live.idle = False
             if request is None:
                 return {"ended": "peer-closed", "requests": count}
             count += 1
@@ -301,6 +334,22 @@ class Upstream:
         entry = record or {"type": "bad-request", "t": round(self.now(), 6), "conn": conn, **self._tag}
         entry.update(error=reason, status=status, ended="closed")
         self.journal.write(entry)
+
+
+@dataclass
+class _Live:
+    """An open connection as drain() and kill() see it."""
+
+    scope: trio.CancelScope
+    stream: trio.SocketStream
+    wire: Wire
+    idle: bool = False
+    mark: int = 0
+    """While `idle`: the connection's bytes in when it began waiting for its next request; it is
+    truly idle (no byte of that request has come) while `wire.bytes_in` is still `mark`."""
+    draining: bool = False
+    """Close once the current response is out."""
+    killed: bool = False
 
 
 async def _read_request(wire: Wire, leftover: bytes) -> Request | None:

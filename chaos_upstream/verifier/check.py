@@ -15,15 +15,17 @@ from typing import Any
 
 import trio
 
-from chaos_upstream.errors import ConfigError
+from chaos_upstream.errors import ConfigError, unwrap
 from chaos_upstream.model.catalogue import Catalogue
 from chaos_upstream.model.durations import Timing
 from chaos_upstream.model.scenario import Scenario
 from chaos_upstream.plan.selection import route_prefix
+from chaos_upstream.server.fleet import Member
 from chaos_upstream.server.journal import Journal
 from chaos_upstream.server.upstream import Settings, Upstream
 from chaos_upstream.verifier.judge import PASS, PROFILES, RFC
 from chaos_upstream.verifier.probe import Result, probe
+from chaos_upstream.verifier.stream import probe_stream
 
 
 @dataclass
@@ -59,24 +61,26 @@ class Report:
 Address = tuple[str, int]
 
 
-def checkable(scenario: Scenario, ports: Collection[str] = ()) -> bool:
-    """Whether a probe can exercise the scenario on its own: request-level ones always, a
-    connection-level one when it has a port of its own (named in `ports`)."""
-    return scenario.phase != "deploy" and (not scenario.connection_level or scenario.name in ports)
+def checkable(scenario: Scenario, ports: Collection[str] = (), members: int = 1) -> bool:
+    """Whether `check` can exercise the scenario: a request-level one always, a connection-level one
+    when it has a port of its own (named in `ports`), a timeline when the fleet is large enough."""
+    if scenario.timeline:
+        return members >= scenario.min_members
+    return not scenario.connection_level or scenario.name in ports
 
 
-def choose_scenarios(catalogue: Catalogue, only: Sequence[str], ports: Collection[str] = ()) -> list[Scenario]:
+def choose_scenarios(
+    catalogue: Catalogue, only: Sequence[str], ports: Collection[str] = (), members: int = 1
+) -> list[Scenario]:
     """The scenarios to check: those named by --only (in that order), else every checkable one."""
     if not only:
-        return [scenario for scenario in catalogue if checkable(scenario, ports)]
+        return [scenario for scenario in catalogue if checkable(scenario, ports, members)]
     unknown = [name for name in only if name not in catalogue]
     if unknown:
         raise ConfigError(f"--only: no scenario named {unknown[0]!r}")
     chosen = [catalogue.get(name) for name in only]
     for scenario in chosen:
-        if scenario.phase == "deploy":
-            raise ConfigError(f"--only: {scenario.name!r} is a deploy timeline, which `check` does not run yet")
-        if not checkable(scenario, ports):
+        if scenario.connection_level and scenario.name not in ports:
             raise ConfigError(
                 f"--only: {scenario.name!r} needs an upstream port of its own: pass --upstream "
                 f"{scenario.name}=HOST:PORT and have the proxy route {route_prefix(scenario.name)} to it"
@@ -90,8 +94,13 @@ class Served:
     connection-level scenario at its own address in `ports`."""
 
     journal: Journal
-    addresses: list[Address]
+    members: list[Member]
+    """The fleet serving the catalogue, one member per address."""
     ports: dict[str, Address]
+
+    @property
+    def addresses(self) -> list[Address]:
+        return [member.address for member in self.members]
 
     @property
     def routes(self) -> dict[str, Address]:
@@ -107,17 +116,28 @@ async def serving(
     journal = Journal()
     async with trio.open_nursery() as nursery:
 
-        async def start(address: Address, default: str = "healthy") -> list[Address]:
-            settings = Settings(host=address[0], port=address[1], timing=timing, default=default)
+        async def start(server: Upstream | Member) -> Address:
             try:
-                return await nursery.start(Upstream(catalogue, settings, journal).run)
-            except OSError as exc:
-                raise ConfigError(f"--upstream: cannot serve on {address[0]}:{address[1]}: {exc.strerror or exc}") from None
+                [address, *_] = await nursery.start(server.run)
+            except (OSError, BaseExceptionGroup) as exc:  # a Member's own nursery wraps its Upstream's error
+                failure = unwrap(exc, OSError)
+                if failure is None:
+                    raise
+                where = f"{server.settings.host}:{server.settings.port}"
+                raise ConfigError(f"--upstream: cannot serve on {where}: {failure.strerror or failure}") from None
+            return address
 
-        bound = [bound for address in addresses for bound in await start(address)]
-        own = {name: (await start(address, name))[0] for name, address in (ports or {}).items()}
-        yield Served(journal, bound, own)
+        members = [Member(catalogue, _settings(address, timing), journal, index) for index, address in enumerate(addresses)]
+        for member in members:
+            await start(member)
+        own = {name: await start(Upstream(catalogue, _settings(address, timing, name), journal))
+               for name, address in (ports or {}).items()}
+        yield Served(journal, members, own)
         nursery.cancel_scope.cancel()
+
+
+def _settings(address: Address, timing: Timing, default: str = "healthy") -> Settings:
+    return Settings(host=address[0], port=address[1], timing=timing, default=default)
 
 
 async def check(
@@ -127,9 +147,11 @@ async def check(
     *,
     timing: Timing,
     profile: str = RFC,
+    members: Sequence[Member] = (),
     on_result: Callable[[Result], None] = lambda result: None,
 ) -> Report:
-    """Probe every scenario through the proxy, concurrently; results come back in `scenarios` order."""
+    """Probe every scenario through the proxy: all at once, then the timelines one after another
+    (each acts on the whole fleet, `members`); results come back in `scenarios` order."""
     if profile not in PROFILES:
         raise ConfigError(f"--profile: {profile!r} is not one of {', '.join(PROFILES)}")
     report = Report(proxy_url, profile, timing)
@@ -137,12 +159,20 @@ async def check(
     started = trio.current_time()
 
     async def one(scenario: Scenario) -> None:
-        results[scenario.name] = await probe(proxy_url, scenario, journal, timing=timing, profile=profile)
-        on_result(results[scenario.name])
+        if scenario.probes.every is None:
+            result = await probe(proxy_url, scenario, journal, timing=timing, profile=profile)
+        else:
+            result = await probe_stream(proxy_url, scenario, journal, timing=timing, profile=profile, members=members)
+        results[scenario.name] = result
+        on_result(result)
 
     async with trio.open_nursery() as nursery:
         for scenario in scenarios:
-            nursery.start_soon(one, scenario)
+            if not scenario.timeline:
+                nursery.start_soon(one, scenario)
+    for scenario in scenarios:
+        if scenario.timeline:
+            await one(scenario)
     report.results = [results[scenario.name] for scenario in scenarios]
     report.elapsed = trio.current_time() - started
     return report
@@ -162,4 +192,6 @@ async def serve_and_check(
     """Serve the catalogue at every address and each connection-level scenario at its port, check
     through the proxy, stop serving."""
     async with serving(catalogue, addresses, timing=timing, ports=ports) as served:
-        return await check(proxy_url, scenarios, served.journal, timing=timing, profile=profile, on_result=on_result)
+        return await check(
+            proxy_url, scenarios, served.journal, timing=timing, profile=profile, members=served.members, on_result=on_result
+        )

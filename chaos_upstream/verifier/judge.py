@@ -53,7 +53,7 @@ def judge(
     """The verdict on one probe of `scenario`."""
     outcomes = scenario.expect.for_profile(profile)
     expected = describe_outcomes(outcomes)
-    kind = MASKED if _masked(observation, attempts) else observation.kind
+    kind = kind_of(observation, attempts)
     seen = describe(observation, kind, attempts)
     if not attempts and scenario.trigger != "refuse":
         reason = f"the probe never reached the upstream, so it proves nothing about this fault: the client saw {seen}"
@@ -61,13 +61,18 @@ def judge(
     if method in NON_IDEMPOTENT and len(attempts) > 1:
         reason = f"the proxy replayed a {method} to the upstream ({len(attempts)} attempts); the client saw {seen}"
         return Verdict(FAIL, kind, expected, reason)
-    if not _matches(kind, observation.status, outcomes):
+    if not matches(kind, observation.status, outcomes):
         return Verdict(FAIL, kind, expected, f"expected the client to see {expected}; it saw {seen}")
     late = _timing_problem(scenario, observation, kind, timing)
     if late:
         return Verdict(FAIL, kind, expected, f"expected {expected} {late}")
     note = _profile_note(scenario, kind, observation, profile)
     return Verdict(PASS, kind, expected, f"the client saw {seen}, as expected{note}", profile_only=bool(note))
+
+
+def kind_of(observation: Observation, attempts: list[dict[str, Any]]) -> str:
+    """What the client saw, with masked truncation (judged against the attempts) told apart."""
+    return MASKED if _masked(observation, attempts) else observation.kind
 
 
 def _masked(observation: Observation, attempts: list[dict[str, Any]]) -> bool:
@@ -96,7 +101,8 @@ def _declared(response: dict[str, Any]) -> float:
     return float(length) if length is not None else float("inf")
 
 
-def _matches(kind: str, status: int | None, outcomes: list[Outcome]) -> bool:
+def matches(kind: str, status: int | None, outcomes: list[Outcome]) -> bool:
+    """Whether what the client saw is one of the outcomes."""
     return any(
         (kind == STATUS and status == outcome) if isinstance(outcome, int) else kind == outcome for outcome in outcomes
     )
@@ -114,7 +120,7 @@ def _timing_problem(scenario: Scenario, observation: Observation, kind: str, tim
 
 
 def _profile_note(scenario: Scenario, kind: str, observation: Observation, profile: str) -> str:
-    if profile == RFC or _matches(kind, observation.status, scenario.expect.outcomes):
+    if profile == RFC or matches(kind, observation.status, scenario.expect.outcomes):
         return ""
     return f" under the {profile} profile (the RFCs expect {describe_outcomes(scenario.expect.outcomes)})"
 

@@ -54,10 +54,18 @@ class Result:
     """The raw bytes and timings; None when the proxy could not be reached at all."""
     attempts: tuple[dict[str, Any], ...]
     """The journal's request records for this probe: one per time it reached the upstream."""
+    stream: dict[str, Any] | None = None
+    """For a stream of probes: its counts (the tally); the fields above are then its first error's,
+    or its first probe's when there was none."""
 
     @property
     def verdict(self) -> str:
         return self.judgement.verdict
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds the probe took, or the whole stream."""
+        return self.stream["duration_s"] if self.stream is not None else self.observation.elapsed
 
     @property
     def reason(self) -> str:
@@ -65,7 +73,10 @@ class Result:
 
     @property
     def seen(self) -> str:
-        """What the client saw, in two words: "status 502", "aborted 200", "reset"."""
+        """What the client saw, in two words: "status 502", "aborted 200", "reset"; for a stream,
+        its errors: "3/161 errors"."""
+        if self.stream is not None:
+            return f"{self.stream['errors']}/{self.stream['requests']} errors"
         status = self.observation.status
         return self.judgement.kind + (f" {status}" if status is not None else "")
 
@@ -81,6 +92,7 @@ class Result:
             "framing": seen.framing,
             "ending": seen.ending,
             "upstream_attempts": len(self.attempts),
+            **(self.stream or {}),
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -100,15 +112,26 @@ class Result:
         lines = [
             f"{self.scenario.name}: {self.verdict.upper()} ({self.profile} profile, probe {self.probe_id})",
             f"  on the wire:  {self.scenario.description}",
-            f"  expected:     {describe_outcomes(self.scenario.expect.for_profile(self.profile))}",
+            f"  expected:     {self.judgement.expected}",
             f"  client saw:   {seen.summary()}",
             f"  verdict:      {self.reason}",
         ]
         if self.capture is not None and self.capture.data:
             lines.append(f"  first bytes:  {self.capture.data[:120]!r}")
+        if self.stream is not None:
+            lines.insert(4, f"  stream:       {_stream_line(self.stream)}")
+            lines.append("  (below: the first error's probe, or the first probe)")
         lines.append(f"  upstream:     {len(self.attempts)} attempt(s)")
         lines += [f"    - {_attempt_line(attempt)}" for attempt in self.attempts]
         return "\n".join(lines)
+
+
+def _stream_line(stream: dict[str, Any]) -> str:
+    down = ", ".join(f"member {w['member']} down {w['from_s']}-{w['to_s']} s" for w in stream["down"])
+    back = ", ".join(f"member {r['member']} back at {r['back_at_s']} s: first success +{r['first_success_s']} s, "
+                     f"in rotation +{r['back_in_rotation_s']} s" for r in stream["recovery"])
+    return "; ".join(filter(None, [f"{stream['requests']} probes, {stream['errors']} errors "
+                                   f"({stream['errors_while_down']} while down), {stream['retried']} retried", down, back]))
 
 
 def _attempt_line(attempt: dict[str, Any]) -> str:
@@ -118,14 +141,65 @@ def _attempt_line(attempt: dict[str, Any]) -> str:
 
 
 def probe_request(
-    host: str, scenario: str, probe_id: str, *, method: str, path: str, body: bytes, headers: Sequence[tuple[str, str]]
+    host: str, scenario: str | None, probe_id: str, *, method: str, path: str, body: bytes, headers: Sequence[tuple[str, str]]
 ) -> bytes:
-    """The probe's bytes: a plain HTTP/1.1 request naming the scenario and the probe."""
-    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", f"{SCENARIO_HEADER}: {scenario}", f"{PROBE_HEADER}: {probe_id}"]
+    """The probe's bytes: a plain HTTP/1.1 request naming the probe, and the scenario unless None."""
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", f"{PROBE_HEADER}: {probe_id}"]
+    if scenario is not None:
+        lines.insert(2, f"{SCENARIO_HEADER}: {scenario}")
     lines += [f"{name}: {value}" for name, value in headers]
     if body or method in ("POST", "PUT", "PATCH"):
         lines.append(f"Content-Length: {len(body)}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One probe, unjudged: what the client saw, and the attempts that reached the upstream."""
+
+    probe_id: str
+    observation: Observation
+    capture: Capture | None
+    """None when the proxy could not be reached at all (then `unreachable` says why)."""
+    attempts: tuple[dict[str, Any], ...]
+    sent: float = 0.0
+    """When it was sent, in seconds from the start of its stream."""
+    unreachable: str = ""
+
+
+async def send_probe(
+    proxy_url: str,
+    scenario: Scenario,
+    journal: Journal,
+    *,
+    timing: Timing,
+    method: str,
+    path: str | None = None,
+    body: bytes = b"",
+    headers: Sequence[tuple[str, str]] = (),
+    limit: float | None = None,
+    name_scenario: bool = True,
+) -> Sample:
+    """Send one probe through the proxy and gather what came back and what reached the upstream.
+
+    The path defaults to `/`, or to `/_chaos/NAME/` for a connection-level scenario, the prefix the
+    proxy routes to that scenario's own port.  A connection-level scenario's attempts are the
+    connections its port accepted during the probe: one probe at a time per such port."""
+    url = urlsplit(proxy_url)
+    host, port = url.hostname or "127.0.0.1", url.port or 80
+    probe_id = f"{scenario.name}-{uuid.uuid4().hex[:10]}"
+    path = path or (route_prefix(scenario.name) if scenario.connection_level else "/")
+    named = scenario.name if name_scenario else None
+    request = probe_request(url.netloc, named, probe_id, method=method, path=path, body=body, headers=headers)
+    earlier = len(_attempts(journal, scenario, probe_id))
+    parser = ResponseParser(method)
+    try:
+        seen = await capture(host, port, request, limit=limit or probe_limit(timing), done=parser.feed)
+    except OSError as exc:
+        reason = f"could not connect to the proxy at {proxy_url} ({exc.strerror or exc}): nothing was tested"
+        return Sample(probe_id, Observation(CLOSED, ending="refused"), None, (), unreachable=reason)
+    attempts = await settled_attempts(journal, scenario, probe_id, earlier)
+    return Sample(probe_id, classify(seen, method), seen, tuple(attempts))
 
 
 async def probe(
@@ -135,32 +209,25 @@ async def probe(
     *,
     timing: Timing,
     profile: str = RFC,
-    method: str = "GET",
+    method: str | None = None,
     path: str | None = None,
-    body: bytes = b"",
+    body: bytes | None = None,
     headers: Sequence[tuple[str, str]] = (),
     limit: float | None = None,
 ) -> Result:
     """Send one probe of `scenario` through the proxy at `proxy_url` and judge what came back.
 
-    The path defaults to `/`, or to `/_chaos/NAME/` for a connection-level scenario, the prefix the
-    proxy routes to that scenario's own port.  A connection-level scenario's attempts are the
-    connections its port accepted during the probe: one probe at a time per such port."""
-    url = urlsplit(proxy_url)
-    host, port = url.hostname or "127.0.0.1", url.port or 80
-    probe_id = f"{scenario.name}-{uuid.uuid4().hex[:10]}"
-    path = path or (route_prefix(scenario.name) if scenario.connection_level else "/")
-    request = probe_request(url.netloc, scenario.name, probe_id, method=method, path=path, body=body, headers=headers)
-    earlier = len(_attempts(journal, scenario, probe_id))
-    parser = ResponseParser(method)
-    try:
-        seen: Capture | None = await capture(host, port, request, limit=limit or probe_limit(timing), done=parser.feed)
-    except OSError as exc:
-        return _unreachable(scenario, probe_id, method, profile, proxy_url, exc)
-    observation = classify(seen, method)
-    attempts = await settled_attempts(journal, scenario, probe_id, earlier)
-    verdict = judge(scenario, observation, attempts, method=method, profile=profile, timing=timing)
-    return Result(scenario, probe_id, method, profile, verdict, observation, seen, tuple(attempts))
+    Method and body default to the scenario's own (`probes:`; a GET with no body unless it says)."""
+    method = method or scenario.probes.method
+    body = scenario.probes.body.encode("latin-1") if body is None else body
+    sample = await send_probe(
+        proxy_url, scenario, journal, timing=timing, method=method, path=path, body=body, headers=headers, limit=limit
+    )
+    if sample.unreachable:
+        verdict = Verdict(INCONCLUSIVE, CLOSED, describe_outcomes(scenario.expect.for_profile(profile)), sample.unreachable)
+    else:
+        verdict = judge(scenario, sample.observation, list(sample.attempts), method=method, profile=profile, timing=timing)
+    return Result(scenario, sample.probe_id, method, profile, verdict, sample.observation, sample.capture, sample.attempts)
 
 
 def _attempts(journal: Journal, scenario: Scenario, probe_id: str) -> list[dict[str, Any]]:
@@ -180,10 +247,3 @@ async def settled_attempts(journal: Journal, scenario: Scenario, probe_id: str, 
         while len(_attempts(journal, scenario, probe_id)) <= earlier:
             await trio.sleep(POLL)
     return _attempts(journal, scenario, probe_id)[earlier:]
-
-
-def _unreachable(scenario: Scenario, probe_id: str, method: str, profile: str, url: str, exc: OSError) -> Result:
-    reason = f"could not connect to the proxy at {url} ({exc.strerror or exc}): nothing was tested"
-    expected = describe_outcomes(scenario.expect.for_profile(profile))
-    verdict = Verdict(INCONCLUSIVE, CLOSED, expected, reason)
-    return Result(scenario, probe_id, method, profile, verdict, Observation(CLOSED, ending="refused"), None, ())

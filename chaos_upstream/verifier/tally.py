@@ -1,0 +1,166 @@
+"""Judging a stream of probes: counts by kind, inside and outside the windows members were down,
+the recovery after each return, the attempts per probe, and the verdict with numbers in its reason.
+
+Pure: a function of the scenario, the probes' samples (observation + journal attempts + when each was
+sent), the windows of the timeline, the fleet size, the profile and the timing settings.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from chaos_upstream.model.durations import Timing
+from chaos_upstream.model.scenario import Scenario
+from chaos_upstream.plan.timeline import Window
+from chaos_upstream.verifier.judge import FAIL, INCONCLUSIVE, MASKED, NON_IDEMPOTENT, PASS, Verdict, describe_outcomes, kind_of, matches
+from chaos_upstream.verifier.probe import Sample
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """After a member's return: when the client first got a good answer, and when a probe first reached that member."""
+
+    member: int
+    back: float
+    first_success: float | None
+    """Seconds from the return to the first probe (sent after it) that got an expected answer."""
+    first_attempt: float | None
+    """Seconds from the return to the first probe (sent after it) that reached this member."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"member": self.member, "back_at_s": round(self.back, 3),
+                "first_success_s": _rounded(self.first_success), "back_in_rotation_s": _rounded(self.first_attempt)}
+
+
+@dataclass(frozen=True)
+class Tally:
+    """What a stream of probes saw."""
+
+    requests: int
+    kinds: Counter[str]
+    """Probes by what the client saw: "status 200", "status 502", "aborted 200", "reset", ..."""
+    errors: list[Sample]
+    excused: int
+    """Errors that came while a member was down (or within the scenario's recovery after its return)."""
+    windows: list[Window]
+    recoveries: list[Recovery]
+    replayed: int
+    """Probes that reached the upstreams more than once."""
+    unreached: int
+    """Probes that reached no upstream at all."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            **{kind: n for kind, n in sorted(self.kinds.items())},
+            "errors": len(self.errors),
+            "errors_while_down": self.excused,
+            "errors_outside_down": len(self.errors) - self.excused,
+            "retried": self.replayed,
+            "unreached": self.unreached,
+            "down": [{"member": w.member, "from_s": round(w.start, 3), "to_s": _rounded(w.end)} for w in self.windows],
+            "recovery": [recovery.to_json() for recovery in self.recoveries],
+        }
+
+
+def tally(scenario: Scenario, samples: Sequence[Sample], windows: Sequence[Window], profile: str, timing: Timing) -> Tally:
+    outcomes = scenario.expect.for_profile(profile)
+    grace = scenario.expect.recovery.seconds(timing) if scenario.expect.recovery is not None else 0.0
+    kinds: Counter[str] = Counter()
+    errors, excused = [], 0
+    for sample in samples:
+        kind = kind_of(sample.observation, list(sample.attempts))
+        status = sample.observation.status
+        kinds[kind + (f" {status}" if status is not None else "")] += 1
+        if not matches(kind, status, outcomes):
+            errors.append(sample)
+            excused += any(window.holds(sample.sent, grace) for window in windows)
+    recoveries = [_recovery(window, samples, outcomes) for window in windows if window.end is not None]
+    return Tally(
+        requests=len(samples), kinds=kinds, errors=errors, excused=excused, windows=list(windows), recoveries=recoveries,
+        replayed=sum(len(s.attempts) > 1 for s in samples), unreached=sum(not s.attempts for s in samples),
+    )
+
+
+def _recovery(window: Window, samples: Sequence[Sample], outcomes: list) -> Recovery:
+    assert window.end is not None
+    after = [s for s in samples if s.sent >= window.end]
+    success = next((s.sent for s in after if matches(kind_of(s.observation, list(s.attempts)), s.observation.status, outcomes)), None)
+    attempt = next((s.sent for s in after if any(a.get("member") == window.member for a in s.attempts)), None)
+    return Recovery(window.member, window.end, _since(success, window.end), _since(attempt, window.end))
+
+
+def judge_stream(
+    scenario: Scenario, counts: Tally, *, members: int, method: str, profile: str, timing: Timing
+) -> Verdict:
+    """The verdict on a whole stream; the reason names the numbers."""
+    expected = _expected(scenario, profile, timing)
+    seen = _seen(counts)
+    if members < scenario.min_members:
+        reason = (f"{scenario.name} needs a fleet of at least {scenario.min_members} upstreams and the proxy has "
+                  f"{members}: give --upstream {scenario.min_members} times")
+        return Verdict(INCONCLUSIVE, "stream", expected, reason)
+    if counts.unreached == counts.requests:
+        return Verdict(INCONCLUSIVE, "stream", expected, f"no probe reached the upstreams, so nothing was tested: {seen}")
+    masked = sum(n for kind, n in counts.kinds.items() if kind.startswith(MASKED))
+    if masked:
+        return Verdict(FAIL, "stream", expected, f"{masked} probes got a masked truncation; {seen}")
+    if method in NON_IDEMPOTENT and counts.replayed:
+        return Verdict(FAIL, "stream", expected, f"the proxy replayed a {method}: {counts.replayed} of {counts.requests} "
+                                                 f"probes reached the upstreams more than once; {seen}")
+    outside = len(counts.errors) - counts.excused
+    allowed = scenario.expect.errors == "while-down"
+    if counts.errors and (not allowed or outside):
+        return Verdict(FAIL, "stream", expected, f"expected {expected}; {seen}{_late(counts, scenario, timing)}")
+    return Verdict(PASS, "stream", expected, f"{seen}, as expected{_recovered(counts)}")
+
+
+def _expected(scenario: Scenario, profile: str, timing: Timing) -> str:
+    answer = describe_outcomes(scenario.expect.for_profile(profile))
+    if scenario.expect.errors == "none":
+        return f"{answer} on every probe"
+    recovery = scenario.expect.recovery
+    within = f" and at most {recovery} ({recovery.seconds(timing):.2f} s) after they are back" if recovery else ""
+    return f"{answer} on every probe but while members are down{within}"
+
+
+def _seen(counts: Tally) -> str:
+    kinds = ", ".join(f"{n} {kind}" for kind, n in counts.kinds.most_common())
+    text = f"{counts.requests} probes got {kinds}"
+    if counts.errors:
+        text += f"; {len(counts.errors)} errors, {counts.excused} of them while a member was down"
+    if counts.replayed:
+        text += f"; {counts.replayed} probes reached the upstreams more than once (retried)"
+    return text
+
+
+def _late(counts: Tally, scenario: Scenario, timing: Timing) -> str:
+    """Where the unexcused errors fall, in words the user can act on."""
+    grace = scenario.expect.recovery.seconds(timing) if scenario.expect.recovery is not None else 0.0
+    late = [s for s in counts.errors if not any(w.holds(s.sent, grace) for w in counts.windows)]
+    if not late or not counts.windows:
+        return ""
+    ends = [w for w in counts.windows if w.end is not None and w.end <= late[-1].sent]
+    if not ends:
+        return f"; errors came before any member went down (first at {late[0].sent:.2f} s)"
+    back = max(w.end or 0.0 for w in ends)
+    who = " and ".join(str(w.member) for w in ends if w.end == back)
+    members = f"members {who} were" if " and " in who else f"member {who} was"
+    return (f"; the last error came {late[-1].sent - back:.2f} s after {members} back: "
+            f"the proxy kept failing after the upstream returned")
+
+
+def _recovered(counts: Tally) -> str:
+    times = [r.first_success for r in counts.recoveries if r.first_success is not None]
+    return f"; the first success came {max(times):.2f} s after a return at worst" if times else ""
+
+
+def _since(t: float | None, origin: float) -> float | None:
+    return None if t is None else t - origin
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)

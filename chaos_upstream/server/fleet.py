@@ -59,10 +59,12 @@ class Member:
         self.settings = replace(self.settings, host=address[0], port=address[1])
         self.current = upstream
 
-    def stop(self, in_flight: str) -> None:
-        """Stop listening: drain the open connections ("finish") or reset them ("reset")."""
+    async def stop(self, in_flight: str) -> None:
+        """Stop listening, and return once new connections are refused; drain the open connections
+        ("finish") or reset them ("reset")."""
         if self.current is not None:
             self.current.kill() if in_flight == "reset" else self.current.drain()
+            await self.current.closed.wait()
 
     def serve(self, scenario: str) -> None:
         self.serving = scenario
@@ -72,7 +74,7 @@ class Member:
     async def apply(self, change: Change) -> None:
         """Carry out one change of a timeline."""
         if change.do == "stop":
-            self.stop(change.in_flight)
+            await self.stop(change.in_flight)
         elif change.do == "start":
             await self.start(change.scenario or "healthy")
         else:

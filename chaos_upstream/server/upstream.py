@@ -124,6 +124,8 @@ class Upstream:
         self.addresses: list[tuple[str, int]] = []
         self.accepting = False
         """True while the listeners accept connections (the admin API's readiness)."""
+        self.closed = trio.Event()
+        """Set once the listeners are closed after stop(): new connections are refused from then on."""
         self._rng = random.Random(self.settings.seed)
         tags = {"worker": self.settings.worker, "member": self.settings.member}
         self._tag = {name: value for name, value in tags.items() if value is not None}
@@ -156,6 +158,7 @@ class Upstream:
                 self.accepting = False
                 for listener in listeners:
                     listener.socket.close()
+                self.closed.set()
             handlers.cancel_scope.deadline = trio.current_time() + self.settings.grace
 
     async def _refuse_connections(self, task_status: Any) -> None:

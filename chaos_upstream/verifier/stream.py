@@ -36,7 +36,7 @@ async def probe_stream(
     """Probe `scenario` with its stream (`probes.every`), playing its timeline on `members`."""
     assert scenario.probes.every is not None, "a stream needs probes.every"
     method, body = scenario.probes.method, scenario.probes.body.encode("latin-1")
-    enough = len(members) >= scenario.min_members
+    enough = not scenario.timeline or len(members) >= scenario.min_members
     changes = schedule(scenario, len(members), timing) if scenario.timeline and enough else []
     every = scenario.probes.every.seconds(timing)
     count = int(stream_length(scenario, changes, timing) / every) + 1 if enough else 0

@@ -1,0 +1,85 @@
+"""Fleet members on real sockets: a graceful drain, a kill, and a return on the same port."""
+
+import trio
+
+from chaos_upstream.model.durations import Timing
+from chaos_upstream.server.fleet import Member
+from chaos_upstream.server.journal import Journal
+from chaos_upstream.server.upstream import Settings
+from chaos_upstream.verifier.capture import capture
+
+from conftest import CATALOGUE, T, get, settled
+
+HEALTHY = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 24\r\n\r\nchaos-upstream: healthy\n"
+
+
+async def start_member(nursery, index: int = 1) -> Member:
+    member = Member(CATALOGUE, Settings(port=0, timing=Timing(T)), Journal(), index)
+    await nursery.start(member.run)
+    return member
+
+
+async def refused(address) -> bool:
+    with trio.socket.socket() as sock:
+        try:
+            await sock.connect(address)
+        except ConnectionRefusedError:
+            return True
+    return False
+
+
+async def test_a_drain_closes_idle_keep_alive_connections_at_once_and_refuses_new_ones(nursery):
+    member = await start_member(nursery)
+    stream = await trio.open_tcp_stream(*member.address)
+    await stream.send_all(get())
+    assert await stream.receive_some(1000) == HEALTHY
+    await member.stop("finish")
+    with trio.fail_after(T):
+        assert await stream.receive_some(1000) == b""  # FIN, not a reset and not a wait
+    await stream.aclose()
+    assert await refused(member.address)
+    [connection] = await settled(member.journal, type="connection", count=1)
+    assert (connection["ended"], connection["member"]) == ("drained", 1)
+
+
+async def test_a_drain_lets_a_busy_connection_finish_its_response_then_closes_it(nursery):
+    member = await start_member(nursery)
+    async with trio.open_nursery() as inner:
+        seen = None
+
+        async def slow():
+            nonlocal seen
+            seen = await capture(*member.address, get(scenario="slow-response"), limit=2 * T)
+
+        inner.start_soon(slow)
+        await trio.sleep(0.2 * T)
+        await member.stop("finish")
+    assert seen.ending == "fin" and seen.data.endswith(b"chaos-upstream: slowpoke\n")
+
+
+async def test_a_kill_resets_the_connections_in_flight(nursery):
+    member = await start_member(nursery)
+    seen = None
+
+    async def hung():
+        nonlocal seen
+        seen = await capture(*member.address, get(scenario="never-respond"), limit=2 * T)
+
+    async with trio.open_nursery() as inner:
+        inner.start_soon(hung)
+        await trio.sleep(0.2 * T)
+        await member.stop("reset")
+    assert (seen.data, seen.ending) == (b"", "rst")
+
+
+async def test_a_member_comes_back_on_the_same_port_serving_what_it_was_told(nursery):
+    member = await start_member(nursery)
+    address = member.address
+    await member.stop("finish")
+    assert await refused(address)
+    await member.start("starting-unavailable")
+    assert member.address == address and member.listening
+    seen = await capture(*address, get(), limit=T)
+    assert seen.data.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+    member.serve("healthy")
+    assert (await capture(*address, get(), limit=T)).data == HEALTHY

@@ -149,8 +149,16 @@ def _late(counts: Tally, scenario: Scenario, timing: Timing) -> str:
     back = max(w.end or 0.0 for w in ends)
     who = " and ".join(str(w.member) for w in ends if w.end == back)
     members = f"members {who} were" if " and " in who else f"member {who} was"
-    return (f"; the last error came {late[-1].sent - back:.2f} s after {members} back: "
-            f"the proxy kept failing after the upstream returned")
+    passed = sum(_passed_through(sample) for sample in late)
+    why = ("the proxy passed on answers the members gave while not ready" if passed == len(late)
+           else "the proxy kept failing after the upstream returned")
+    return f"; the last error came {late[-1].sent - back:.2f} s after {members} back: {why}"
+
+
+def _passed_through(sample: Sample) -> bool:
+    """Whether the client got a status a member itself sent (a 503 while starting), not the proxy's own."""
+    status = sample.observation.status
+    return status is not None and any(a.get("response", {}).get("status") == status for a in sample.attempts)
 
 
 def _recovered(counts: Tally) -> str:

@@ -128,6 +128,11 @@ def test_the_connection_level_scenarios_of_the_interface_need_ports_of_their_own
     assert catalogue.get("connection-refused").steps == []
 
 
+def test_an_unknown_profile_is_named():
+    text = GOOD.replace("  outcomes: [aborted, 502]\n", "  outcomes: [aborted, 502]\n  profiles:\n    envoy: [503]\n")
+    assert problems(text) == ["demo.yaml:5: expect: profiles: 'envoy' is not a profile to override; known: varnish, haproxy, apache"]
+
+
 @pytest.mark.parametrize(
     ("head", "steps", "message"),
     [

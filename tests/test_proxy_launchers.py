@@ -148,7 +148,7 @@ def test_a_route_sends_its_prefix_to_its_own_address(launcher: Launcher, tmp_pat
         assert get(conn, "/elsewhere") == (200, HOST.encode()), proxy.error_log()
 
 
-TIMEOUT_STATUS = {"varnish": 503}
+TIMEOUT_STATUS = {"varnish": 503, "apache": 502}
 """What a proxy answers when its upstream never responds, where that is not 504 (see the profiles)."""
 
 
@@ -165,9 +165,16 @@ def test_silent_upstream_gets_504_after_proxy_timeout(launcher: Launcher, tmp_pa
     assert_gone(proxy)
 
 
-def test_invalid_config_is_reported_with_the_proxys_words(launcher: Launcher, tmp_path: Path) -> None:
-    with pytest.raises(ProxyFailed, match="70000"):  # each proxy names the port it refuses
+def test_an_invalid_port_is_refused_before_any_proxy_sees_it(launcher: Launcher, tmp_path: Path) -> None:
+    """Several proxies take port 70000 as 4464 (getaddrinfo), or start and answer 400: refuse it first."""
+    with pytest.raises(ValueError, match="127.0.0.1:70000: a port is a number from 1 to 65535"):
         launcher.start([("127.0.0.1", 70000)], PROXY_TIMEOUT, tmp_path)
+
+
+def test_a_config_the_proxy_rejects_is_reported_with_its_own_words(launcher: Launcher, tmp_path: Path) -> None:
+    broken = type("Broken", (type(launcher),), {"render": lambda self, settings: "}{ not a configuration\n"})()
+    with pytest.raises(ProxyFailed, match=f"{launcher.name} rejected its configuration .*\\(status [1-9]"):
+        broken.start([("127.0.0.1", 8081)], PROXY_TIMEOUT, tmp_path)
 
 
 def test_missing_binary_raises_proxy_not_installed(launcher: Launcher, tmp_path: Path) -> None:

@@ -26,6 +26,12 @@ in the timing of an otherwise valid response, or across restarts of the upstream
 Kind = Literal["aborted", "masked-truncation", "malformed", "closed", "reset", "timeout"]
 """What a client can see other than a complete response (the verifier's classification)."""
 
+RFC = "rfc"
+PROFILES = (RFC, "varnish", "haproxy", "apache")
+"""Profiles a verdict can be judged under: the RFCs', and proxies' documented, defensible deviations
+(Varnish: 503 for every failed fetch; HAProxy: 503 when no server could be reached after its
+retries; Apache httpd: 503 for connection failures, 502 for backend timeouts)."""
+
 Outcome = Union[Annotated[int, Field(ge=100, le=599)], Kind]
 """A complete response with this status code, or one of the other kinds."""
 
@@ -92,6 +98,13 @@ class Expectation(Model):
     error at all, `while-down` allows errors while a member is down and for `recovery` after."""
     recovery: FixedDuration | None = None
     """With `errors: while-down`: how long after a member is back errors are still allowed."""
+
+    @model_validator(mode="after")
+    def _known_profiles(self) -> Expectation:
+        unknown = sorted(set(self.profiles) - set(PROFILES[1:]))  # `outcomes` are the RFC profile's
+        if unknown:
+            raise ValueError(f"profiles: {unknown[0]!r} is not a profile to override; known: {', '.join(PROFILES[1:])}")
+        return self
 
     def for_profile(self, profile: str) -> list[Outcome]:
         return self.profiles.get(profile, self.outcomes)

@@ -121,6 +121,19 @@ def host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+UNQUOTABLE = frozenset('"\\\n\r')
+"""Characters a double-quoted path cannot hold without escaping, in nginx, Apache and lighttpd alike."""
+
+
+def quotable(workdir: Path, product: str) -> str:
+    """workdir as text to put between double quotes in a configuration; such a workdir is refused."""
+    text = str(workdir)
+    if UNQUOTABLE & set(text):
+        raise ValueError(f"{product} cannot be given a workdir containing quotes, backslashes "
+                         f"or line breaks: {text!r}")
+    return text
+
+
 def timeout_ms(seconds: float) -> int:
     """Seconds as whole milliseconds, at least 1: both proxies read `500ms` but no fractions."""
     if seconds <= 0:
@@ -300,6 +313,9 @@ class Launcher(ABC):
         if not upstreams:
             raise ValueError("at least one upstream is needed")
         routes = dict(routes or {})
+        for host, port in [*upstreams, *routes.values()]:
+            if not 0 < port < 65536:
+                raise ValueError(f"{host}:{port}: a port is a number from 1 to 65535")
         for prefix in routes:
             if not (prefix.startswith("/") and prefix.endswith("/")) or any(c.isspace() for c in prefix):
                 raise ValueError(f"a route's path prefix begins and ends with '/' and has no space: {prefix!r}")

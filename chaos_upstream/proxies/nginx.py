@@ -19,13 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
-from chaos_upstream.proxies.launcher import Launcher, ProxySettings
+from chaos_upstream.proxies.launcher import Launcher, ProxySettings, quotable
 
 UPSTREAM_KEEPALIVE = 16
 """Idle upstream connections each worker keeps: more than a test opens at once, so reuse is seen."""
 
-UNQUOTABLE = frozenset('"\\\n\r')
-"""Characters a quoted nginx path cannot hold without escaping; such a workdir is refused."""
 
 ROOT_USER = "user root;  # workers must reach workdir, which may be private to root\n"
 """Only when started as root: otherwise workers run as the starting user and nginx warns on `user`."""
@@ -82,14 +80,6 @@ $routes    }
 """)
 
 
-def _quotable(workdir: Path) -> str:
-    """workdir as text to put between double quotes in nginx.conf."""
-    text = str(workdir)
-    if UNQUOTABLE & set(text):
-        raise ValueError(f"nginx cannot be given a workdir containing quotes, backslashes "
-                         f"or line breaks: {text!r}")
-    return text
-
 
 @dataclass(frozen=True)
 class NginxLauncher(Launcher):
@@ -108,7 +98,7 @@ class NginxLauncher(Launcher):
     def render(self, settings: ProxySettings) -> str:
         return TEMPLATE.substitute(
             user=ROOT_USER if os.geteuid() == 0 else "",
-            workdir=_quotable(settings.workdir), listen=settings.listen,
+            workdir=quotable(settings.workdir, "nginx"), listen=settings.listen,
             servers="\n".join(f"        server {server}{MAX_FAILS[settings.variant]};" for server in settings.servers),
             routes="".join(f"\n        location {prefix} {{  # a connection-level scenario's own port\n"
                            f"            proxy_pass http://{server};\n        }}\n"

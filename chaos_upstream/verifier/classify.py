@@ -61,6 +61,11 @@ class Observation:
         return f"{text}, {ending} at {self.elapsed:.2f} s"
 
 
+MAX_HEAD = 4 * 1024 * 1024
+"""The largest response head the client takes: far beyond any proxy's buffer, so that a proxy that
+forwards an oversized head is seen doing so (a 200 with a huge head), not as our own parser's limit."""
+
+
 class ResponseParser:
     """h11 in the client role, fed a response piece by piece; says when there is no more to learn.
 
@@ -69,7 +74,7 @@ class ResponseParser:
     """
 
     def __init__(self, method: str = "GET") -> None:
-        self.client = h11.Connection(h11.CLIENT)
+        self.client = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
         self.client.send(h11.Request(method=method, target="/", headers=[("Host", "probe")]))
         self.client.send(h11.EndOfMessage())
         self.interim: list[int] = []

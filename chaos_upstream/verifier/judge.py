@@ -13,14 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from chaos_upstream.model.durations import Timing
-from chaos_upstream.model.scenario import Outcome, Scenario
+from chaos_upstream.model.scenario import PROFILES, RFC, Outcome, Scenario
 from chaos_upstream.verifier.classify import ABORTED, MALFORMED, STATUS, TIMEOUT, Observation
 
 PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
 MASKED = "masked-truncation"
-RFC = "rfc"
-PROFILES = ("rfc", "varnish", "haproxy")
-"""Profiles a verdict can be judged under: the RFCs', and proxies' defensible deviations."""
 
 NON_IDEMPOTENT = {"POST", "PATCH"}
 """Methods a proxy must not replay once they may have reached the upstream (RFC 9110 9.2.2)."""

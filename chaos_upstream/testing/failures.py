@@ -1,0 +1,57 @@
+"""What a failing test says: an assertion on a verdict, and the sections a failure report gets.
+
+Invariant: a failure report tells what happened without opening a log: every probe of the test is
+explained (once: not again when the failure message already explains it), the requests that were
+not probes are listed from the journal, and every proxy started for the test shows its error log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from chaos_upstream.proxies import RunningProxy
+from chaos_upstream.server.journal import Record
+from chaos_upstream.verifier.probe import Result
+
+JOURNAL_LINES = 20
+"""Requests (other than probes) listed per upstream in a failure report: the latest ones."""
+
+
+def assert_verdict(result: Result, expected: str = "pass") -> None:
+    """Fail with the result's whole account unless its verdict is `expected`."""
+    __tracebackhide__ = True
+    if result.verdict != expected:
+        raise AssertionError(f"verdict {result.verdict!r}, expected {expected!r}:\n{result.explain()}")
+
+
+def failure_sections(upstreams: Iterable[Any], proxies: Iterable[RunningProxy], shown: str) -> list[tuple[str, str]]:
+    """(title, text) report sections about a failed test's upstreams and proxies; `shown` is the
+    failure's own text, whose explained probes are not repeated."""
+    sections = []
+    for upstream in upstreams:
+        unexplained = [result.explain() for result in upstream.results if f"probe {result.probe_id})" not in shown]
+        if unexplained:
+            sections.append((f"chaos-upstream probes ({upstream.url})", "\n\n".join(unexplained)))
+        requests = [r for r in upstream.journal.records(type="request", running=True) if r["probe"] is None]
+        if requests:
+            sections.append((f"chaos-upstream requests other than probes ({upstream.url})", _listing(requests)))
+    for proxy in proxies:
+        sections.append((f"{proxy.name} {proxy.version} error log ({proxy.url})", proxy.error_log().rstrip() or "(empty)"))
+    return sections
+
+
+def _listing(requests: list[Record]) -> str:
+    lines = [_request_line(record) for record in requests[-JOURNAL_LINES:]]
+    if len(requests) > JOURNAL_LINES:
+        lines.insert(0, f"({len(requests) - JOURNAL_LINES} earlier requests not shown)")
+    return "\n".join(lines)
+
+
+def _request_line(record: Record) -> str:
+    """`0.012 s conn 3: GET /x -> healthy (default): send 150 B; keep-alive`"""
+    actions = ", ".join(a["do"] + (f" {a['bytes']} B" if "bytes" in a else "") for a in record.get("actions", []))
+    ended = "still running" if record.get("running") else record.get("ended")
+    scenario = record["scenario"] or f"no scenario ({record.get('error')})"
+    return (f"{record['t']:.3f} s conn {record['conn']}: {record['method']} {record['target']} -> "
+            f"{scenario} ({record['chosen_by']}): {actions or 'nothing sent'}; {ended}")

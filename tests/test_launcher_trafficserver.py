@@ -1,0 +1,91 @@
+"""Apache Traffic Server through the verifier, and what its generated configuration promises."""
+
+from __future__ import annotations
+
+import http.client
+import socketserver
+import threading
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
+
+import pytest
+
+from chaos_upstream.proxies import get_launcher, require
+
+from conftest import check_through
+
+pytestmark = pytest.mark.proxy
+
+
+async def test_a_get_without_response_is_sent_four_times_then_answered_502(tmp_path: Path) -> None:
+    report, _ = await check_through("trafficserver", tmp_path, only=["close-before-response"])
+    [result] = report.results
+    assert result.verdict == "pass", result.explain()
+    assert result.reason == "the client saw a complete 502 with a 255-byte body, as expected"
+    assert len(result.attempts) == 4  # connect_attempts_max_retries 3, Traffic Server's default
+
+
+async def test_a_four_digit_status_code_is_passed_on_to_the_client(tmp_path: Path) -> None:
+    report, _ = await check_through("trafficserver", tmp_path, only=["invalid-status-code"])
+    [result] = report.results
+    assert result.verdict == "fail", result.explain()
+    assert "illegal status line: b'HTTP/1.1 1000 Nope'" in result.reason
+
+
+def test_records_set_every_upstream_timeout_in_whole_seconds_and_no_cache(tmp_path: Path) -> None:
+    text = get_launcher("trafficserver").config(8080, [("127.0.0.1", 8081)], 0.25, tmp_path)
+    for record in ("connect_attempts_timeout", "post_connect_attempts_timeout",
+                   "parent_proxy.connect_attempts_timeout", "transaction_no_activity_timeout_out"):
+        assert f"\nCONFIG proxy.config.http.{record} INT 1\n" in text  # 0.25 s rounds up to 1 s
+    assert "\nCONFIG proxy.config.http.cache.http INT 0\n" in text
+    assert "\nCONFIG proxy.config.url_remap.pristine_host_hdr INT 1\n" in text
+
+
+def test_an_upstream_port_out_of_range_is_refused_before_traffic_server_wraps_it(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="port 70000 .* would connect to port 4464"):
+        get_launcher("trafficserver").config(8080, [("127.0.0.1", 70000)], 1, tmp_path)
+
+
+class Named(socketserver.StreamRequestHandler):
+    """Answers every request on the connection with its own port and the Host it got."""
+
+    timeout = 5
+
+    def handle(self) -> None:
+        while line := self.rfile.readline():
+            host = b""
+            while (line := self.rfile.readline()) not in (b"\r\n", b""):
+                name, _, value = line.partition(b":")
+                host = value.strip() if name.lower() == b"host" else host
+            body = b"%d %s" % (self.server.server_address[1], host)
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+
+
+@contextmanager
+def named_upstream() -> Iterator[tuple[str, int]]:
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Named)
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    try:
+        yield server.server_address
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_several_upstreams_take_turns_through_parent_config(tmp_path: Path) -> None:
+    launcher = require("trafficserver")
+    with (named_upstream() as first, named_upstream() as second,
+          launcher.launch([first, second], 1, tmp_path) as proxy,
+          closing(http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=5)) as conn):
+        bodies = []
+        for _ in range(4):
+            conn.request("GET", "/", headers={"Host": "chaos.example"})
+            bodies.append(conn.getresponse().read())
+    ports = [int(body.split()[0]) for body in bodies]
+    assert ports == [first[1], second[1]] * 2 or ports == [second[1], first[1]] * 2, bodies
+    assert all(body.endswith(b" chaos.example") for body in bodies)
+    assert (tmp_path / "etc" / "parent.config").read_text().startswith("dest_ip=127.0.0.2 ")
+    assert (tmp_path / "var" / "server.lock").exists()  # Traffic Server's state stays in workdir

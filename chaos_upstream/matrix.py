@@ -12,6 +12,7 @@ is stopped before `run_matrix` returns.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,11 @@ RAN, NOT_INSTALLED, FAILED = "ran", "not installed", "failed to start"
 
 FLEET = 2
 """Upstreams behind each proxy for the timelines: a rolling deploy needs two."""
+
+TIMELINES_AT_ONCE = 3
+"""Timelines run at the same time across the matrix: each sends 40 probes a second, all from this
+one process, which also serves the upstreams; more at once would lag the probes behind their
+schedule on a 2-core machine and blur what was in flight when a member went down."""
 
 
 @dataclass
@@ -91,6 +97,7 @@ async def run_proxy(
     proxy_timeout: float,
     workdir: Path,
     on_result: Callable[[Launcher, Result], None] = lambda launcher, result: None,
+    timelines: trio.CapacityLimiter | None = None,
 ) -> Run:
     """Check every scenario through the proxy, in parallel parts, each with a proxy instance of its
     own: the request- and connection-level scenarios in front of a single upstream (so passive
@@ -106,10 +113,12 @@ async def run_proxy(
     if not parts:
         raise ConfigError("no scenario to check")
     done: dict[str, tuple[Report, RunningProxy]] = {}
+    limiter = timelines or trio.CapacityLimiter(TIMELINES_AT_ONCE)
 
     async def part(name: str, members: int, chosen: list[Scenario]) -> None:
-        done[name] = await _check_through(launcher, catalogue, chosen, timing, workdir / name, members,
-                                          lambda result: on_result(launcher, result))
+        async with limiter if chosen[0].timeline else contextlib.nullcontext():
+            done[name] = await _check_through(launcher, catalogue, chosen, timing, workdir / name, members,
+                                              lambda result: on_result(launcher, result))
 
     try:
         async with trio.open_nursery() as nursery:
@@ -153,11 +162,12 @@ async def run_matrix(
 ) -> list[Run]:
     """Every proxy at once; the runs come back in the order of `launchers`."""
     runs: dict[str, Run] = {}
+    timelines = trio.CapacityLimiter(TIMELINES_AT_ONCE)
 
     async def one(launcher: Launcher) -> None:
         runs[launcher.key] = await run_proxy(
             launcher, catalogue, scenarios, proxy_timeout=proxy_timeout, workdir=workdir / launcher.key.replace(":", "-"),
-            on_result=on_result,
+            on_result=on_result, timelines=timelines,
         )
 
     async with trio.open_nursery() as nursery:

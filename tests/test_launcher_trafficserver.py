@@ -40,11 +40,21 @@ def test_records_set_every_upstream_timeout_in_whole_seconds_and_no_cache(tmp_pa
         assert f"\nCONFIG proxy.config.http.{record} INT 1\n" in text  # 0.25 s rounds up to 1 s
     assert "\nCONFIG proxy.config.http.cache.http INT 0\n" in text
     assert "\nCONFIG proxy.config.url_remap.pristine_host_hdr INT 1\n" in text
+    assert "\nCONFIG proxy.config.http.parent_proxy.disable_parent_markdowns INT 0\n" in text
 
 
-def test_an_upstream_port_out_of_range_is_refused_before_traffic_server_wraps_it(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="port 70000 .* would connect to port 4464"):
-        get_launcher("trafficserver").config(8080, [("127.0.0.1", 70000)], 1, tmp_path)
+def test_the_deploy_safe_variant_never_marks_a_parent_down(tmp_path: Path) -> None:
+    text = get_launcher("trafficserver:deploy-safe").config(8080, [("127.0.0.1", 8081)], 1, tmp_path)
+    assert "\nCONFIG proxy.config.http.parent_proxy.disable_parent_markdowns INT 1\n" in text
+
+
+def test_remap_rules_go_longest_prefix_first_since_the_first_match_wins(tmp_path: Path) -> None:
+    text = get_launcher("trafficserver").config(8080, [("127.0.0.1", 8081)], 1, tmp_path, routes={
+        "/_chaos/a/": ("127.0.0.1", 8082), "/_chaos/a/b/": ("127.0.0.1", 8083)})
+    remap = text.split("# ==> etc/remap.config <==\n")[1].split("# ==> ")[0]
+    assert remap == ("map /_chaos/a/b/ http://127.0.0.1:8083/_chaos/a/b/\n"
+                     "map /_chaos/a/ http://127.0.0.1:8082/_chaos/a/\n"
+                     "map / http://127.0.0.1:8081/\n")
 
 
 class Named(socketserver.StreamRequestHandler):

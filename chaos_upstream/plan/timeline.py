@@ -37,7 +37,11 @@ class Window:
 
     def holds(self, t: float, after: float = 0.0) -> bool:
         """Whether `t` falls in the window, or within `after` seconds of its end."""
-        return self.start <= t and (self.end is None or t <= self.end + after)
+        return self.overlaps(t, t, after)
+
+    def overlaps(self, begin: float, end: float, after: float = 0.0) -> bool:
+        """Whether [begin, end] (a probe in flight) meets the window stretched by `after` past its end."""
+        return self.start <= end and (self.end is None or begin <= self.end + after)
 
 
 def schedule(scenario: Scenario, members: int, timing: Timing) -> list[Change]:

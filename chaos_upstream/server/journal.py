@@ -21,17 +21,21 @@ KEEP = 100_000
 """Records kept in memory: hours of a busy sidecar's probes at a few hundred bytes each (~50 MB)."""
 
 Record = dict[str, Any]
+Entry = tuple[str | None, str | None, str]
+"""A record in memory: its type, its probe id, its JSON text."""
 
 
 class Journal:
     """Append-only records; the newest KEEP in memory, all of them in the file when one is given."""
 
     def __init__(self, path: Path | str | None = None, *, keep: int = KEEP) -> None:
-        self._records: deque[tuple[str | None, str | None, str]] = deque(maxlen=keep)
+        self._records: deque[Entry] = deque(maxlen=keep)
         self._file: TextIO | None = open(path, "a", encoding="utf-8") if path is not None else None  # noqa: SIM115
         self.total = 0
         """Records written since the journal was opened, including those no longer in memory."""
         self._running: dict[int, Record] = {}
+        self._by_probe: dict[str, deque[Entry]] = {}
+        """The records in memory of each probe, so that a probe's are found without a scan."""
 
     def begin(self, record: Record) -> None:
         """Show `record` (still being filled in) to readers that ask for running records, until written."""
@@ -39,27 +43,36 @@ class Journal:
 
     def write(self, record: Record) -> None:
         self._running.pop(id(record), None)
-        text = json.dumps(record, separators=(",", ":"))
-        self._records.append((record.get("type"), record.get("probe"), text))
+        entry = (record.get("type"), record.get("probe"), json.dumps(record, separators=(",", ":")))
+        if len(self._records) == self._records.maxlen:
+            self._forget(self._records[0])
+        self._records.append(entry)
+        if entry[1] is not None:
+            self._by_probe.setdefault(entry[1], deque()).append(entry)
         self.total += 1
         if self._file is not None:
-            self._file.write(text + "\n")
+            self._file.write(entry[2] + "\n")
             self._file.flush()
 
     def records(self, *, probe: str | None = None, type: str | None = None, running: bool = False) -> list[Record]:
         """Records in the order written, optionally only one probe's or one type's; with `running`,
         then copies of those still in progress (a request whose plan is still running)."""
-        done = [
-            json.loads(text)
-            for kind, probe_id, text in self._records
-            if _wanted(kind, probe_id, probe, type)
-        ]
+        source = self._records if probe is None else self._by_probe.get(probe, ())
+        done = [json.loads(text) for kind, probe_id, text in source if _wanted(kind, probe_id, probe, type)]
         live = [
             dict(r, running=True)
             for r in self._running.values()
             if running and _wanted(r.get("type"), r.get("probe"), probe, type)
         ]
         return done + live
+
+    def _forget(self, oldest: Entry) -> None:
+        """Drop the oldest record, about to leave memory, from its probe's index too."""
+        if oldest[1] is not None:
+            kept = self._by_probe[oldest[1]]
+            kept.popleft()
+            if not kept:
+                del self._by_probe[oldest[1]]
 
     def close(self) -> None:
         if self._file is not None:

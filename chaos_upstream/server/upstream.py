@@ -8,8 +8,10 @@ connection and nothing else; after raw bytes went out, h11 never sees the connec
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import random
+import select
 import socket
 import struct
 from collections import Counter
@@ -182,7 +184,7 @@ class Upstream:
         self.stop()
         for live in self._live.values():
             live.draining = True
-            if live.idle and live.wire.bytes_in == live.mark:
+            if live.idle and live.wire.bytes_in == live.mark and not _pending(live.stream):
                 live.scope.cancel()
 
     def kill(self) -> None:
@@ -190,7 +192,8 @@ class Upstream:
         self.stop()
         for live in self._live.values():
             live.killed = True
-            live.stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            with contextlib.suppress(OSError):  # a connection its plan just closed has no socket left to reset
+                live.stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             live.scope.cancel()
 
     async def _accept_loop(self, listener: trio.SocketListener, handlers: trio.Nursery) -> None:
@@ -353,6 +356,15 @@ class _Live:
     draining: bool = False
     """Close once the current response is out."""
     killed: bool = False
+
+
+def _pending(stream: trio.SocketStream) -> bool:
+    """Whether bytes (or the peer's FIN) wait unread in the kernel: a request that has arrived is
+    served by a draining server, not cut."""
+    try:
+        return bool(select.select([stream.socket.fileno()], [], [], 0)[0])
+    except (OSError, ValueError):  # closed meanwhile
+        return False
 
 
 async def _read_request(wire: Wire, leftover: bytes) -> Request | None:

@@ -163,7 +163,7 @@ class Sample:
     """None when the proxy could not be reached at all (then `unreachable` says why)."""
     attempts: tuple[dict[str, Any], ...]
     sent: float = 0.0
-    """When it was sent, in seconds from the start of its stream."""
+    """When its request went out (trio's clock; a stream makes it seconds from its own start)."""
     unreachable: str = ""
 
 
@@ -193,13 +193,14 @@ async def send_probe(
     request = probe_request(url.netloc, named, probe_id, method=method, path=path, body=body, headers=headers)
     earlier = len(_attempts(journal, scenario, probe_id))
     parser = ResponseParser(method)
+    sent = trio.current_time()
     try:
         seen = await capture(host, port, request, limit=limit or probe_limit(timing), done=parser.feed)
     except OSError as exc:
         reason = f"could not connect to the proxy at {proxy_url} ({exc.strerror or exc}): nothing was tested"
-        return Sample(probe_id, Observation(CLOSED, ending="refused"), None, (), unreachable=reason)
+        return Sample(probe_id, Observation(CLOSED, ending="refused"), None, (), sent, unreachable=reason)
     attempts = await settled_attempts(journal, scenario, probe_id, earlier)
-    return Sample(probe_id, classify(seen, method), seen, tuple(attempts))
+    return Sample(probe_id, classify(seen, method), seen, tuple(attempts), sent)
 
 
 async def probe(

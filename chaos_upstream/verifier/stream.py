@@ -42,10 +42,10 @@ async def probe_stream(
     count = int(stream_length(scenario, changes, timing) / every) + 1 if enough else 0
     samples: list[Sample] = []
 
-    async def one(sent: float) -> None:
+    async def one() -> None:
         sample = await send_probe(proxy_url, scenario, journal, timing=timing, method=method, body=body,
                                   name_scenario=not scenario.timeline)
-        samples.append(replace(sample, sent=sent))
+        samples.append(replace(sample, sent=sample.sent - start))
 
     start = trio.current_time()
     try:
@@ -53,7 +53,7 @@ async def probe_stream(
             nursery.start_soon(_play, changes, members, start)
             for index in range(count):
                 await trio.sleep_until(start + index * every)
-                nursery.start_soon(one, trio.current_time() - start)
+                nursery.start_soon(one)
     finally:
         with trio.CancelScope(shield=True):
             for member in members:

@@ -44,7 +44,7 @@ class Tally:
     """Probes by what the client saw: "status 200", "status 502", "aborted 200", "reset", ..."""
     errors: list[Sample]
     excused: int
-    """Errors that came while a member was down (or within the scenario's recovery after its return)."""
+    """Errors of probes in flight while a member was down (or within the scenario's recovery after its return)."""
     windows: list[Window]
     recoveries: list[Recovery]
     replayed: int
@@ -77,12 +77,17 @@ def tally(scenario: Scenario, samples: Sequence[Sample], windows: Sequence[Windo
         kinds[kind + (f" {status}" if status is not None else "")] += 1
         if not matches(kind, status, outcomes):
             errors.append(sample)
-            excused += any(window.holds(sample.sent, grace) for window in windows)
+            excused += _excused(sample, windows, grace)
     recoveries = [_recovery(window, samples, outcomes) for window in windows if window.end is not None]
     return Tally(
         requests=len(samples), kinds=kinds, errors=errors, excused=excused, windows=list(windows), recoveries=recoveries,
         replayed=sum(len(s.attempts) > 1 for s in samples), unreached=sum(not s.attempts for s in samples),
     )
+
+
+def _excused(sample: Sample, windows: Sequence[Window], grace: float) -> bool:
+    """Whether the probe was in flight while a member was down, or within `grace` after its return."""
+    return any(w.overlaps(sample.sent, sample.sent + sample.observation.elapsed, grace) for w in windows)
 
 
 def _recovery(window: Window, samples: Sequence[Sample], outcomes: list) -> Recovery:
@@ -140,7 +145,7 @@ def _seen(counts: Tally) -> str:
 def _late(counts: Tally, scenario: Scenario, timing: Timing) -> str:
     """Where the unexcused errors fall, in words the user can act on."""
     grace = scenario.expect.recovery.seconds(timing) if scenario.expect.recovery is not None else 0.0
-    late = [s for s in counts.errors if not any(w.holds(s.sent, grace) for w in counts.windows)]
+    late = [s for s in counts.errors if not _excused(s, counts.windows, grace)]
     if not late or not counts.windows:
         return ""
     ends = [w for w in counts.windows if w.end is not None and w.end <= late[-1].sent]

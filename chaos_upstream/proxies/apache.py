@@ -129,8 +129,8 @@ class ApacheLauncher(Launcher):
                            for prefix, server in settings.routed),
             timeout_s=settings.proxy_timeout_ms // 1000, client_timeout_s=settings.client_timeout_s)
 
-    def check_args(self, conf: Path, workdir: Path) -> list[str]:
+    def check_args(self, conf: Path, settings: ProxySettings) -> list[str]:
         return ["-t", "-f", str(conf)]
 
-    def run_args(self, conf: Path, workdir: Path) -> list[str]:
+    def run_args(self, conf: Path, settings: ProxySettings) -> list[str]:
         return ["-DFOREGROUND", "-f", str(conf)]

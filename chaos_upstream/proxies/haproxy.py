@@ -92,8 +92,8 @@ class HaproxyLauncher(Launcher):
             retries=RETRIES[settings.variant],
             timeout_ms=settings.proxy_timeout_ms, client_timeout_s=settings.client_timeout_s)
 
-    def check_args(self, conf: Path, workdir: Path) -> list[str]:
+    def check_args(self, conf: Path, settings: ProxySettings) -> list[str]:
         return ["-c", "-f", str(conf)]
 
-    def run_args(self, conf: Path, workdir: Path) -> list[str]:
+    def run_args(self, conf: Path, settings: ProxySettings) -> list[str]:
         return ["-db", "-f", str(conf)]

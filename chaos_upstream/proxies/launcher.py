@@ -265,12 +265,19 @@ class Launcher(ABC):
         """The configuration text for these settings."""
 
     @abstractmethod
-    def check_args(self, conf: Path, workdir: Path) -> list[str]:
+    def check_args(self, conf: Path, settings: ProxySettings) -> list[str]:
         """Arguments that make the binary validate `conf` and exit non-zero if it is invalid."""
 
     @abstractmethod
-    def run_args(self, conf: Path, workdir: Path) -> list[str]:
+    def run_args(self, conf: Path, settings: ProxySettings) -> list[str]:
         """Arguments that run the binary in the foreground with `conf`."""
+
+    def files(self, settings: ProxySettings) -> dict[str, str]:
+        """Files the proxy reads besides `config_name`, by path relative to workdir (none by default)."""
+        return {}
+
+    def prepare(self, settings: ProxySettings) -> None:
+        """Anything workdir needs once the files are written, before the proxy checks them and runs."""
 
     def binary_path(self) -> str:
         """The binary's absolute path; raises `ProxyNotInstalled` saying where it looked."""
@@ -305,11 +312,10 @@ class Launcher(ABC):
         step = self.timeout_step_ms
         return math.ceil(timeout_ms(proxy_timeout) / step) * step / 1000
 
-    def config(self, listen_port: int, upstreams: Sequence[tuple[str, int]],
-               proxy_timeout: float, workdir: Path,
-               routes: Mapping[str, tuple[str, int]] | None = None) -> str:
-        """The configuration text: listen on 127.0.0.1:listen_port, round robin over upstreams,
-        and each path prefix of `routes` to its own address."""
+    def settings(self, listen_port: int, upstreams: Sequence[tuple[str, int]], proxy_timeout: float,
+                 workdir: Path, routes: Mapping[str, tuple[str, int]] | None = None) -> ProxySettings:
+        """Checked settings: listen on 127.0.0.1:listen_port, round robin over upstreams, and each
+        path prefix of `routes` to its own address."""
         if not upstreams:
             raise ValueError("at least one upstream is needed")
         routes = dict(routes or {})
@@ -319,9 +325,17 @@ class Launcher(ABC):
         for prefix in routes:
             if not (prefix.startswith("/") and prefix.endswith("/")) or any(c.isspace() for c in prefix):
                 raise ValueError(f"a route's path prefix begins and ends with '/' and has no space: {prefix!r}")
-        return self.render(ProxySettings(listen_port, tuple(upstreams),
-                                         timeout_ms(self.effective_timeout(proxy_timeout)),
-                                         Path(workdir).resolve(), self.variant, tuple(routes.items())))
+        return ProxySettings(listen_port, tuple(upstreams), timeout_ms(self.effective_timeout(proxy_timeout)),
+                             Path(workdir).resolve(), self.variant, tuple(routes.items()))
+
+    def config(self, listen_port: int, upstreams: Sequence[tuple[str, int]], proxy_timeout: float,
+               workdir: Path, routes: Mapping[str, tuple[str, int]] | None = None) -> str:
+        """The whole configuration as text: `config_name`'s, then each other file after a
+        `# ==> NAME <==` line (as `tail` shows several files)."""
+        return self._text(self.settings(listen_port, upstreams, proxy_timeout, workdir, routes))
+
+    def _text(self, settings: ProxySettings) -> str:
+        return self.render(settings) + "".join(f"# ==> {name} <==\n{text}" for name, text in self.files(settings).items())
 
     @contextlib.contextmanager
     def launch(self, upstreams: Sequence[tuple[str, int]], proxy_timeout: float,
@@ -350,12 +364,15 @@ class Launcher(ABC):
     def _start_on(self, port: int, binary: str, version: str,
                   upstreams: Sequence[tuple[str, int]], proxy_timeout: float,
                   workdir: Path, routes: Mapping[str, tuple[str, int]] | None) -> RunningProxy:
-        text = self.config(port, upstreams, proxy_timeout, workdir, routes)
+        settings = self.settings(port, upstreams, proxy_timeout, workdir, routes)
         conf = workdir / self.config_name
-        conf.write_text(text)
-        self._validate(binary, conf, workdir)
-        process = self._spawn(binary, conf, workdir)
-        proxy = RunningProxy(self.name, version, port, text, workdir / ERROR_LOG, process,
+        for name, text in {self.config_name: self.render(settings), **self.files(settings)}.items():
+            (workdir / name).parent.mkdir(parents=True, exist_ok=True)
+            (workdir / name).write_text(text)
+        self.prepare(settings)
+        self._validate(binary, conf, settings)
+        process = self._spawn(binary, conf, settings)
+        proxy = RunningProxy(self.name, version, port, self._text(settings), workdir / ERROR_LOG, process,
                              self.effective_timeout(proxy_timeout))
         try:
             proxy.wait_listening()
@@ -364,14 +381,15 @@ class Launcher(ABC):
             raise
         return proxy
 
-    def _validate(self, binary: str, conf: Path, workdir: Path) -> None:
-        ran = subprocess.run([binary, *self.check_args(conf, workdir)], capture_output=True,
-                             text=True, cwd=workdir, stdin=subprocess.DEVNULL, check=False)
+    def _validate(self, binary: str, conf: Path, settings: ProxySettings) -> None:
+        ran = subprocess.run([binary, *self.check_args(conf, settings)], capture_output=True,
+                             text=True, cwd=settings.workdir, stdin=subprocess.DEVNULL, check=False)
         if ran.returncode != 0:
             raise ProxyFailed(f"{self.name} rejected its configuration {conf} "
                               f"(status {ran.returncode}):\n{ran.stdout}{ran.stderr}")
 
-    def _spawn(self, binary: str, conf: Path, workdir: Path) -> subprocess.Popen[bytes]:
+    def _spawn(self, binary: str, conf: Path, settings: ProxySettings) -> subprocess.Popen[bytes]:
+        workdir = settings.workdir
         with open(workdir / ACCESS_LOG, "wb") as out, open(workdir / ERROR_LOG, "wb") as err:
-            return subprocess.Popen([binary, *self.run_args(conf, workdir)], stdin=subprocess.DEVNULL,
+            return subprocess.Popen([binary, *self.run_args(conf, settings)], stdin=subprocess.DEVNULL,
                                     stdout=out, stderr=err, cwd=workdir, start_new_session=True)

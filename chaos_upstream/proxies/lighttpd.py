@@ -89,8 +89,8 @@ class LighttpdLauncher(Launcher):
                            for prefix, address in settings.routes),
             client_timeout_s=settings.client_timeout_s)
 
-    def check_args(self, conf: Path, workdir: Path) -> list[str]:
+    def check_args(self, conf: Path, settings: ProxySettings) -> list[str]:
         return ["-tt", "-f", str(conf)]
 
-    def run_args(self, conf: Path, workdir: Path) -> list[str]:
+    def run_args(self, conf: Path, settings: ProxySettings) -> list[str]:
         return ["-D", "-f", str(conf)]

@@ -106,11 +106,11 @@ class NginxLauncher(Launcher):
             keepalive=UPSTREAM_KEEPALIVE, timeout_ms=settings.proxy_timeout_ms,
             client_timeout_s=settings.client_timeout_s)
 
-    def check_args(self, conf: Path, workdir: Path) -> list[str]:
-        return [*_common_args(conf, workdir), "-t"]
+    def check_args(self, conf: Path, settings: ProxySettings) -> list[str]:
+        return [*_common_args(conf, settings.workdir), "-t"]
 
-    def run_args(self, conf: Path, workdir: Path) -> list[str]:
-        return [*_common_args(conf, workdir), "-g", "daemon off;"]
+    def run_args(self, conf: Path, settings: ProxySettings) -> list[str]:
+        return [*_common_args(conf, settings.workdir), "-g", "daemon off;"]
 
 
 def _common_args(conf: Path, workdir: Path) -> list[str]:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
@@ -154,20 +153,17 @@ class SquidLauncher(Launcher):
             routes=_routes(settings, upstreams),
             timeout_s=settings.proxy_timeout_ms // 1000, client_timeout_s=settings.client_timeout_s)
 
-    def check_args(self, conf: Path, workdir: Path) -> list[str]:
+    def check_args(self, conf: Path, settings: ProxySettings) -> list[str]:
         return ["-k", "parse", "-f", str(conf)]
 
-    def run_args(self, conf: Path, workdir: Path) -> list[str]:
+    def run_args(self, conf: Path, settings: ProxySettings) -> list[str]:
         return ["-N", "-f", str(conf)]
 
-    def _spawn(self, binary: str, conf: Path, workdir: Path) -> subprocess.Popen[bytes]:
-        """Squid, with the capture files handed to the user it runs as when started as root.
-
-        Strategy: Squid opens /dev/stdout and /dev/stderr, which reach the capture files in
-        workdir, only once it runs as that user; the launcher's `_spawn` truncates the files it
-        finds, which keeps their owner."""
+    def prepare(self, settings: ProxySettings) -> None:
+        """Started as root, Squid opens /dev/stdout and /dev/stderr, which reach the capture files in
+        workdir, only once it runs as its own user: hand it the files first (the launcher truncates
+        them at start, which keeps their owner)."""
         if os.geteuid() == 0:
             for log in (ACCESS_LOG, ERROR_LOG):
-                (workdir / log).touch()
-                shutil.chown(workdir / log, EFFECTIVE_USER)
-        return super()._spawn(binary, conf, workdir)
+                (settings.workdir / log).touch()
+                shutil.chown(settings.workdir / log, EFFECTIVE_USER)

@@ -18,11 +18,11 @@ pytestmark = pytest.mark.proxy
 SQUID = get_launcher("squid")
 
 
-def test_timeouts_are_whole_seconds_rounded_up() -> None:
-    text = SQUID.config(8080, [("127.0.0.1", 8081)], 1.2, Path("/tmp/squid-workdir"))
-    assert SQUID.effective_timeout(1.2) == 2.0
-    assert "\npeer_connect_timeout 2 seconds\n" in text
-    assert "\nread_timeout 2 seconds\n" in text
+def test_timeouts_are_whole_seconds_rounded_up_and_3_at_least() -> None:
+    text = SQUID.config(8080, [("127.0.0.1", 8081)], 3.2, Path("/tmp/squid-workdir"))
+    assert SQUID.effective_timeout(3.2) == 4.0 and SQUID.effective_timeout(0.5) == 3.0
+    assert "\npeer_connect_timeout 4 seconds\n" in text
+    assert "\nread_timeout 4 seconds\n" in text
 
 
 def test_a_route_is_an_escaped_anchored_regex_kept_from_the_other_peers() -> None:

@@ -119,10 +119,11 @@ def test_config_names_every_address_and_route(launcher: Launcher, tmp_path: Path
     assert "/_chaos/accept-then-close/" in text and "8083" in text
 
 
-def test_effective_timeout_rounds_up_to_the_proxys_step(launcher: Launcher) -> None:
+def test_effective_timeout_rounds_up_to_the_proxys_step_and_minimum(launcher: Launcher) -> None:
     step = launcher.timeout_step_ms / 1000
-    assert launcher.effective_timeout(step) == step
-    assert launcher.effective_timeout(step * 1.5) == step * 2
+    low = max(step, launcher.min_timeout_s)
+    assert launcher.effective_timeout(step) == low
+    assert launcher.effective_timeout(low + step / 2) == low + step
 
 
 def test_route_prefix_must_be_a_path(launcher: Launcher, tmp_path: Path) -> None:

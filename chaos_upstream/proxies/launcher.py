@@ -250,6 +250,8 @@ class Launcher(ABC):
     """Arguments that make the binary print its version."""
     timeout_step_ms: int = 1
     """The finest upstream timeout the proxy takes: 1000 for a proxy that counts whole seconds."""
+    min_timeout_s: float = 0.0
+    """The shortest upstream timeout the proxy keeps reliably (0: any it takes)."""
     variants: tuple[tuple[str, str], ...] = ()
     """Other configurations than the ordinary one, as (name, what it changes) pairs, e.g. settings
     that make deploys invisible; `nginx:deploy-safe` names one."""
@@ -308,9 +310,10 @@ class Launcher(ABC):
 
     def effective_timeout(self, proxy_timeout: float) -> float:
         """The upstream timeout the proxy really gets, in seconds: `proxy_timeout` rounded up to
-        the proxy's step.  Judge the proxy with this one, not with the timeout asked for."""
+        the proxy's step, and at least its minimum.  Judge the proxy with this one, not with the
+        timeout asked for."""
         step = self.timeout_step_ms
-        return math.ceil(timeout_ms(proxy_timeout) / step) * step / 1000
+        return max(math.ceil(timeout_ms(proxy_timeout) / step) * step / 1000, self.min_timeout_s)
 
     def settings(self, listen_port: int, upstreams: Sequence[tuple[str, int]], proxy_timeout: float,
                  workdir: Path, routes: Mapping[str, tuple[str, int]] | None = None) -> ProxySettings:

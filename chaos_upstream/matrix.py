@@ -13,7 +13,7 @@ is stopped before `run_matrix` returns.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,18 +136,35 @@ async def run_proxy(
     return Run(launcher, RAN, first.version, report, first.config_text, error_log=first.error_log())
 
 
+@contextlib.asynccontextmanager
+async def running(
+    launcher: Launcher, addresses: Sequence[tuple[str, int]], proxy_timeout: float, workdir: Path,
+    routes: Mapping[str, tuple[str, int]] | None = None,
+) -> AsyncIterator[RunningProxy]:
+    """The proxy started (in a thread) for the block, and stopped after it, whatever happens.
+
+    Both are shielded from cancellation: a start cancelled half-way would leave a proxy running
+    with no one to stop it (a thread cannot be interrupted, and its result would be lost)."""
+    with trio.CancelScope(shield=True):
+        proxy = await trio.to_thread.run_sync(launcher.start, addresses, proxy_timeout, workdir, routes)
+    try:
+        yield proxy
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(proxy.stop)
+
+
 async def _check_through(
     launcher: Launcher, catalogue: Catalogue, scenarios: Sequence[Scenario], timing: Timing, workdir: Path,
     members: int, on_result: Callable[[Result], None],
 ) -> tuple[Report, RunningProxy]:
     ports = {scenario.name: (LOOPBACK, 0) for scenario in scenarios if scenario.connection_level}
-    async with serving(catalogue, [(LOOPBACK, 0)] * members, timing=timing, ports=ports) as served:
-        proxy = await trio.to_thread.run_sync(launcher.start, served.addresses, timing.proxy_timeout, workdir, served.routes)
-        try:
-            report = await check(proxy.url, scenarios, served.journal, timing=timing, profile=launcher.profile,
-                                 members=served.members, on_result=on_result)
-        finally:
-            await trio.to_thread.run_sync(proxy.stop)
+    async with (
+        serving(catalogue, [(LOOPBACK, 0)] * members, timing=timing, ports=ports) as served,
+        running(launcher, served.addresses, timing.proxy_timeout, workdir, served.routes) as proxy,
+    ):
+        report = await check(proxy.url, scenarios, served.journal, timing=timing, profile=launcher.profile,
+                             members=served.members, on_result=on_result)
     return report, proxy
 
 

@@ -55,31 +55,43 @@ def pytest_configure(config: pytest.Config) -> None:
 def _ini_timeout(config: pytest.Config) -> float:
     text = config.getini("chaos_upstream_proxy_timeout")
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
-        raise pytest.UsageError(f"chaos_upstream_proxy_timeout: {text!r} is not a number of seconds") from None
+        seconds = 0.0
+    if not seconds > 0:
+        raise pytest.UsageError(f"chaos_upstream_proxy_timeout: {text!r} is not a positive number of seconds")
+    return seconds
 
 
-def upstream_options(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """The chaos upstream options of the requesting test: ini options, overridden by markers.  Bad
-    scenario files fail the test with their `FILE:LINE: field: message` lines."""
-    node = request.node
-    scenarios: list[Path] = list(request.config.getini("chaos_upstream_scenarios"))
-    options: dict[str, Any] = {"proxy_timeout": _ini_timeout(request.config)}
-    for mark in reversed(list(node.iter_markers("chaos_scenarios"))):  # farthest first: the closest wins
-        scenarios += [node.path.parent / path for path in mark.args]
+def _marked(node: pytest.Item, config: pytest.Config) -> dict[str, Any]:
+    """proxy_timeout and members of the test's chaos upstream: the ini option, then the
+    `chaos_upstream` markers from the farthest to the closest, which wins."""
+    options: dict[str, Any] = {"proxy_timeout": _ini_timeout(config)}
     for mark in reversed(list(node.iter_markers("chaos_upstream"))):
         unknown = set(mark.kwargs) - set(MARKER_OPTIONS)
         if mark.args or unknown:
             pytest.fail(f"@pytest.mark.chaos_upstream takes only {' and '.join(MARKER_OPTIONS)}=..., "
                         f"not {', '.join(map(repr, mark.args)) or ', '.join(sorted(unknown))}", pytrace=False)
         options.update(mark.kwargs)
-    options["scenarios"] = list(dict.fromkeys(scenarios))
+    return options
+
+
+def upstream_options(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The options of the requesting test's chaos upstream; its scenario files are the ini
+    option's, then those of the `chaos_scenarios` markers.  Bad scenario files fail the test with
+    their `FILE:LINE: field: message` lines."""
+    node = request.node
+    scenarios: list[Path] = list(request.config.getini("chaos_upstream_scenarios"))
+    for mark in reversed(list(node.iter_markers("chaos_scenarios"))):
+        scenarios += [node.path.parent / path for path in mark.args]
+    options = {**_marked(node, request.config), "scenarios": list(dict.fromkeys(scenarios))}
     try:
         load_catalogue(options["scenarios"])  # loaded once: the upstream gets the same catalogue
     except ConfigError as exc:
-        pytest.fail(f"chaos-upstream scenario files:\n{exc}", pytrace=False)
-    return options
+        problems = str(exc)
+    else:
+        return options
+    pytest.fail(f"chaos-upstream scenario files:\n{problems}", pytrace=False)
 
 
 @pytest.fixture
@@ -104,7 +116,7 @@ def chaos_proxy(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Call
     their ports.  Skips the test when the proxy is not installed (fails it instead under
     CHAOS_UPSTREAM_REQUIRE_PROXIES=1); every proxy started is stopped at teardown."""
     started = request.node.stash[PROXIES]
-    default_timeout = upstream_options(request)["proxy_timeout"]
+    default_timeout = _marked(request.node, request.config)["proxy_timeout"]
 
     def start(name: str, upstream: Any) -> RunningProxy:
         launcher = require(name)

@@ -58,27 +58,21 @@ async def settled(journal, *, type: str, count: int, limit: float = 2.0) -> list
 
 
 async def check_through(name: str, workdir, only=(), proxy_timeout: float = 0.5):
-    """(report, proxy): the catalogue served on a free port, the real proxy `name` started in front
-    of it (skipped when not installed), `check` run through it for `only` (default: every
-    request-level scenario), judged with the proxy's own profile and effective timeout; the proxy
-    is stopped before returning (its `error_log()` stays readable)."""
-    import trio
-
+    """(report, proxy): the real proxy `name` in front of the catalogue (skipped when not installed),
+    `check` run through it for `only` (default: every request-level scenario), judged with the
+    proxy's own profile and effective timeout, as the matrix does; the proxy is stopped before
+    returning (its `error_log()` stays readable)."""
+    from chaos_upstream.matrix import running
     from chaos_upstream.proxies import require
-    from chaos_upstream.server.journal import Journal
-    from chaos_upstream.verifier.check import check, choose_scenarios
+    from chaos_upstream.verifier.check import check, choose_scenarios, serving
 
     launcher = require(name)
     timing = Timing(launcher.effective_timeout(proxy_timeout))
-    journal = Journal()
-    async with trio.open_nursery() as nursery:
-        upstream = Upstream(CATALOGUE, Settings(port=0, timing=timing), journal)
-        await nursery.start(upstream.run)
-        proxy = await trio.to_thread.run_sync(launcher.start, upstream.addresses, timing.proxy_timeout, workdir)
-        try:
-            report = await check(proxy.url, choose_scenarios(CATALOGUE, list(only)), journal,
-                                 timing=timing, profile=launcher.profile)
-        finally:
-            await trio.to_thread.run_sync(proxy.stop)
-        nursery.cancel_scope.cancel()
+    async with (
+        serving(CATALOGUE, [("127.0.0.1", 0)], timing=timing) as served,
+        running(launcher, served.addresses, timing.proxy_timeout, workdir) as proxy,
+    ):
+        scenarios = choose_scenarios(CATALOGUE, list(only))
+        report = await check(proxy.url, scenarios, served.journal, timing=timing, profile=launcher.profile,
+                             members=served.members)
     return report, proxy

@@ -100,4 +100,4 @@ def test_an_upstream_address_in_use_is_a_usage_error_not_a_traceback():
         taken.listen()
         address = "%s:%d" % taken.getsockname()
         result = run("check", "--proxy", "http://127.0.0.1:1", "--upstream", address)
-    assert (result.returncode, result.stderr) == (2, f"--upstream: cannot serve on {address}: Address already in use\n")
+    assert (result.returncode, result.stderr) == (2, f"cannot serve an upstream on {address}: Address already in use\n")

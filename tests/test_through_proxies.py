@@ -1,8 +1,8 @@
 """End to end through real nginx and HAProxy (Debian's), started from configs we generate on 127.0.0.1."""
 
 import pytest
-import trio
 
+from chaos_upstream.matrix import running
 from chaos_upstream.model.durations import Timing
 from chaos_upstream.proxies import require
 from chaos_upstream.verifier.capture import capture
@@ -17,13 +17,9 @@ PROXIES = ["nginx", "haproxy"]
 @pytest.fixture(params=PROXIES)
 async def proxied(request, start_upstream, tmp_path):
     """(upstream, proxy) with the proxy's read timeout set to T, stopped at teardown."""
-    launcher = require(request.param)
     upstream = await start_upstream()
-    proxy = await trio.to_thread.run_sync(launcher.start, upstream.addresses, T, tmp_path)
-    try:
+    async with running(require(request.param), upstream.addresses, T, tmp_path) as proxy:
         yield upstream, proxy
-    finally:
-        await trio.to_thread.run_sync(proxy.stop)
 
 
 async def probe(proxy, scenario: str, probe_id: str):

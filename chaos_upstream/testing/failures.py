@@ -17,6 +17,9 @@ from chaos_upstream.verifier.probe import Result
 JOURNAL_LINES = 20
 """Requests (other than probes) listed per upstream in a failure report: the latest ones."""
 
+LOG_LINES = 40
+"""Lines of a proxy's error log in a failure report: the last ones (the file has them all)."""
+
 
 def assert_verdict(result: Result, expected: str = "pass") -> None:
     """Fail with the result's whole account unless its verdict is `expected`."""
@@ -35,17 +38,19 @@ def failure_sections(upstreams: Iterable[Any], proxies: Iterable[RunningProxy], 
             sections.append((f"chaos-upstream probes ({upstream.url})", "\n\n".join(unexplained)))
         requests = [r for r in upstream.journal.records(type="request", running=True) if r["probe"] is None]
         if requests:
-            sections.append((f"chaos-upstream requests other than probes ({upstream.url})", _listing(requests)))
+            listing = _latest([_request_line(record) for record in requests], JOURNAL_LINES, "requests")
+            sections.append((f"chaos-upstream requests other than probes ({upstream.url})", listing))
     for proxy in proxies:
-        sections.append((f"{proxy.name} {proxy.version} error log ({proxy.url})", proxy.error_log().rstrip() or "(empty)"))
+        log = proxy.error_log().splitlines()
+        sections.append((f"{proxy.name} {proxy.version} error log ({proxy.url})",
+                         _latest(log, LOG_LINES, f"lines, in {proxy.log_path}") or "(empty)"))
     return sections
 
 
-def _listing(requests: list[Record]) -> str:
-    lines = [_request_line(record) for record in requests[-JOURNAL_LINES:]]
-    if len(requests) > JOURNAL_LINES:
-        lines.insert(0, f"({len(requests) - JOURNAL_LINES} earlier requests not shown)")
-    return "\n".join(lines)
+def _latest(lines: list[str], keep: int, what: str) -> str:
+    """The last `keep` lines, after a note of how many came before."""
+    earlier = [f"({len(lines) - keep} earlier {what})"] if len(lines) > keep else []
+    return "\n".join(earlier + lines[-keep:])
 
 
 def _request_line(record: Record) -> str:

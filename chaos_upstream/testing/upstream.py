@@ -15,8 +15,8 @@ Invariants:
   not a deploy, and nothing waits for a grace period.
 - A ChaosUpstream's loop runs in a thread of its own; every call into it goes through `_call`, which
   works from any thread, a trio loop's included (trio.from_thread refuses those).  The exception that
-  ended its loop, if one did, is raised in the caller's thread exactly once: by the next call into
-  it, by `raise_if_crashed()` or by `close()`.
+  ended its loop, if one did, is raised in the caller's thread exactly once, as UpstreamCrashed: by
+  the next probe, by `raise_if_crashed()` or by `close()`.
 - Each test collects the upstreams opened while it runs (`watching`), so the plugin can report them.
 """
 
@@ -29,7 +29,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import trio
 import trio.testing
@@ -48,9 +48,9 @@ from chaos_upstream.verifier.probe import Result, probe
 from chaos_upstream.verifier.stream import probe_stream
 
 Address = tuple[str, int]
-Proxy = Union[str, RunningProxy]
+Proxy = str | RunningProxy
 """What a probe goes through: a proxy's URL, or a proxy started by a launcher (its profile judges)."""
-Headers = Union[Mapping[str, str], Iterable[tuple[str, str]]]
+Headers = Mapping[str, str] | Iterable[tuple[str, str]]
 
 STOP_LIMIT = 10.0
 """Seconds a ChaosUpstream's thread has to end once told to stop: cancelling takes milliseconds."""

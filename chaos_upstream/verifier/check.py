@@ -124,7 +124,7 @@ async def serving(
                 if failure is None:
                     raise
                 where = f"{server.settings.host}:{server.settings.port}"
-                raise ConfigError(f"--upstream: cannot serve on {where}: {failure.strerror or failure}") from None
+                raise ConfigError(f"cannot serve an upstream on {where}: {failure.strerror or failure}") from None
             return address
 
         members = [Member(catalogue, _settings(address, timing), journal, index) for index, address in enumerate(addresses)]

@@ -57,7 +57,7 @@ class Observation:
             text = f"{self.kind}: {self.status}, {self.body_bytes} B of {self.framing} body"
         if self.kind == MALFORMED and self.detail:
             text += f" ({self.detail[:40]})"
-        ending = {"fin": "FIN", "rst": "RST", "timeout": "open", "open": "open"}[self.ending]
+        ending = {"fin": "FIN", "rst": "RST", "timeout": "open", "open": "open"}.get(self.ending, self.ending)
         return f"{text}, {ending} at {self.elapsed:.2f} s"
 
 

@@ -128,10 +128,14 @@ class Result:
 
 def _stream_line(stream: dict[str, Any]) -> str:
     down = ", ".join(f"member {w['member']} down {w['from_s']}-{w['to_s']} s" for w in stream["down"])
-    back = ", ".join(f"member {r['member']} back at {r['back_at_s']} s: first success +{r['first_success_s']} s, "
-                     f"in rotation +{r['back_in_rotation_s']} s" for r in stream["recovery"])
+    back = ", ".join(f"member {r['member']} back at {r['back_at_s']} s: first success {_after(r['first_success_s'])}, "
+                     f"in rotation {_after(r['back_in_rotation_s'])}" for r in stream["recovery"])
     return "; ".join(filter(None, [f"{stream['requests']} probes, {stream['errors']} errors "
                                    f"({stream['errors_while_down']} while down), {stream['retried']} retried", down, back]))
+
+
+def _after(seconds: float | None) -> str:
+    return "never" if seconds is None else f"+{seconds} s"
 
 
 def _attempt_line(attempt: dict[str, Any]) -> str:

@@ -122,9 +122,10 @@ def chaos_proxy(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Call
         launcher = require(name)
         addresses, routes, timeout = proxy_targets(upstream, default_timeout)
         if launcher.effective_timeout(timeout) != timeout:
-            pytest.fail(f"{name} takes its upstream timeout in steps of {launcher.timeout_step_ms} ms, so it "
+            least = f" and {launcher.min_timeout_s:g} s at least" if launcher.min_timeout_s else ""
+            pytest.fail(f"{name} takes its upstream timeout in steps of {launcher.timeout_step_ms} ms{least}, so it "
                         f"would wait {launcher.effective_timeout(timeout)} s, not the T = {timeout} s the scenarios "
-                        f"are timed for: set @pytest.mark.chaos_upstream(proxy_timeout=...) to a multiple", pytrace=False)
+                        f"are timed for: set @pytest.mark.chaos_upstream(proxy_timeout=...) to one it takes", pytrace=False)
         workdir = tmp_path / f"chaos_proxy-{len(started)}-{name.replace(':', '-')}"
         proxy = launcher.start(addresses, timeout, workdir, routes)
         started.append(proxy)

@@ -84,7 +84,7 @@ def test_a_proxy_goes_in_front_of_plain_addresses_too(chaos_upstream, chaos_prox
 @pytest.mark.chaos_upstream(proxy_timeout=0.5)
 def test_a_proxy_that_cannot_take_t_is_refused_before_it_starts(chaos_upstream, chaos_proxy):
     with pytest.raises(pytest.fail.Exception, match=r"steps of 1000 ms, so it would wait 1.0 s, not the T = 0.5 s"):
-        chaos_proxy("squid", chaos_upstream)
+        chaos_proxy("lighttpd", chaos_upstream)
 
 
 @pytest.mark.proxy

@@ -103,6 +103,7 @@ class Result:
             "expected": " or ".join(map(str, self.scenario.expect.for_profile(self.profile))),
             "observed": self.observed,
             "reason": self.reason,
+            "profile_only": self.judgement.profile_only,
             "probe": self.probe_id,
         }
 

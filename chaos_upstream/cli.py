@@ -33,8 +33,9 @@ from chaos_upstream.plan.selection import Mix
 from chaos_upstream.server.journal import Journal
 from chaos_upstream.server.admin import LOOPBACK_HOSTS, Admin
 from chaos_upstream.server.control import Local
+from chaos_upstream.server.fleet import Fleet
 from chaos_upstream.server.upstream import GRACE, Settings, Upstream
-from chaos_upstream.server.workers import Fleet, WorkerCrashed, obey, reserve_port
+from chaos_upstream.server.workers import Supervisor, WorkerCrashed, obey, reserve_port
 from chaos_upstream.matrix import FLEET, Run, cell, choose_launchers, run_matrix
 from chaos_upstream.model.scenario import Scenario
 from chaos_upstream.proxies import LAUNCHERS, Launcher
@@ -68,7 +69,10 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="serve the scenarios on a port")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080, help="0 picks a free port")
+    serve.add_argument(
+        "--port", type=int, action="append", metavar="PORT",
+        help="8080 unless given; 0 picks a free port; repeat it for a fleet, one member per port",
+    )
     _add_scenarios(serve)
     serve.add_argument("--default", default="healthy", metavar="NAME", help="scenario for requests that name none")
     _add_timeout(serve)
@@ -169,24 +173,25 @@ def _serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"--admin-host {args.admin_host} is reachable from outside: give --admin-token too")
     if args.workers < 1:
         raise ConfigError("--workers must be 1 or more")
+    args.port = args.port or [8080]
+    if args.workers > 1 and len(args.port) > 1:
+        raise ConfigError("--workers N shares one --port among N processes; a fleet of several ports runs in one")
     if args.workers > 1:
         return _supervise(args, catalogue)
-    settings = Settings(
-        host=args.host,
-        port=args.port,
-        timing=Timing(args.proxy_timeout),
-        default=args.default,
-        mix=args.mix,
-        seed=args.seed,
-        grace=args.grace,
-        reuse_port=args.worker is not None,
-        worker=args.worker,
-    )
+    timing = Timing(args.proxy_timeout)
+    settings = [
+        Settings(host=args.host, port=port, timing=timing, default=args.default, mix=args.mix, seed=args.seed,
+                 grace=args.grace, reuse_port=args.worker is not None, worker=args.worker)
+        for port in args.port
+    ]
     journal = Journal(args.journal)
-    upstream = Upstream(catalogue, settings, journal)
-    admin = Admin(Local(upstream), args.admin_token) if args.admin_port is not None else None
     try:
-        trio.run(_serve_until_signal, upstream, admin, args, args.worker is not None)
+        if args.worker is not None:
+            trio.run(_serve_until_signal, Upstream(catalogue, settings[0], journal), None, args, True)
+        else:
+            fleet = Fleet(catalogue, settings, journal)
+            admin = Admin(Local(fleet, args.default, timing), args.admin_token) if args.admin_port is not None else None
+            trio.run(_serve_until_signal, fleet, admin, args, False)
     finally:
         journal.close()
     return EXIT_OK
@@ -194,10 +199,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _supervise(args: argparse.Namespace, catalogue: Catalogue) -> int:
     """`--workers N`: hold the port, start N workers on it, drive them, stop them on a signal."""
-    with reserve_port(args.host, args.port) as reserved:
+    with reserve_port(args.host, args.port[0]) as reserved:
         port = reserved.getsockname()[1]
         commands = [_worker_command(args, port, index) for index in range(args.workers)]
-        fleet = Fleet(catalogue, args.default, (args.host, port), commands)
+        fleet = Supervisor(catalogue, args.default, (args.host, port), commands)
         admin = Admin(fleet, args.admin_token) if args.admin_port is not None else None
         failure: ChaosUpstreamError | None = None
         try:
@@ -228,7 +233,7 @@ def _worker_command(args: argparse.Namespace, port: int, index: int) -> list[str
     return command
 
 
-async def _serve_until_signal(server: Upstream | Fleet, admin: Admin | None, args: argparse.Namespace, worker: bool) -> None:
+async def _serve_until_signal(server: Upstream | Fleet | Supervisor, admin: Admin | None, args: argparse.Namespace, worker: bool) -> None:
     """Serve (and the admin API) until SIGTERM or SIGINT, then stop accepting and let in-flight work finish.
 
     A worker also obeys its supervisor's commands on stdin, and stops when the supervisor goes away.

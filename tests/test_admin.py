@@ -5,24 +5,30 @@ import json
 import pytest
 
 from chaos_upstream.server.admin import Admin
+from chaos_upstream.model.durations import Timing
 from chaos_upstream.server.control import Local
+from chaos_upstream.server.fleet import Fleet
+from chaos_upstream.server.journal import Journal
+from chaos_upstream.server.upstream import Settings
 from chaos_upstream.verifier.capture import capture
 from chaos_upstream.verifier.classify import classify
 
-from conftest import T, get, settled
+from conftest import CATALOGUE, T, get, settled
 from test_cli import run
 
 
 @pytest.fixture
-async def admin(start_upstream, nursery):
-    """(upstream, start) where start(token=None) serves an Admin for it and returns its address."""
-    upstream = await start_upstream()
+async def admin(nursery):
+    """(fleet, start): a fleet of one member, and start(token=None), which serves an Admin for it and
+    returns its address."""
+    fleet = Fleet(CATALOGUE, [Settings(port=0, timing=Timing(T))], Journal())
+    await nursery.start(fleet.run)
 
     async def start(token=None):
-        [address] = await nursery.start(Admin(Local(upstream), token).run, "127.0.0.1", 0)
+        [address] = await nursery.start(Admin(Local(fleet, "healthy", Timing(T)), token).run, "127.0.0.1", 0)
         return address
 
-    return upstream, start
+    return fleet, start
 
 
 async def call(address, method: str, path: str, body: bytes = b"", token: str | None = None):
@@ -70,7 +76,7 @@ async def test_a_bad_switch_changes_nothing(admin, body, status, error):
     address = await start()
     code, reply = await call_json(address, "PUT", "/active", body)
     assert code == status and error in reply["error"]
-    assert upstream.active is None
+    assert upstream.members[0].active is None
 
 
 async def test_metrics_count_requests_by_scenario(admin):
@@ -105,7 +111,7 @@ async def test_a_token_is_required_on_every_call_when_set(admin):
     address = await start(token="s3cret")
     assert (await call_json(address, "GET", "/healthz"))[0] == 401
     assert (await call_json(address, "PUT", "/active", b'{"scenario": "upstream-502"}', token="wrong"))[0] == 401
-    assert upstream.active is None
+    assert upstream.members[0].active is None
     assert (await call_json(address, "GET", "/healthz", token="s3cret"))[0] == 200
 
 
@@ -122,3 +128,55 @@ async def test_unknown_calls_and_garbage_get_4xx_and_the_api_goes_on(admin):
 def test_serve_refuses_a_reachable_admin_api_without_a_token():
     result = run("serve", "--admin-host", "0.0.0.0", "--admin-port", "0")
     assert result.returncode == 2 and "give --admin-token" in result.stderr
+
+
+@pytest.fixture
+async def pair(nursery):
+    """(fleet, address of its admin API): a fleet of two members."""
+    fleet = Fleet(CATALOGUE, [Settings(port=0, timing=Timing(T))] * 2, Journal())
+    await nursery.start(fleet.run)
+    [address] = await nursery.start(Admin(Local(fleet, "healthy", Timing(T))).run, "127.0.0.1", 0)
+    return fleet, address
+
+
+async def status_of(address) -> int:
+    return classify(await capture(*address, get(extra="Connection: close\r\n"), limit=T)).status
+
+
+async def test_one_member_can_serve_a_fault_while_the_other_stays_healthy(pair):
+    fleet, address = pair
+    assert await call_json(address, "PUT", "/active", b'{"scenario": "upstream-502", "member": 1}') == (
+        200, {"active": "upstream-502", "member": 1})
+    assert [await status_of(a) for a in fleet.addresses] == [200, 502]
+    status, error = await call_json(address, "PUT", "/active", b'{"scenario": "healthy", "member": 2}')
+    assert (status, error["error"]) == (400, "member: no member 2 in a fleet of 2")
+
+
+async def test_a_timeline_plays_on_the_members_one_at_a_time(pair):
+    import trio
+
+    fleet, address = pair
+    begun = trio.current_time()
+    status, started = await call_json(address, "POST", "/timeline", b'{"scenario": "rolling-deploy"}')
+    assert status == 202 and [(c["at"], c["member"], c["do"]) for c in started["changes"]] == [
+        (T, 0, "stop"), (3 * T, 0, "start"), (3 * T, 1, "stop"), (5 * T, 1, "start")]
+    assert (await call_json(address, "POST", "/timeline", b'{"scenario": "rolling-deploy"}'))[0] == 409
+    await trio.sleep_until(begun + 2 * T)
+    assert await refused(fleet.addresses[0]) and await status_of(fleet.addresses[1]) == 200
+    await trio.sleep_until(begun + 4 * T)
+    assert await status_of(fleet.addresses[0]) == 200 and await refused(fleet.addresses[1])
+    await trio.sleep_until(begun + 6 * T)
+    assert [await status_of(a) for a in fleet.addresses] == [200, 200] and not fleet.playing
+    status, error = await call_json(address, "POST", "/timeline", b'{"scenario": "healthy"}')
+    assert (status, error["error"]) == (409, "'healthy' has no timeline to play")
+
+
+async def refused(address) -> bool:
+    import trio
+
+    with trio.socket.socket() as sock:
+        try:
+            await sock.connect(address)
+        except ConnectionRefusedError:
+            return True
+    return False

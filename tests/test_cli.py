@@ -138,3 +138,28 @@ def test_python_dash_m_and_the_console_script_are_the_same_command():
     if script.exists():
         assert subprocess.run([script, "--help"], capture_output=True, timeout=60).returncode == 0
     assert os.environ.get("CI") != "true" or script.exists()
+
+
+def test_serve_with_several_ports_is_a_fleet_whose_members_are_driven_apart(tmp_path):
+    journal = tmp_path / "journal.jsonl"
+    process = subprocess.Popen([*COMMAND, "serve", "--port", "0", "--port", "0", "--admin-port", "0", "--journal", str(journal)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        lines = [process.stdout.readline().strip() for _ in range(3)]
+        ports = [int(line.rsplit(":", 1)[1]) for line in lines]
+        assert [line.rsplit(" ", 1)[0] for line in lines] == ["chaos-upstream listening on"] * 2 + ["chaos-upstream admin API on"]
+        put = b'PUT /active HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: 41\r\n\r\n{"scenario": "upstream-502", "member": 0}'
+        assert fetch(ports[2], put).startswith(b"HTTP/1.1 200 ")
+        request = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        assert [fetch(port, request)[:12] for port in ports[:2]] == [b"HTTP/1.1 502", b"HTTP/1.1 200"]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+        process.stdout.close(), process.stderr.close()
+    requests = [json.loads(line) for line in journal.read_text().splitlines() if '"request"' in line]
+    assert sorted((r["member"], r["scenario"]) for r in requests) == [(0, "upstream-502"), (1, "healthy")]
+
+
+def test_a_fleet_of_ports_cannot_be_split_into_workers():
+    result = run("serve", "--port", "0", "--port", "0", "--workers", "2")
+    assert result.returncode == 2 and "--workers N shares one --port" in result.stderr

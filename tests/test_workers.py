@@ -50,7 +50,7 @@ def test_workers_share_the_port_and_obey_the_admin_api_together(tmp_path):
     assert sum(json.loads(line)["type"] == "request" for line in lines) == 48
 
 
-def test_a_worker_that_dies_stops_the_fleet_with_exit_1():
+def test_a_worker_that_dies_stops_every_worker_with_exit_1():
     server = Server("--workers", "2")
     first, second = children(server.process.pid)
     os.kill(second, signal.SIGKILL)

@@ -19,6 +19,7 @@ import trio
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from chaos_upstream.errors import ConfigError
 from chaos_upstream.server.control import Control
 from chaos_upstream.server.upstream import Stats
 
@@ -150,13 +151,31 @@ async def _scenarios(admin: Admin, query: dict, body: bytes) -> Reply:
 
 async def _put_active(admin: Admin, query: dict, body: bytes) -> Reply:
     try:
-        name = json.loads(body)["scenario"]
-    except (ValueError, KeyError, TypeError):
-        return Reply.json(400, {"error": 'send {"scenario": NAME}'})
+        call = json.loads(body)
+        name, member = call["scenario"], call.get("member")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return Reply.json(400, {"error": 'send {"scenario": NAME}, or {"scenario": NAME, "member": K} for one member'})
     if name not in admin.control.catalogue:
         return Reply.json(404, {"error": f"no scenario named {name!r}"})
-    await admin.control.set_active(name)
-    return Reply.json(200, {"active": name})
+    try:
+        await admin.control.set_active(name, member)
+    except ConfigError as exc:
+        return Reply.json(400, {"error": str(exc)})
+    return Reply.json(200, {"active": name} if member is None else {"active": name, "member": member})
+
+
+async def _post_timeline(admin: Admin, query: dict, body: bytes) -> Reply:
+    try:
+        name = json.loads(body)["scenario"]
+    except (ValueError, KeyError, TypeError):
+        return Reply.json(400, {"error": 'send {"scenario": NAME} naming a deploy scenario'})
+    if name not in admin.control.catalogue:
+        return Reply.json(404, {"error": f"no scenario named {name!r}"})
+    try:
+        changes = await admin.control.play(name)
+    except ConfigError as exc:
+        return Reply.json(409, {"error": str(exc)})
+    return Reply.json(202, {"playing": name, "changes": [vars(change) for change in changes]})
 
 
 async def _delete_active(admin: Admin, query: dict, body: bytes) -> Reply:
@@ -177,6 +196,7 @@ ROUTES: dict[tuple[str, str], Handler] = {
     ("GET", "/scenarios"): _scenarios,
     ("PUT", "/active"): _put_active,
     ("DELETE", "/active"): _delete_active,
+    ("POST", "/timeline"): _post_timeline,
     ("GET", "/journal"): _journal,
 }
 

@@ -1,15 +1,20 @@
-"""What the admin API drives: one Upstream in this process, or the workers of `serve --workers N`.
+"""What the admin API drives: the fleet of members in this process, or the workers of `serve --workers N`.
 
-Both give the same calls, so the admin API is written once. Invariant: `set_active` is applied to
-every process that serves requests before it returns.
+Both give the same calls, so the admin API is written once. Invariants: `set_active` is applied to
+every process that serves requests before it returns; a timeline plays on the members of this
+process only, one at a time.
 """
 
 from __future__ import annotations
 
 from typing import Any, Protocol
 
+from chaos_upstream.errors import ConfigError
 from chaos_upstream.model.catalogue import Catalogue
-from chaos_upstream.server.upstream import Stats, Upstream
+from chaos_upstream.model.durations import Timing
+from chaos_upstream.plan.timeline import Change, schedule
+from chaos_upstream.server.fleet import Fleet
+from chaos_upstream.server.upstream import Stats
 
 
 class Control(Protocol):
@@ -22,33 +27,52 @@ class Control(Protocol):
     def readiness(self) -> tuple[bool, list[tuple[str, int]]]:
         """Whether every listener accepts, and the addresses."""
 
-    async def set_active(self, name: str | None) -> None: ...
+    async def set_active(self, name: str | None, member: int | None = None) -> None:
+        """Serve `name` (None: the default) to requests that name no scenario, on one member or all."""
 
     async def stats(self) -> Stats: ...
 
     async def journal(self, probe: str | None, type: str | None) -> list[dict[str, Any]]: ...
 
+    async def play(self, name: str) -> list[Change]:
+        """Start playing the timeline of scenario `name` on the members; its changes.  ConfigError
+        when it cannot be played here."""
+
 
 class Local:
-    """Control of an Upstream running in this process."""
+    """Control of the Fleet serving in this process (one member per `serve --port`)."""
 
-    def __init__(self, upstream: Upstream) -> None:
-        self.upstream = upstream
-        self.catalogue = upstream.catalogue
-        self.default = upstream.settings.default
-
-    @property
-    def active(self) -> str | None:
-        return self.upstream.active
+    def __init__(self, fleet: Fleet, default: str, timing: Timing) -> None:
+        self.fleet = fleet
+        self.catalogue = fleet.catalogue
+        self.default = default
+        self.timing = timing
+        self.active: str | None = None
 
     def readiness(self) -> tuple[bool, list[tuple[str, int]]]:
-        return self.upstream.accepting, list(self.upstream.addresses)
+        members = self.fleet.members
+        return all(member.listening for member in members), [member.address for member in members]
 
-    async def set_active(self, name: str | None) -> None:
-        self.upstream.active = name
+    async def set_active(self, name: str | None, member: int | None = None) -> None:
+        if member is None:
+            self.active = name
+        elif not 0 <= member < len(self.fleet.members):
+            raise ConfigError(f"member: no member {member} in a fleet of {len(self.fleet.members)}")
+        for one in self.fleet.members if member is None else [self.fleet.members[member]]:
+            one.serve(name)
 
     async def stats(self) -> Stats:
-        return self.upstream.stats
+        return sum((member.stats for member in self.fleet.members), Stats())
 
     async def journal(self, probe: str | None, type: str | None) -> list[dict[str, Any]]:
-        return self.upstream.journal.records(probe=probe, type=type)
+        return self.fleet.journal.records(probe=probe, type=type)
+
+    async def play(self, name: str) -> list[Change]:
+        scenario = self.catalogue.get(name)
+        if not scenario.timeline:
+            raise ConfigError(f"{name!r} has no timeline to play")
+        if len(self.fleet.members) < scenario.min_members:
+            raise ConfigError(f"{name!r} needs {scenario.min_members} members; serve has {len(self.fleet.members)}")
+        changes = schedule(scenario, len(self.fleet.members), self.timing)
+        self.fleet.play_soon(changes)
+        return changes

@@ -1,36 +1,41 @@
 """Fleets: several upstream addresses, each a member that a timeline can stop and start again.
 
 A member is a succession of Upstreams on one address (one journal for all, every record tagged with
-the member's index): stopping one ends its listener (drained or killed), starting again opens a
-new Upstream on the same port.  Invariant: at most one incarnation of a member listens at a time;
-a stopped one may still be finishing its in-flight responses while the next one listens.
+the member's index, one Stats across incarnations): stopping one ends its listener (drained or
+killed), starting again opens a new Upstream on the same port.  Invariants: at most one incarnation
+of a member listens at a time (a stopped one may still be finishing its in-flight responses while
+the next one listens); a stop returns once new connections are refused.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
 import trio
 
+from chaos_upstream.errors import ConfigError
 from chaos_upstream.model.catalogue import Catalogue
 from chaos_upstream.plan.timeline import Change
 from chaos_upstream.server.journal import Journal
-from chaos_upstream.server.upstream import Settings, Upstream
+from chaos_upstream.server.upstream import Settings, Stats, Upstream
 
 
 class Member:
-    """One address of a fleet. Start it with `await nursery.start(member.run)`; it runs until cancelled."""
+    """One address of a fleet. Start it with `await nursery.start(member.run)`; it runs until close()."""
 
     def __init__(self, catalogue: Catalogue, settings: Settings, journal: Journal, index: int) -> None:
         self.catalogue = catalogue
         self.settings = replace(settings, member=index)
         self.journal = journal
         self.index = index
-        self.serving = settings.default
-        """The scenario for requests that name none, carried over from one incarnation to the next."""
+        self.stats = Stats()
+        self.active: str | None = None
+        """The scenario for requests that name none, when set; carried from one incarnation to the next."""
         self.current: Upstream | None = None
         self._nursery: trio.Nursery | None = None
+        self._closed = trio.Event()
 
     @property
     def listening(self) -> bool:
@@ -41,20 +46,23 @@ class Member:
         return self.settings.host, self.settings.port
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """Listen (a port 0 becomes the port every later incarnation reuses), report the address."""
+        """Listen (a port 0 becomes the port every later incarnation reuses), report the address,
+        serve until close(), then let the last incarnation finish its in-flight work."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await self.start()
             task_status.started([self.address])
-            await trio.sleep_forever()
+            await self._closed.wait()
 
     async def start(self, scenario: str | None = None) -> None:
         """Listen again (if stopped), serving `scenario` from now on if given."""
         assert self._nursery is not None, "start() runs inside run()"
-        self.serve(scenario or self.serving)
-        if self.listening:
+        if scenario is not None:
+            self.serve(scenario)
+        if self.listening or self._closed.is_set():
             return
-        upstream = Upstream(self.catalogue, replace(self.settings, default=self.serving), self.journal)
+        upstream = Upstream(self.catalogue, self.settings, self.journal, stats=self.stats)
+        upstream.active = self.active
         [address, *_] = await self._nursery.start(upstream.run)
         self.settings = replace(self.settings, host=address[0], port=address[1])
         self.current = upstream
@@ -66,10 +74,17 @@ class Member:
             self.current.kill() if in_flight == "reset" else self.current.drain()
             await self.current.closed.wait()
 
-    def serve(self, scenario: str) -> None:
-        self.serving = scenario
+    def serve(self, scenario: str | None) -> None:
+        """Answer requests that name no scenario with `scenario` (None: the default) from now on."""
+        self.active = scenario
         if self.current is not None:
             self.current.active = scenario
+
+    def close(self) -> None:
+        """For good (SIGTERM): stop accepting, give in-flight work its grace period, end run()."""
+        self._closed.set()
+        if self.current is not None:
+            self.current.stop()
 
     async def apply(self, change: Change) -> None:
         """Carry out one change of a timeline."""
@@ -78,4 +93,58 @@ class Member:
         elif change.do == "start":
             await self.start(change.scenario or "healthy")
         else:
-            self.serve(change.scenario or self.serving)
+            self.serve(change.scenario)
+
+
+class Fleet:
+    """Members serving one catalogue into one journal, one per address of `settings`.
+    Start it with `await nursery.start(fleet.run)`; it runs until stop()."""
+
+    def __init__(self, catalogue: Catalogue, settings: Sequence[Settings], journal: Journal) -> None:
+        self.catalogue = catalogue
+        self.journal = journal
+        self.members = [Member(catalogue, one, journal, index) for index, one in enumerate(settings)]
+        self.playing = False
+        """True while a timeline started by play_soon() plays."""
+        self._nursery: trio.Nursery | None = None
+        self._play_scope = trio.CancelScope()
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        return [member.address for member in self.members]
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            for member in self.members:
+                await nursery.start(member.run)
+            task_status.started(self.addresses)
+
+    def stop(self) -> None:
+        """For good (SIGTERM): end a playing timeline, close every member (each takes its grace)."""
+        self._play_scope.cancel()
+        for member in self.members:
+            member.close()
+
+    def play_soon(self, changes: Sequence[Change]) -> None:
+        """Play a timeline from now on, in the background; one at a time (ConfigError otherwise)."""
+        if self._nursery is None or self.playing:
+            raise ConfigError("a timeline is playing already" if self.playing else "the fleet is not running")
+        self.playing = True
+        self._play_scope = scope = trio.CancelScope()
+
+        async def playing() -> None:
+            try:
+                with scope:
+                    await play(changes, self.members, trio.current_time())
+            finally:
+                self.playing = False
+
+        self._nursery.start_soon(playing)
+
+
+async def play(changes: Sequence[Change], members: Sequence[Member], start: float) -> None:
+    """Carry out each change at its time (trio's clock, from `start`), in order."""
+    for change in changes:
+        await trio.sleep_until(start + change.at)
+        await members[change.member].apply(change)

@@ -116,13 +116,16 @@ class Request:
 class Upstream:
     """A running chaos upstream. Start it with `await nursery.start(upstream.run)`."""
 
-    def __init__(self, catalogue: Catalogue, settings: Settings | None = None, journal: Journal | None = None):
+    def __init__(
+        self, catalogue: Catalogue, settings: Settings | None = None, journal: Journal | None = None, stats: Stats | None = None
+    ):
         self.catalogue = catalogue
         self.settings = settings or Settings()
         self.journal = journal or Journal()
         self.active: str | None = None
         """The scenario for requests that name none, when set (the admin API's switch)."""
-        self.stats = Stats()
+        self.stats = stats or Stats()
+        """Running totals; a fleet member hands the same one to each of its incarnations."""
         self.addresses: list[tuple[str, int]] = []
         self.accepting = False
         """True while the listeners accept connections (the admin API's readiness)."""
@@ -146,7 +149,10 @@ class Upstream:
         if self.catalogue.get(self.settings.default).trigger == "refuse":
             await self._refuse_connections(task_status)
             return
-        listeners = await open_listeners(self.settings.host, self.settings.port, reuse_port=self.settings.reuse_port)
+        try:
+            listeners = await open_listeners(self.settings.host, self.settings.port, reuse_port=self.settings.reuse_port)
+        except OSError as exc:  # say where: a fleet has several addresses
+            raise OSError(exc.errno, exc.strerror, f"{self.settings.host}:{self.settings.port}") from exc
         self.addresses = [listener.socket.getsockname()[:2] for listener in listeners]
         async with trio.open_nursery() as handlers:
             try:

@@ -5,7 +5,7 @@ writes one JSON command per line to the worker's stdin and the worker answers ea
 JSON line on stdout, in order. Commands: `{"op": "active", "scenario": NAME or null}`,
 `{"op": "stats"}`, `{"op": "journal", "probe": ID or null, "type": TYPE or null}`.
 Invariants: a command is answered by every live worker before the supervisor's call returns; a
-worker that exits ends the supervisor (all others are stopped), so a fleet never silently shrinks.
+worker that exits ends the supervisor (all others are stopped), so the set of workers never silently shrinks.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import trio
 
 from chaos_upstream.errors import ChaosUpstreamError, ConfigError
 from chaos_upstream.model.catalogue import Catalogue
+from chaos_upstream.plan.timeline import Change
 from chaos_upstream.server.upstream import Stats, Upstream
 
 LINE_LIMIT = 256 * 1024 * 1024
@@ -98,7 +99,7 @@ class Worker:
         return json.loads(line)
 
 
-class Fleet:
+class Supervisor:
     """The supervisor's Control: every command goes to every worker."""
 
     def __init__(self, catalogue: Catalogue, default: str, address: tuple[str, int], commands: Sequence[Sequence[str]]) -> None:
@@ -126,9 +127,14 @@ class Fleet:
                 nursery.start_soon(one, index, worker)
         return replies
 
-    async def set_active(self, name: str | None) -> None:
+    async def set_active(self, name: str | None, member: int | None = None) -> None:
+        if member is not None:
+            raise ConfigError("member: the workers share one address, which is no fleet of members")
         await self._all({"op": "active", "scenario": name})
         self.active = name
+
+    async def play(self, name: str) -> list[Change]:
+        raise ConfigError("timelines play on the members of one process: serve several --port without --workers")
 
     async def stats(self) -> Stats:
         total = Stats()

@@ -20,7 +20,7 @@ from chaos_upstream.model.catalogue import Catalogue
 from chaos_upstream.model.durations import Timing
 from chaos_upstream.model.scenario import Scenario
 from chaos_upstream.plan.selection import route_prefix
-from chaos_upstream.server.fleet import Member
+from chaos_upstream.server.fleet import Fleet, Member
 from chaos_upstream.server.journal import Journal
 from chaos_upstream.server.upstream import Settings, Upstream
 from chaos_upstream.verifier.judge import PASS, PROFILES, RFC
@@ -116,23 +116,22 @@ async def serving(
     journal = Journal()
     async with trio.open_nursery() as nursery:
 
-        async def start(server: Upstream | Member) -> Address:
+        async def start(server: Upstream | Fleet) -> Address:
             try:
                 [address, *_] = await nursery.start(server.run)
             except (OSError, BaseExceptionGroup) as exc:  # a Member's own nursery wraps its Upstream's error
                 failure = unwrap(exc, OSError)
                 if failure is None:
                     raise
-                where = f"{server.settings.host}:{server.settings.port}"
+                where = failure.filename or "its address"
                 raise ConfigError(f"cannot serve an upstream on {where}: {failure.strerror or failure}") from None
             return address
 
-        members = [Member(catalogue, _settings(address, timing), journal, index) for index, address in enumerate(addresses)]
-        for member in members:
-            await start(member)
+        fleet = Fleet(catalogue, [_settings(address, timing) for address in addresses], journal)
+        await start(fleet)
         own = {name: await start(Upstream(catalogue, _settings(address, timing, name), journal))
                for name, address in (ports or {}).items()}
-        yield Served(journal, members, own)
+        yield Served(journal, fleet.members, own)
         nursery.cancel_scope.cancel()
 
 

@@ -16,7 +16,7 @@ import trio
 from chaos_upstream.model.durations import Timing
 from chaos_upstream.model.scenario import Scenario
 from chaos_upstream.plan.timeline import Change, schedule, stream_length, windows
-from chaos_upstream.server.fleet import Member
+from chaos_upstream.server.fleet import Member, play
 from chaos_upstream.server.journal import Journal
 from chaos_upstream.verifier.classify import CLOSED, Observation
 from chaos_upstream.verifier.judge import RFC
@@ -50,23 +50,18 @@ async def probe_stream(
     start = trio.current_time()
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_play, changes, members, start)
+            nursery.start_soon(play, changes, members, start)
             for index in range(count):
                 await trio.sleep_until(start + index * every)
                 nursery.start_soon(one)
     finally:
         with trio.CancelScope(shield=True):
             for member in members:
-                await member.start(member.settings.default)
+                await member.start()
+                member.serve(None)
     samples.sort(key=lambda sample: sample.sent)
     counts = tally(scenario, samples, windows(changes), profile, timing)
     verdict = judge_stream(scenario, counts, members=len(members), method=method, profile=profile, timing=timing)
     shown = (counts.errors or samples or [Sample(f"{scenario.name}-none", Observation(CLOSED, ending="none"), None, ())])[0]
     return Result(scenario, shown.probe_id, method, profile, verdict, shown.observation, shown.capture, shown.attempts,
                   stream={**counts.to_json(), "duration_s": round(trio.current_time() - start, 3)})
-
-
-async def _play(changes: Sequence[Change], members: Sequence[Member], start: float) -> None:
-    for change in changes:
-        await trio.sleep_until(start + change.at)
-        await members[change.member].apply(change)

@@ -47,6 +47,18 @@ def get(path: str = "/", scenario: str | None = None, *, probe: str | None = Non
     return ("\r\n".join(lines) + "\r\n" + extra + "\r\n").encode()
 
 
+async def refused(address) -> bool:
+    """Whether a connection to `address` is refused (nothing listens there)."""
+    import trio
+
+    with trio.socket.socket() as sock:
+        try:
+            await sock.connect(address)
+        except ConnectionRefusedError:
+            return True
+    return False
+
+
 async def settled(journal, *, type: str, count: int, limit: float = 2.0) -> list[dict]:
     """The journal's records of `type` once there are `count` of them (records land when things end)."""
     import trio

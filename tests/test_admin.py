@@ -13,7 +13,7 @@ from chaos_upstream.server.upstream import Settings
 from chaos_upstream.verifier.capture import capture
 from chaos_upstream.verifier.classify import classify
 
-from conftest import CATALOGUE, T, get, settled
+from conftest import CATALOGUE, T, get, refused, settled
 from test_cli import run
 
 
@@ -169,14 +169,3 @@ async def test_a_timeline_plays_on_the_members_one_at_a_time(pair):
     assert [await status_of(a) for a in fleet.addresses] == [200, 200] and not fleet.playing
     status, error = await call_json(address, "POST", "/timeline", b'{"scenario": "healthy"}')
     assert (status, error["error"]) == (409, "'healthy' has no timeline to play")
-
-
-async def refused(address) -> bool:
-    import trio
-
-    with trio.socket.socket() as sock:
-        try:
-            await sock.connect(address)
-        except ConnectionRefusedError:
-            return True
-    return False

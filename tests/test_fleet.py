@@ -8,7 +8,7 @@ from chaos_upstream.server.journal import Journal
 from chaos_upstream.server.upstream import Settings
 from chaos_upstream.verifier.capture import capture
 
-from conftest import CATALOGUE, T, get, settled
+from conftest import CATALOGUE, T, get, refused, settled
 
 HEALTHY = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 24\r\n\r\nchaos-upstream: healthy\n"
 
@@ -18,14 +18,6 @@ async def start_member(nursery, index: int = 1) -> Member:
     await nursery.start(member.run)
     return member
 
-
-async def refused(address) -> bool:
-    with trio.socket.socket() as sock:
-        try:
-            await sock.connect(address)
-        except ConnectionRefusedError:
-            return True
-    return False
 
 
 async def test_a_drain_closes_idle_keep_alive_connections_at_once_and_refuses_new_ones(nursery):

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import http.client
-import socketserver
-import threading
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -14,6 +11,7 @@ import pytest
 from chaos_upstream.proxies import get_launcher, require
 
 from conftest import check_through
+from test_proxy_launchers import Answering, upstream
 
 pytestmark = pytest.mark.proxy
 
@@ -57,37 +55,18 @@ def test_remap_rules_go_longest_prefix_first_since_the_first_match_wins(tmp_path
                      "map / http://127.0.0.1:8081/\n")
 
 
-class Named(socketserver.StreamRequestHandler):
+class Named(Answering):
     """Answers every request on the connection with its own port and the Host it got."""
 
-    timeout = 5
-
-    def handle(self) -> None:
-        while line := self.rfile.readline():
-            host = b""
-            while (line := self.rfile.readline()) not in (b"\r\n", b""):
-                name, _, value = line.partition(b":")
-                host = value.strip() if name.lower() == b"host" else host
+    def serve(self) -> None:
+        while (host := self.read_head()) is not None:
             body = b"%d %s" % (self.server.server_address[1], host)
             self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
 
 
-@contextmanager
-def named_upstream() -> Iterator[tuple[str, int]]:
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Named)
-    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
-    thread.start()
-    try:
-        yield server.server_address
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-
-
 def test_several_upstreams_take_turns_through_parent_config(tmp_path: Path) -> None:
     launcher = require("trafficserver")
-    with (named_upstream() as first, named_upstream() as second,
+    with (upstream(Named) as first, upstream(Named) as second,
           launcher.launch([first, second], 1, tmp_path) as proxy,
           closing(http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=5)) as conn):
         bodies = []

@@ -163,7 +163,7 @@ whole-second clock fires as early, too)."""
 @pytest.mark.realtime
 def test_silent_upstream_gets_504_after_proxy_timeout(launcher: Launcher, tmp_path: Path) -> None:
     timeout = launcher.effective_timeout(PROXY_TIMEOUT)
-    latest = ATTEMPTS.get(launcher.name, 1) * (timeout + TIMER_SLACK.get(launcher.name, 0.5))
+    latest = ATTEMPTS.get(launcher.name, 1) * (timeout + TIMER_SLACK.get(launcher.name, 0.5)) + 0.5
     with upstream(Silent) as address, launcher.launch([address], PROXY_TIMEOUT, tmp_path) as proxy:
         with closing(http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=latest + 2)) as conn:
             started = time.monotonic()

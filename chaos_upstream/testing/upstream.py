@@ -138,7 +138,8 @@ class _Common:
     @property
     def active(self) -> str:
         """The scenario for requests that name none (`healthy` unless set); set None to go back."""
-        return self._served.members[0].serving
+        member = self._served.members[0]
+        return member.active or member.settings.default
 
     @active.setter
     def active(self, name: str | None) -> None:
@@ -146,7 +147,7 @@ class _Common:
             raise ValueError(f"{name!r} cannot answer on a port that listens: it has a port of its own, "
                              f"which a proxy reaches through {route_prefix(name)}")
         for member in self._served.members:
-            member.serve(name or member.settings.default)
+            member.serve(name)
 
     def scenario(self, scenario: str | Scenario) -> Scenario:
         """The catalogue's scenario of that name; a timeline must fit the fleet."""

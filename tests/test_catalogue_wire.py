@@ -67,7 +67,7 @@ EXPECTED = {
         "timeout",
         (0, 0.5),
     ),
-    "keepalive-close-race": (OK_HEAD + TEXT_24 + b"\r\nchaos-upstream: racing!\n", "fin", (0.5, 1.0)),
+    "keepalive-close-race": (OK_HEAD + TEXT_24 + b"\r\nchaos-upstream: racing!\n", "timeout", (0, 0.5)),
     "starting-unavailable": (
         b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 25\r\nRetry-After: 1\r\n\r\n"
         b"chaos-upstream: starting\n",
@@ -104,6 +104,14 @@ async def test_reset_mid_body_sends_at_most_the_head_and_half_the_body_before_th
     sent = OK_HEAD + OCTETS + b"Content-Length: 2000\r\n\r\n" + filler(0, 1000)
     assert seen.ending == "rst"
     assert sent.startswith(seen.data)
+
+
+@pytest.mark.realtime
+async def test_keepalive_close_race_closes_a_reused_connection_without_a_byte(start_upstream):
+    upstream = await start_upstream()
+    request = get(scenario="keepalive-close-race")
+    seen = await capture(*upstream.addresses[0], request + request, limit=LIMIT)
+    assert (seen.data, seen.ending) == (OK_HEAD + TEXT_24 + b"\r\nchaos-upstream: racing!\n", "fin")
 
 
 def test_every_catalogue_scenario_has_its_expected_bytes(catalogue):

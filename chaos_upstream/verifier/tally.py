@@ -135,7 +135,7 @@ def _expected(scenario: Scenario, profile: str, timing: Timing) -> str:
 def _seen(counts: Tally) -> str:
     kinds = ", ".join(f"{n} {kind}" for kind, n in counts.kinds.most_common())
     text = f"{counts.requests} probes got {kinds}"
-    if counts.errors:
+    if counts.errors and counts.windows:
         text += f"; {len(counts.errors)} errors, {counts.excused} of them while a member was down"
     if counts.replayed:
         text += f"; {counts.replayed} probes reached the upstreams more than once (retried)"

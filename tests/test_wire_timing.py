@@ -4,6 +4,7 @@ import pytest
 import trio
 import trio.testing
 
+from chaos_upstream.model.loading import parse
 from chaos_upstream.plan.actions import Close, Hang, KeepAlive, Plan, Send, Wait
 from chaos_upstream.server.wire import Execution, Wire, execute
 
@@ -81,6 +82,22 @@ async def test_a_peer_gone_mid_plan_ends_the_plan_quietly(autojump_clock):
     assert [entry["do"] for entry in execution.log] == ["send", "wait"]
 
 
+IDLE_CLOSE = """\
+name: idle-close
+description: a healthy answer, then the connection is closed after 0.5T idle
+phase: connection
+expect:
+  outcomes: [200]
+steps:
+  - kind: status
+    code: 200
+  - kind: headers
+    fields: {Content-Length: "0"}
+  - kind: keep-alive
+    idle_close: 0.5T
+"""
+
+
 async def test_keep_alive_reports_its_idle_close(autojump_clock):
-    _, execution = await run_and_watch(plan_for(CATALOGUE.get("keepalive-close-race"), timeout=2.0))
+    _, execution = await run_and_watch(plan_for(parse(IDLE_CLOSE, "idle-close.yaml"), timeout=2.0))
     assert (execution.ended, execution.idle_close) == ("keep-alive", 1.0)

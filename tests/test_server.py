@@ -192,3 +192,16 @@ async def test_connection_refused_binds_the_port_and_listens_on_nothing(start_up
         await sock.connect((host, port))
     upstream.stop()
     assert upstream.journal.records() == []
+
+
+@pytest.mark.realtime
+async def test_an_idle_close_ends_a_kept_alive_connection_after_its_delay(tmp_path, start_upstream):
+    from chaos_upstream.model.catalogue import Catalogue
+
+    from test_wire_timing import IDLE_CLOSE
+
+    (tmp_path / "idle-close.yaml").write_text(IDLE_CLOSE)
+    upstream = await start_upstream(Catalogue.load([tmp_path]))
+    seen = await capture(*upstream.addresses[0], get(scenario="idle-close"), limit=2 * T)
+    assert seen.ending == "fin" and seen.data.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert 0.5 * T <= seen.elapsed <= T

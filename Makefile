@@ -17,10 +17,10 @@ install: $(STAMP)
 
 # nginx and HAProxy for the demo; every supported proxy for the tests (each launcher has its own).
 proxies: $(STAMP)
-	$(PY) -m chaos_upstream.proxies.install nginx haproxy
+	$(PY) -m chaos_upstream install-proxies nginx haproxy
 
 all-proxies: $(STAMP)
-	$(PY) -m chaos_upstream.proxies.install
+	$(PY) -m chaos_upstream install-proxies
 
 # The venv is (re)built when pyproject.toml changes; the project is installed editable with its test extras.
 $(STAMP): pyproject.toml

@@ -38,7 +38,7 @@ from chaos_upstream.server.upstream import GRACE, Settings, Upstream
 from chaos_upstream.server.workers import Supervisor, WorkerCrashed, obey, reserve_port
 from chaos_upstream.matrix import FLEET, Run, cell, choose_launchers, run_matrix
 from chaos_upstream.model.scenario import Scenario
-from chaos_upstream.proxies import LAUNCHERS, Launcher
+from chaos_upstream.proxies import LAUNCHERS, Launcher, install
 from chaos_upstream.verifier.check import Report, choose_scenarios, serve_and_check
 from chaos_upstream.verifier.judge import PROFILES, RFC
 from chaos_upstream.verifier.probe import Result
@@ -122,6 +122,10 @@ def _parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("list", help="list the scenarios")
     _add_scenarios(listing)
     listing.set_defaults(func=_list)
+
+    install = commands.add_parser("install-proxies", help="apt-get install the proxies that are missing (root, Debian)")
+    install.add_argument("names", nargs="*", metavar="NAME", help=f"default: all of {', '.join(LAUNCHERS)}")
+    install.set_defaults(func=_install_proxies)
 
     schema = commands.add_parser("schema", help="print the JSON Schema of a scenario file")
     schema.set_defaults(func=_schema)
@@ -444,6 +448,26 @@ def _list(args: argparse.Namespace) -> int:
         expected = " or ".join(str(outcome) for outcome in scenario.expect.outcomes)
         table.add_row(scenario.name, scenario.phase, expected, scenario.description)
     _console().print(table)
+    return EXIT_OK
+
+
+def _install_proxies(args: argparse.Namespace) -> int:
+    """Never fails the build for a proxy it may not install: it says so, and the tests that need it
+    skip (or fail under CHAOS_UPSTREAM_REQUIRE_PROXIES=1)."""
+    names = args.names or list(LAUNCHERS)
+    try:
+        packages = install.missing(names)
+    except KeyError as exc:
+        raise ConfigError(str(exc)) from None
+    if not packages:
+        print(f"proxies present: {', '.join(names)}")
+    elif not install.can_install():
+        print(f"not installing {' '.join(packages)} (needs root and apt-get): tests that need them will skip")
+    else:
+        print(f"installing {' '.join(packages)} with apt-get", flush=True)
+        status = install.install(packages)
+        if status:
+            print(f"apt-get failed ({status}): tests that need {' '.join(packages)} will skip")
     return EXIT_OK
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from chaos_upstream.cli import main
+from chaos_upstream.proxies import require
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMAND = [sys.executable, "-m", "chaos_upstream"]
@@ -163,3 +164,12 @@ def test_serve_with_several_ports_is_a_fleet_whose_members_are_driven_apart(tmp_
 def test_a_fleet_of_ports_cannot_be_split_into_workers():
     result = run("serve", "--port", "0", "--port", "0", "--workers", "2")
     assert result.returncode == 2 and "--workers N shares one --port" in result.stderr
+
+
+@pytest.mark.proxy
+def test_install_proxies_says_what_is_present_and_refuses_unknown_names():
+    require("nginx"), require("haproxy")
+    result = run("install-proxies", "nginx", "haproxy")
+    assert (result.returncode, result.stdout) == (0, "proxies present: nginx, haproxy\n")
+    result = run("install-proxies", "nope")
+    assert result.returncode == 2 and result.stderr.startswith("unknown proxy 'nope'; known: nginx, haproxy,")

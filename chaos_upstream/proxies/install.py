@@ -1,7 +1,7 @@
 """Install the proxies that are missing, from Debian's packages, when this machine lets us.
 
-`python -m chaos_upstream.proxies.install nginx haproxy` is what `make demo` runs; `make test` runs it
-with no names, which means every proxy chaos-upstream has a launcher for.
+`chaos-upstream install-proxies nginx haproxy` is what `make demo` runs; `make test` runs it with no
+names, which means every proxy chaos-upstream has a launcher for.
 Invariant: it never fails the build for a proxy it may not install (not root, no apt-get): it says
 so, and the tests that need the proxy skip (or fail under CHAOS_UPSTREAM_REQUIRE_PROXIES=1).
 Services are never started by the install: a policy-rc.d that denies them is in place meanwhile.
@@ -13,11 +13,10 @@ import contextlib
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from chaos_upstream.proxies import LAUNCHERS, get_launcher
+from chaos_upstream.proxies import get_launcher
 
 POLICY = Path("/usr/sbin/policy-rc.d")
 DENY_SERVICES = "#!/bin/sh\n# chaos-upstream: no service starts while proxies are installed\nexit 101\n"
@@ -53,21 +52,6 @@ def install(packages: Sequence[str]) -> int:
         return subprocess.run(command, env=env, check=False).returncode
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    names = list(argv if argv is not None else sys.argv[1:]) or list(LAUNCHERS)
-    packages = missing(names)
-    if not packages:
-        print(f"proxies present: {', '.join(names)}")
-        return 0
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        print(f"not installing {' '.join(packages)} (needs root and apt-get): tests that need them will skip")
-        return 0
-    print(f"installing {' '.join(packages)} with apt-get", flush=True)
-    status = install(packages)
-    if status:
-        print(f"apt-get failed ({status}): tests that need {' '.join(packages)} will skip")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+def can_install() -> bool:
+    """Whether this process may install packages: root, with apt-get."""
+    return os.geteuid() == 0 and shutil.which("apt-get") is not None

@@ -41,7 +41,7 @@ def test_a_restart_stops_every_member_at_once_and_resets_what_is_in_flight():
 
 def test_a_member_that_never_comes_back_is_down_to_the_end():
     assert windows([Change(1.0, 1, "stop")]) == [Window(1, 1.0, None)]
-    assert Window(1, 1.0, None).holds(99.0) and not Window(1, 1.0, 2.0).holds(2.5, after=0.4)
+    assert Window(1, 1.0, None).overlaps(99.0, 99.0) and not Window(1, 1.0, 2.0).overlaps(2.5, 2.5, after=0.4)
 
 
 def test_an_event_for_a_member_the_fleet_lacks_is_a_config_error():

@@ -35,10 +35,6 @@ class Window:
     start: float
     end: float | None
 
-    def holds(self, t: float, after: float = 0.0) -> bool:
-        """Whether `t` falls in the window, or within `after` seconds of its end."""
-        return self.overlaps(t, t, after)
-
     def overlaps(self, begin: float, end: float, after: float = 0.0) -> bool:
         """Whether [begin, end] (a probe in flight) meets the window stretched by `after` past its end."""
         return self.start <= end and (self.end is None or begin <= self.end + after)

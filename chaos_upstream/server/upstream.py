@@ -146,13 +146,18 @@ class Upstream:
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Listen, report the bound addresses through task_status, serve until stop()."""
         self._origin = trio.current_time()
-        if self.catalogue.get(self.settings.default).trigger == "refuse":
-            await self._refuse_connections(task_status)
-            return
+        refusing = self.catalogue.get(self.settings.default).trigger == "refuse"
+        host, port = self.settings.host, self.settings.port
         try:
-            listeners = await open_listeners(self.settings.host, self.settings.port, reuse_port=self.settings.reuse_port)
+            if refusing:
+                sockets = await bound_sockets(host, port, reuse_port=False)
+            else:
+                listeners = await open_listeners(host, port, reuse_port=self.settings.reuse_port)
         except OSError as exc:  # say where: a fleet has several addresses
-            raise OSError(exc.errno, exc.strerror, f"{self.settings.host}:{self.settings.port}") from exc
+            raise OSError(exc.errno, exc.strerror, f"{host}:{port}") from exc
+        if refusing:
+            await self._refuse_connections(sockets, task_status)
+            return
         self.addresses = [listener.socket.getsockname()[:2] for listener in listeners]
         async with trio.open_nursery() as handlers:
             try:
@@ -169,16 +174,16 @@ class Upstream:
                 self.closed.set()
             handlers.cancel_scope.deadline = trio.current_time() + self.settings.grace
 
-    async def _refuse_connections(self, task_status: Any) -> None:
-        """Hold the address bound but not listening, until stop(): the kernel refuses every connection."""
-        family, kind, proto, _, address = (await trio.socket.getaddrinfo(self.settings.host, self.settings.port, type=socket.SOCK_STREAM))[0]
-        with trio.socket.socket(family, kind, proto) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as listeners do: TIME_WAIT is no obstacle
-            await sock.bind(address)
-            self.addresses = [sock.getsockname()[:2]]
+    async def _refuse_connections(self, sockets: list[trio.socket.SocketType], task_status: Any) -> None:
+        """Hold the addresses bound but not listening, until stop(): the kernel refuses every connection."""
+        try:
+            self.addresses = [sock.getsockname()[:2] for sock in sockets]
             with self._accept_scope:
                 task_status.started(self.addresses)
                 await trio.sleep_forever()
+        finally:
+            for sock in sockets:
+                sock.close()
 
     def stop(self) -> None:
         """Stop accepting; in-flight connections get the grace period, then are cut."""
@@ -199,7 +204,7 @@ class Upstream:
         for live in self._live.values():
             live.killed = True
             with contextlib.suppress(OSError):  # a connection its plan just closed has no socket left to reset
-                live.stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                _abort_on_close(live.stream)
             live.scope.cancel()
 
     async def _accept_loop(self, listener: trio.SocketListener, handlers: trio.Nursery) -> None:
@@ -435,18 +440,36 @@ async def open_listeners(host: str, port: int, *, reuse_port: bool) -> list[trio
     """Bound, listening sockets for host:port; SO_REUSEPORT (set before bind) lets workers share a port."""
     if not reuse_port:
         return await trio.open_tcp_listeners(port, host=host, backlog=BACKLOG)
-    listeners = []
-    for family, kind, proto, _, address in await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
-        sock = trio.socket.socket(family, kind, proto)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        await sock.bind(address)
+    sockets = await bound_sockets(host, port, reuse_port=True)
+    for sock in sockets:
         sock.listen(BACKLOG)
-        listeners.append(trio.SocketListener(sock))
-    return listeners
+    return [trio.SocketListener(sock) for sock in sockets]
+
+
+async def bound_sockets(host: str, port: int, *, reuse_port: bool) -> list[trio.socket.SocketType]:
+    """Sockets bound to every address of host:port, not listening yet; SO_REUSEADDR as trio's
+    listeners have it (TIME_WAIT is no obstacle), SO_REUSEPORT too when asked (set before bind)."""
+    sockets = []
+    try:
+        for family, kind, proto, _, address in await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+            sockets.append(sock := trio.socket.socket(family, kind, proto))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            await sock.bind(address)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def _abort_on_close(stream: trio.SocketStream) -> None:
+    """SO_LINGER with a zero timeout: closing the socket then resets the connection (RST)."""
+    stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
 async def _reset(stream: trio.SocketStream) -> None:
-    """RST: SO_LINGER with a zero timeout makes close() abort the connection."""
-    stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    """RST now."""
+    _abort_on_close(stream)
     await stream.aclose()

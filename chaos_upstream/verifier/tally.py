@@ -43,8 +43,9 @@ class Tally:
     kinds: Counter[str]
     """Probes by what the client saw: "status 200", "status 502", "aborted 200", "reset", ..."""
     errors: list[Sample]
-    excused: int
-    """Errors of probes in flight while a member was down (or within the scenario's recovery after its return)."""
+    late: list[Sample]
+    """The errors not excused: of probes in flight while no member was down, nor within the
+    scenario's recovery after a return."""
     windows: list[Window]
     recoveries: list[Recovery]
     replayed: int
@@ -52,13 +53,17 @@ class Tally:
     unreached: int
     """Probes that reached no upstream at all."""
 
+    @property
+    def excused(self) -> int:
+        return len(self.errors) - len(self.late)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "requests": self.requests,
             **{kind: n for kind, n in sorted(self.kinds.items())},
             "errors": len(self.errors),
             "errors_while_down": self.excused,
-            "errors_outside_down": len(self.errors) - self.excused,
+            "errors_outside_down": len(self.late),
             "retried": self.replayed,
             "unreached": self.unreached,
             "down": [{"member": w.member, "from_s": round(w.start, 3), "to_s": _rounded(w.end)} for w in self.windows],
@@ -70,17 +75,17 @@ def tally(scenario: Scenario, samples: Sequence[Sample], windows: Sequence[Windo
     outcomes = scenario.expect.for_profile(profile)
     grace = scenario.expect.recovery.seconds(timing) if scenario.expect.recovery is not None else 0.0
     kinds: Counter[str] = Counter()
-    errors, excused = [], 0
+    judged = []
     for sample in samples:
         kind = kind_of(sample.observation, list(sample.attempts))
         status = sample.observation.status
         kinds[kind + (f" {status}" if status is not None else "")] += 1
-        if not matches(kind, status, outcomes):
-            errors.append(sample)
-            excused += _excused(sample, windows, grace)
-    recoveries = [_recovery(window, samples, outcomes) for window in windows if window.end is not None]
+        judged.append((sample, matches(kind, status, outcomes)))
+    errors = [sample for sample, good in judged if not good]
+    late = [sample for sample in errors if not _excused(sample, windows, grace)]
+    recoveries = [_recovery(window, judged) for window in windows if window.end is not None]
     return Tally(
-        requests=len(samples), kinds=kinds, errors=errors, excused=excused, windows=list(windows), recoveries=recoveries,
+        requests=len(samples), kinds=kinds, errors=errors, late=late, windows=list(windows), recoveries=recoveries,
         replayed=sum(len(s.attempts) > 1 for s in samples), unreached=sum(not s.attempts for s in samples),
     )
 
@@ -90,11 +95,13 @@ def _excused(sample: Sample, windows: Sequence[Window], grace: float) -> bool:
     return any(w.overlaps(sample.sent, sample.sent + sample.observation.elapsed, grace) for w in windows)
 
 
-def _recovery(window: Window, samples: Sequence[Sample], outcomes: list) -> Recovery:
+def _recovery(window: Window, judged: Sequence[tuple[Sample, bool]]) -> Recovery:
+    """After `window`'s return: the first probe that got an expected answer, and the first that
+    reached the member; `judged` pairs each sample with whether its answer was expected."""
     assert window.end is not None
-    after = [s for s in samples if s.sent >= window.end]
-    success = next((s.sent for s in after if matches(kind_of(s.observation, list(s.attempts)), s.observation.status, outcomes)), None)
-    attempt = next((s.sent for s in after if any(a.get("member") == window.member for a in s.attempts)), None)
+    after = [(s, good) for s, good in judged if s.sent >= window.end]
+    success = next((s.sent for s, good in after if good), None)
+    attempt = next((s.sent for s, _ in after if any(a.get("member") == window.member for a in s.attempts)), None)
     return Recovery(window.member, window.end, _since(success, window.end), _since(attempt, window.end))
 
 
@@ -116,10 +123,9 @@ def judge_stream(
     if method in NON_IDEMPOTENT and counts.replayed:
         return Verdict(FAIL, "stream", expected, f"the proxy replayed a {method}: {counts.replayed} of {counts.requests} "
                                                  f"probes reached the upstreams more than once; {seen}")
-    outside = len(counts.errors) - counts.excused
     allowed = scenario.expect.errors == "while-down"
-    if counts.errors and (not allowed or outside):
-        return Verdict(FAIL, "stream", expected, f"expected {expected}; {seen}{_late(counts, scenario, timing)}")
+    if counts.errors and (not allowed or counts.late):
+        return Verdict(FAIL, "stream", expected, f"expected {expected}; {seen}{_late(counts)}")
     return Verdict(PASS, "stream", expected, f"{seen}, as expected{_recovered(counts)}")
 
 
@@ -142,10 +148,9 @@ def _seen(counts: Tally) -> str:
     return text
 
 
-def _late(counts: Tally, scenario: Scenario, timing: Timing) -> str:
+def _late(counts: Tally) -> str:
     """Where the unexcused errors fall, in words the user can act on."""
-    grace = scenario.expect.recovery.seconds(timing) if scenario.expect.recovery is not None else 0.0
-    late = [s for s in counts.errors if not _excused(s, counts.windows, grace)]
+    late = counts.late
     if not late or not counts.windows:
         return ""
     ends = [w for w in counts.windows if w.end is not None and w.end <= late[-1].sent]

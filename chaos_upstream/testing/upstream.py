@@ -44,8 +44,8 @@ from chaos_upstream.proxies.launcher import LOOPBACK, host_port
 from chaos_upstream.server.journal import Journal, Record
 from chaos_upstream.verifier.check import Served, serving
 from chaos_upstream.verifier.judge import RFC
-from chaos_upstream.verifier.probe import Result, probe
-from chaos_upstream.verifier.stream import probe_stream
+from chaos_upstream.verifier.probe import Result
+from chaos_upstream.verifier.stream import probe_scenario
 
 Address = tuple[str, int]
 Proxy = str | RunningProxy
@@ -183,18 +183,11 @@ class AsyncChaosUpstream(_Common):
         method and body to the scenario's own.  A scenario probed by a stream (a deploy, a race)
         takes no request options: its stream is its own."""
         url, profile = _judged_as(proxy, profile)
-        chosen = self.scenario(scenario)
-        if chosen.probes.every is None:
-            result = await probe(url, chosen, self.journal, timing=self.timing, profile=profile, method=method,
-                                 path=path, body=body.encode("latin-1") if isinstance(body, str) else body,
-                                 headers=list(headers.items() if isinstance(headers, Mapping) else headers),
-                                 limit=limit)
-        elif (method, path, body, headers, limit) != (None, None, None, (), None):
-            raise TypeError(f"{chosen.name!r} is probed by a stream of its own requests: "
-                            "method, path, body, headers and limit do not apply")
-        else:
-            result = await probe_stream(url, chosen, self.journal, timing=self.timing, profile=profile,
-                                        members=self._served.members)
+        result = await probe_scenario(
+            url, self.scenario(scenario), self.journal, timing=self.timing, profile=profile, members=self._served.members,
+            method=method, path=path, body=body.encode("latin-1") if isinstance(body, str) else body,
+            headers=tuple(headers.items() if isinstance(headers, Mapping) else headers), limit=limit,
+        )
         self.results.append(result)
         return result
 

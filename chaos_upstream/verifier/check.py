@@ -24,8 +24,8 @@ from chaos_upstream.server.fleet import Fleet, Member
 from chaos_upstream.server.journal import Journal
 from chaos_upstream.server.upstream import Settings, Upstream
 from chaos_upstream.verifier.judge import PASS, PROFILES, RFC
-from chaos_upstream.verifier.probe import Result, probe
-from chaos_upstream.verifier.stream import probe_stream
+from chaos_upstream.verifier.probe import Result
+from chaos_upstream.verifier.stream import probe_scenario
 
 
 @dataclass
@@ -158,12 +158,9 @@ async def check(
     started = trio.current_time()
 
     async def one(scenario: Scenario) -> None:
-        if scenario.probes.every is None:
-            result = await probe(proxy_url, scenario, journal, timing=timing, profile=profile)
-        else:
-            result = await probe_stream(proxy_url, scenario, journal, timing=timing, profile=profile, members=members)
-        results[scenario.name] = result
-        on_result(result)
+        results[scenario.name] = await probe_scenario(proxy_url, scenario, journal, timing=timing, profile=profile,
+                                                      members=members)
+        on_result(results[scenario.name])
 
     async with trio.open_nursery() as nursery:
         for scenario in scenarios:

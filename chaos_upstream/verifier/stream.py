@@ -20,7 +20,7 @@ from chaos_upstream.server.fleet import Member, play
 from chaos_upstream.server.journal import Journal
 from chaos_upstream.verifier.classify import CLOSED, Observation
 from chaos_upstream.verifier.judge import RFC
-from chaos_upstream.verifier.probe import Result, Sample, send_probe
+from chaos_upstream.verifier.probe import Result, Sample, probe, send_probe
 from chaos_upstream.verifier.tally import judge_stream, tally
 
 
@@ -65,3 +65,23 @@ async def probe_stream(
     shown = (counts.errors or samples or [Sample(f"{scenario.name}-none", Observation(CLOSED, ending="none"), None, ())])[0]
     return Result(scenario, shown.probe_id, method, profile, verdict, shown.observation, shown.capture, shown.attempts,
                   stream={**counts.to_json(), "duration_s": round(trio.current_time() - start, 3)})
+
+
+async def probe_scenario(
+    proxy_url: str,
+    scenario: Scenario,
+    journal: Journal,
+    *,
+    timing: Timing,
+    profile: str = RFC,
+    members: Sequence[Member] = (),
+    **request: object,
+) -> Result:
+    """The scenario's probe as it says: one request (`request` passes on to `probe`: method, path,
+    body, headers, limit), or its stream, which takes no request options (TypeError)."""
+    if scenario.probes.every is None:
+        return await probe(proxy_url, scenario, journal, timing=timing, profile=profile, **request)  # type: ignore[arg-type]
+    if any(value not in (None, ()) for value in request.values()):
+        raise TypeError(f"{scenario.name!r} is probed by a stream of its own requests: "
+                        f"{', '.join(request)} do not apply")
+    return await probe_stream(proxy_url, scenario, journal, timing=timing, profile=profile, members=members)

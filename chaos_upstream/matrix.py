@@ -183,7 +183,7 @@ async def run_matrix(
 
     async def one(launcher: Launcher) -> None:
         runs[launcher.key] = await run_proxy(
-            launcher, catalogue, scenarios, proxy_timeout=proxy_timeout, workdir=workdir / launcher.key.replace(":", "-"),
+            launcher, catalogue, scenarios, proxy_timeout=proxy_timeout, workdir=workdir / launcher.slug,
             on_result=on_result, timelines=timelines,
         )
 

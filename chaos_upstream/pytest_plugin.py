@@ -126,7 +126,7 @@ def chaos_proxy(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Call
             pytest.fail(f"{name} takes its upstream timeout in steps of {launcher.timeout_step_ms} ms{least}, so it "
                         f"would wait {launcher.effective_timeout(timeout)} s, not the T = {timeout} s the scenarios "
                         f"are timed for: set @pytest.mark.chaos_upstream(proxy_timeout=...) to one it takes", pytrace=False)
-        workdir = tmp_path / f"chaos_proxy-{len(started)}-{name.replace(':', '-')}"
+        workdir = tmp_path / f"chaos_proxy-{len(started)}-{launcher.slug}"
         proxy = launcher.start(addresses, timeout, workdir, routes)
         started.append(proxy)
         return proxy

@@ -111,7 +111,7 @@ def _matrix_cell(run: Run, scenario: str) -> str:
 
 
 def _anchor(run: Run) -> str:
-    return html.escape(run.name.replace(":", "-")) + "-"
+    return html.escape(run.launcher.slug) + "-"
 
 
 def _page(title: str, body: str) -> str:

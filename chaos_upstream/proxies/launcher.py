@@ -224,6 +224,13 @@ class RunningProxy:
                     f"on {self.url}; error log:\n{log}")
 
 
+def _joined(files: dict[str, str]) -> str:
+    """A configuration's files as one text: the first as it is, then each after a `# ==> NAME <==`
+    line (as `tail` shows several files)."""
+    (_, first), *others = files.items()
+    return first + "".join(f"# ==> {name} <==\n{text}" for name, text in others)
+
+
 def _accepts(port: int) -> bool:
     try:
         socket.create_connection((LOOPBACK, port), timeout=PROBE_TIMEOUT_S).close()
@@ -261,6 +268,11 @@ class Launcher(ABC):
     def key(self) -> str:
         """The name, with the variant when it is not the default: "nginx", "nginx:deploy-safe"."""
         return self.name if self.variant == "default" else f"{self.name}:{self.variant}"
+
+    @property
+    def slug(self) -> str:
+        """The key as a file name or an HTML id: "nginx-deploy-safe"."""
+        return self.key.replace(":", "-")
 
     @abstractmethod
     def render(self, settings: ProxySettings) -> str:
@@ -335,10 +347,11 @@ class Launcher(ABC):
                workdir: Path, routes: Mapping[str, tuple[str, int]] | None = None) -> str:
         """The whole configuration as text: `config_name`'s, then each other file after a
         `# ==> NAME <==` line (as `tail` shows several files)."""
-        return self._text(self.settings(listen_port, upstreams, proxy_timeout, workdir, routes))
+        return _joined(self._files(self.settings(listen_port, upstreams, proxy_timeout, workdir, routes)))
 
-    def _text(self, settings: ProxySettings) -> str:
-        return self.render(settings) + "".join(f"# ==> {name} <==\n{text}" for name, text in self.files(settings).items())
+    def _files(self, settings: ProxySettings) -> dict[str, str]:
+        """Every file of the configuration by its path in workdir, `config_name` first."""
+        return {self.config_name: self.render(settings), **self.files(settings)}
 
     @contextlib.contextmanager
     def launch(self, upstreams: Sequence[tuple[str, int]], proxy_timeout: float,
@@ -369,13 +382,14 @@ class Launcher(ABC):
                   workdir: Path, routes: Mapping[str, tuple[str, int]] | None) -> RunningProxy:
         settings = self.settings(port, upstreams, proxy_timeout, workdir, routes)
         conf = workdir / self.config_name
-        for name, text in {self.config_name: self.render(settings), **self.files(settings)}.items():
+        files = self._files(settings)
+        for name, text in files.items():
             (workdir / name).parent.mkdir(parents=True, exist_ok=True)
             (workdir / name).write_text(text)
         self.prepare(settings)
         self._validate(binary, conf, settings)
         process = self._spawn(binary, conf, settings)
-        proxy = RunningProxy(self.name, version, port, self._text(settings), workdir / ERROR_LOG, process,
+        proxy = RunningProxy(self.name, version, port, _joined(files), workdir / ERROR_LOG, process,
                              self.effective_timeout(proxy_timeout))
         try:
             proxy.wait_listening()

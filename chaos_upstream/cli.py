@@ -380,13 +380,9 @@ def matrix_table(scenarios: Sequence[Scenario], runs: Sequence[Run], proxy_timeo
     table = Table("scenario", "expected (RFC)", *headers, title=f"chaos-upstream matrix (T = {proxy_timeout:g} s asked)",
                   caption="pass* = a pass only under the proxy's own profile (its documented behaviour), not under the RFC one")
     for scenario in scenarios:
-        cells = []
-        for run in runs:
-            result = run.result(scenario.name)
-            verdict = cell(result)
-            colour = VERDICT_COLOURS.get(result.verdict if result else "", "")
-            cells.append(f"[{colour}]{verdict}[/] {result.seen}" if result else "-")
-        table.add_row(scenario.name, " or ".join(map(str, scenario.expect.outcomes)), *cells)
+        results = [run.result(scenario.name) for run in runs]
+        cells = [f"[{VERDICT_COLOURS[r.verdict]}]{cell(r)}[/] {r.seen}" if r else "-" for r in results]
+        table.add_row(scenario.name, scenario.expect.text(), *cells)
     return table
 
 
@@ -405,7 +401,7 @@ def verdict_table(report: Report) -> Table:
     table = Table("scenario", "expected", "observed", "verdict", "reason", title=f"{report.proxy} ({report.profile} profile)")
     for result in report.results:
         colour = VERDICT_COLOURS[result.verdict]
-        expected = " or ".join(map(str, result.scenario.expect.for_profile(result.profile)))
+        expected = result.scenario.expect.text(result.profile)
         table.add_row(result.scenario.name, expected, result.seen, f"[{colour}]{result.verdict}[/]", result.reason)
     return table
 
@@ -445,7 +441,7 @@ def _list(args: argparse.Namespace) -> int:
     catalogue = Catalogue.load(args.scenarios)
     table = Table("name", "phase", "expected", "description", title=f"{len(catalogue)} scenarios")
     for scenario in catalogue:
-        expected = " or ".join(str(outcome) for outcome in scenario.expect.outcomes)
+        expected = scenario.expect.text()
         table.add_row(scenario.name, scenario.phase, expected, scenario.description)
     _console().print(table)
     return EXIT_OK

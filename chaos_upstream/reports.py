@@ -86,7 +86,7 @@ def matrix_html(scenarios: Sequence[Scenario], runs: Sequence[Run]) -> str:
     head = "".join(f"<th>{html.escape(run.label)}<br><small>{run.launcher.profile} profile</small></th>" for run in ran)
     rows = "\n".join(
         f"<tr><td><code>{html.escape(scenario.name)}</code></td>"
-        f"<td>{html.escape(' or '.join(map(str, scenario.expect.outcomes)))}</td>"
+        f"<td>{html.escape(scenario.expect.text())}</td>"
         + "".join(_matrix_cell(run, scenario.name) for run in ran) + "</tr>"
         for scenario in scenarios
     )
@@ -139,7 +139,7 @@ def _row(result: Result, anchor: str) -> str:
     evidence = html.escape(result.explain() + "\n\nbytes the client received:\n" + repr(data))
     return (
         f"<tr id={html.escape(anchor + result.scenario.name)}><td><code>{html.escape(result.scenario.name)}</code></td>"
-        f"<td>{html.escape(' or '.join(map(str, result.scenario.expect.for_profile(result.profile))))}</td>"
+        f"<td>{html.escape(result.scenario.expect.text(result.profile))}</td>"
         f"<td>{html.escape(result.seen)} <small>({observed['elapsed_s']:.2f} s)</small></td>"
         f"<td>{observed['upstream_attempts']}</td><td class={result.verdict}>{result.verdict}</td>"
         f"<td>{html.escape(result.reason)}<details><summary>evidence</summary><pre>{evidence}</pre></details></td></tr>"

@@ -109,6 +109,10 @@ class Expectation(Model):
     def for_profile(self, profile: str) -> list[Outcome]:
         return self.profiles.get(profile, self.outcomes)
 
+    def text(self, profile: str = RFC) -> str:
+        """The outcomes under `profile`, as tables and reports show them: "aborted or 502"."""
+        return " or ".join(map(str, self.for_profile(profile)))
+
 
 class Scenario(Model):
     """One upstream behaviour, its phase and its expected outcome."""

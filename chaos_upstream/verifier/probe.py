@@ -100,7 +100,7 @@ class Result:
         return {
             "scenario": self.scenario.name,
             "verdict": self.verdict,
-            "expected": " or ".join(map(str, self.scenario.expect.for_profile(self.profile))),
+            "expected": self.scenario.expect.text(self.profile),
             "observed": self.observed,
             "reason": self.reason,
             "profile_only": self.judgement.profile_only,

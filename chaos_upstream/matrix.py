@@ -117,8 +117,8 @@ async def run_proxy(
 
     async def part(name: str, members: int, chosen: list[Scenario]) -> None:
         async with limiter if chosen[0].timeline else contextlib.nullcontext():
-            done[name] = await _check_through(launcher, catalogue, chosen, timing, workdir / name, members,
-                                              lambda result: on_result(launcher, result))
+            done[name] = await check_through(launcher, catalogue, chosen, timing, workdir / name, members,
+                                             lambda result: on_result(launcher, result))
 
     try:
         async with trio.open_nursery() as nursery:
@@ -154,10 +154,13 @@ async def running(
             await trio.to_thread.run_sync(proxy.stop)
 
 
-async def _check_through(
+async def check_through(
     launcher: Launcher, catalogue: Catalogue, scenarios: Sequence[Scenario], timing: Timing, workdir: Path,
-    members: int, on_result: Callable[[Result], None],
+    members: int = 1, on_result: Callable[[Result], None] = lambda result: None,
 ) -> tuple[Report, RunningProxy]:
+    """(report, proxy): the proxy started in front of a fleet of `members` serving the catalogue
+    (and a port for each connection-level scenario), `check` run through it under the proxy's
+    profile, the proxy stopped (its `error_log()` stays readable)."""
     ports = {scenario.name: (LOOPBACK, 0) for scenario in scenarios if scenario.connection_level}
     async with (
         serving(catalogue, [(LOOPBACK, 0)] * members, timing=timing, ports=ports) as served,

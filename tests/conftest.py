@@ -70,21 +70,12 @@ async def settled(journal, *, type: str, count: int, limit: float = 2.0) -> list
 
 
 async def check_through(name: str, workdir, only=(), proxy_timeout: float = 0.5):
-    """(report, proxy): the real proxy `name` in front of the catalogue (skipped when not installed),
-    `check` run through it for `only` (default: every request-level scenario), judged with the
-    proxy's own profile and effective timeout, as the matrix does; the proxy is stopped before
-    returning (its `error_log()` stays readable)."""
-    from chaos_upstream.matrix import running
+    """(report, proxy): the real proxy `name` (skipped when not installed) checked for `only`
+    (default: every request-level scenario) as the matrix does, with its effective timeout."""
+    from chaos_upstream.matrix import check_through as matrix_check_through
     from chaos_upstream.proxies import require
-    from chaos_upstream.verifier.check import check, choose_scenarios, serving
+    from chaos_upstream.verifier.check import choose_scenarios
 
     launcher = require(name)
     timing = Timing(launcher.effective_timeout(proxy_timeout))
-    async with (
-        serving(CATALOGUE, [("127.0.0.1", 0)], timing=timing) as served,
-        running(launcher, served.addresses, timing.proxy_timeout, workdir) as proxy,
-    ):
-        scenarios = choose_scenarios(CATALOGUE, list(only))
-        report = await check(proxy.url, scenarios, served.journal, timing=timing, profile=launcher.profile,
-                             members=served.members)
-    return report, proxy
+    return await matrix_check_through(launcher, CATALOGUE, choose_scenarios(CATALOGUE, list(only)), timing, workdir)

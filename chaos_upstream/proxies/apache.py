@@ -127,7 +127,7 @@ class ApacheLauncher(Launcher):
             members="\n".join(f"    BalancerMember http://{server}" for server in settings.servers),
             routes="".join(f"ProxyPass {prefix} http://{server}{prefix}\n"
                            for prefix, server in settings.routed),
-            timeout_s=settings.proxy_timeout_ms // 1000, client_timeout_s=settings.client_timeout_s)
+            timeout_s=settings.proxy_timeout_s, client_timeout_s=settings.client_timeout_s)
 
     def check_args(self, conf: Path, settings: ProxySettings) -> list[str]:
         return ["-t", "-f", str(conf)]

@@ -165,8 +165,10 @@ class ProxySettings:
         return [host_port(host, port) for host, port in self.upstreams]
 
     @property
-    def proxy_timeout_s(self) -> float:
-        return self.proxy_timeout_ms / 1000
+    def proxy_timeout_s(self) -> int:
+        """The timeout in whole seconds, for a proxy that takes no fraction (its `timeout_step_ms`
+        of 1000 has rounded it up already)."""
+        return self.proxy_timeout_ms // 1000
 
     @property
     def routed(self) -> list[tuple[str, str]]:

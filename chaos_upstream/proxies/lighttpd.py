@@ -79,7 +79,7 @@ class LighttpdLauncher(Launcher):
     timeout_step_ms: int = 1000
 
     def render(self, settings: ProxySettings) -> str:
-        timeout_s = settings.proxy_timeout_ms // 1000
+        timeout_s = settings.proxy_timeout_s
         workdir = quotable(settings.workdir, "lighttpd")
         return TEMPLATE.substitute(
             workdir=workdir, port=settings.listen_port, access_log=f"{workdir}/{ACCESS_LOG}",

@@ -155,7 +155,7 @@ class SquidLauncher(Launcher):
             peers="\n".join(_peer(name, address, " round-robin")
                             for name, address in zip(upstreams, settings.upstreams)),
             routes=_routes(settings, upstreams),
-            timeout_s=settings.proxy_timeout_ms // 1000, client_timeout_s=settings.client_timeout_s)
+            timeout_s=settings.proxy_timeout_s, client_timeout_s=settings.client_timeout_s)
 
     def check_args(self, conf: Path, settings: ProxySettings) -> list[str]:
         return ["-k", "parse", "-f", str(conf)]

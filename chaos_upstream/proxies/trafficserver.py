@@ -173,7 +173,7 @@ class TrafficServerLauncher(Launcher):
     )
 
     def render(self, settings: ProxySettings) -> str:
-        return RECORDS.substitute(port=settings.listen_port, timeout_s=settings.proxy_timeout_ms // 1000,
+        return RECORDS.substitute(port=settings.listen_port, timeout_s=settings.proxy_timeout_s,
                                   client_timeout_s=settings.client_timeout_s,
                                   disable_markdowns=DISABLE_MARKDOWNS[settings.variant])
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from chaos_upstream.proxies import RunningProxy
 from chaos_upstream.server.journal import Record
-from chaos_upstream.verifier.probe import Result
+from chaos_upstream.verifier.probe import Result, what_was_done
 
 JOURNAL_LINES = 20
 """Requests (other than probes) listed per upstream in a failure report: the latest ones."""
@@ -55,8 +55,6 @@ def _latest(lines: list[str], keep: int, what: str) -> str:
 
 def _request_line(record: Record) -> str:
     """`0.012 s conn 3: GET /x -> healthy (default): send 150 B; keep-alive`"""
-    actions = ", ".join(a["do"] + (f" {a['bytes']} B" if "bytes" in a else "") for a in record.get("actions", []))
-    ended = "still running" if record.get("running") else record.get("ended")
     scenario = record["scenario"] or f"no scenario ({record.get('error')})"
     return (f"{record['t']:.3f} s conn {record['conn']}: {record['method']} {record['target']} -> "
-            f"{scenario} ({record['chosen_by']}): {actions or 'nothing sent'}; {ended}")
+            f"{scenario} ({record['chosen_by']}): {what_was_done(record)}")

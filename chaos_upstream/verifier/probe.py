@@ -140,9 +140,14 @@ def _after(seconds: float | None) -> str:
 
 
 def _attempt_line(attempt: dict[str, Any]) -> str:
-    actions = ", ".join(a["do"] + (f" {a['bytes']} B" if "bytes" in a else "") for a in attempt.get("actions", []))
-    ended = "still running" if attempt.get("running") else attempt.get("ended")
-    return f"conn {attempt.get('conn')} at {attempt.get('t')} s: {actions or 'nothing sent'}; {ended}"
+    return f"conn {attempt.get('conn')} at {attempt.get('t')} s: {what_was_done(attempt)}"
+
+
+def what_was_done(record: dict[str, Any]) -> str:
+    """What the upstream did with one request, from its journal record: "send 89 B, close; closed"."""
+    actions = ", ".join(a["do"] + (f" {a['bytes']} B" if "bytes" in a else "") for a in record.get("actions", []))
+    ended = "still running" if record.get("running") else record.get("ended")
+    return f"{actions or 'nothing sent'}; {ended}"
 
 
 def probe_request(

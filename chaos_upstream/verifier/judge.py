@@ -2,9 +2,10 @@
 
 Pure: a verdict is a function of the scenario, the client's Observation, the journal records of the
 probe's attempts, the profile and the timing settings. Invariants: a probe that never reached the
-upstream is never a pass (but for a refusing port, which nothing can reach); a complete response carrying less body than the upstream declared is
-masked truncation, a failure whatever was expected; a non-idempotent request that reached the
-upstream more than once is a failure whatever the client saw.
+upstream is never a pass (but for a refusing port, which nothing can reach); a complete response
+carrying less body than the upstream declared is masked truncation, a failure whatever was
+expected; a non-idempotent request that reached the upstream more than once is a failure whatever
+the client saw.
 """
 
 from __future__ import annotations

@@ -79,3 +79,22 @@ async def check_through(name: str, workdir, only=(), proxy_timeout: float = 0.5)
     launcher = require(name)
     timing = Timing(launcher.effective_timeout(proxy_timeout))
     return await matrix_check_through(launcher, CATALOGUE, choose_scenarios(CATALOGUE, list(only)), timing, workdir)
+
+
+@pytest.fixture
+async def nginx_with_admin(nursery: Any, tmp_path: Any) -> Any:
+    """(proxy URL, admin URL, journal): real nginx (T = 0.2 s) in front of an upstream whose admin API
+    serves its journal, as a sidecar's would."""
+    from chaos_upstream.matrix import running
+    from chaos_upstream.proxies import require
+    from chaos_upstream.server.admin import Admin
+    from chaos_upstream.server.control import Local
+    from chaos_upstream.server.fleet import Fleet
+    from chaos_upstream.server.journal import Journal
+
+    journal = Journal()
+    fleet = Fleet(CATALOGUE, [Settings(port=0, timing=Timing(T))], journal)
+    await nursery.start(fleet.run)
+    [(host, port)] = await nursery.start(Admin(Local(fleet, "healthy", Timing(T)), None).run, "127.0.0.1", 0)
+    async with running(require("nginx"), fleet.addresses, T, tmp_path) as proxy:
+        yield proxy.url, f"http://{host}:{port}", journal

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import trio
 
 from chaos_upstream.server.admin import Admin
 from chaos_upstream.model.durations import Timing
@@ -98,6 +99,18 @@ async def test_the_journal_by_probe(admin):
     await settled(upstream.journal, type="request", count=2)
     status, records = await call_json(address, "GET", "/journal?probe=two")
     assert status == 200 and [r["probe"] for r in records] == ["two"]
+
+
+async def test_the_journal_shows_requests_still_running_only_when_asked(admin, nursery):
+    upstream, start = admin
+    address = await start()
+    nursery.start_soon(lambda: capture(*upstream.addresses[0], get(scenario="never-respond", probe="hung"), limit=T))
+    with trio.fail_after(T):
+        while not upstream.journal.records(probe="hung", running=True):
+            await trio.sleep(0.005)
+    assert (await call_json(address, "GET", "/journal?probe=hung"))[1] == []
+    status, [record] = await call_json(address, "GET", "/journal?probe=hung&type=request&running=1")
+    assert status == 200 and record["running"] is True and record["scenario"] == "never-respond"
 
 
 async def test_scenarios_lists_the_catalogue(admin, catalogue):

@@ -66,6 +66,13 @@ def test_a_probe_that_never_reached_the_upstream_is_inconclusive_never_a_pass():
     assert verdict.reason.startswith("the probe never reached the upstream, so it proves nothing")
 
 
+def test_without_a_journal_the_verdict_rests_on_what_the_client_saw():
+    unknown = judge(CATALOGUE.get("close-before-response"), seen(BAD_GATEWAY), None, timing=T)
+    assert (unknown.verdict, unknown.reason) == ("pass", "the client saw a complete 502 with a 0-byte body, as expected")
+    unknown_truncation = judge(CATALOGUE.get("truncated-chunked"), seen(CHUNKED_OK, "open"), None, timing=T)
+    assert (unknown_truncation.verdict, unknown_truncation.kind) == ("fail", "status")
+
+
 def test_a_refused_connection_has_no_attempt_to_show_and_is_judged_on_what_the_client_saw():
     assert judge(CATALOGUE.get("connection-refused"), seen(BAD_GATEWAY), [], timing=T).verdict == "pass"
     verdict = judge(CATALOGUE.get("connection-refused"), seen(b""), [], timing=T)

@@ -186,7 +186,8 @@ async def _delete_active(admin: Admin, query: dict, body: bytes) -> Reply:
 async def _journal(admin: Admin, query: dict, body: bytes) -> Reply:
     probe = query.get("probe", [None])[0]
     kind = query.get("type", [None])[0]
-    return Reply.json(200, await admin.control.journal(probe, kind))
+    running = query.get("running", ["0"])[0] in ("1", "true")
+    return Reply.json(200, await admin.control.journal(probe, kind, running))
 
 
 ROUTES: dict[tuple[str, str], Handler] = {

@@ -32,7 +32,8 @@ class Control(Protocol):
 
     async def stats(self) -> Stats: ...
 
-    async def journal(self, probe: str | None, type: str | None) -> list[dict[str, Any]]: ...
+    async def journal(self, probe: str | None, type: str | None, running: bool = False) -> list[dict[str, Any]]:
+        """The journal's records, as `Journal.records` gives them."""
 
     async def play(self, name: str) -> list[Change]:
         """Start playing the timeline of scenario `name` on the members; its changes.  ConfigError
@@ -64,8 +65,8 @@ class Local:
     async def stats(self) -> Stats:
         return sum((member.stats for member in self.fleet.members), Stats())
 
-    async def journal(self, probe: str | None, type: str | None) -> list[dict[str, Any]]:
-        return self.fleet.journal.records(probe=probe, type=type)
+    async def journal(self, probe: str | None, type: str | None, running: bool = False) -> list[dict[str, Any]]:
+        return self.fleet.journal.records(probe=probe, type=type, running=running)
 
     async def play(self, name: str) -> list[Change]:
         scenario = self.catalogue.get(name)

@@ -3,7 +3,7 @@
 Protocol: a worker's first line on stdout is its `listening on` line; after that the supervisor
 writes one JSON command per line to the worker's stdin and the worker answers each with exactly one
 JSON line on stdout, in order. Commands: `{"op": "active", "scenario": NAME or null}`,
-`{"op": "stats"}`, `{"op": "journal", "probe": ID or null, "type": TYPE or null}`.
+`{"op": "stats"}`, `{"op": "journal", "probe": ID or null, "type": TYPE or null, "running": BOOL}`.
 Invariants: a command is answered by every live worker before the supervisor's call returns; a
 worker that exits ends the supervisor (all others are stopped), so the set of workers never silently shrinks.
 """
@@ -68,7 +68,8 @@ def answer(upstream: Upstream, command: dict[str, Any]) -> dict[str, Any]:
     if command["op"] == "stats":
         return upstream.stats.to_json()
     if command["op"] == "journal":
-        return {"records": upstream.journal.records(probe=command.get("probe"), type=command.get("type"))}
+        wanted = {key: command.get(key) for key in ("probe", "type")}
+        return {"records": upstream.journal.records(**wanted, running=bool(command.get("running")))}
     return {"error": f"unknown op {command['op']!r}"}
 
 
@@ -142,8 +143,8 @@ class Supervisor:
             total = total + Stats.from_json(reply)
         return total
 
-    async def journal(self, probe: str | None, type: str | None) -> list[dict[str, Any]]:
-        replies = await self._all({"op": "journal", "probe": probe, "type": type})
+    async def journal(self, probe: str | None, type: str | None, running: bool = False) -> list[dict[str, Any]]:
+        replies = await self._all({"op": "journal", "probe": probe, "type": type, "running": running})
         return sorted((r for reply in replies for r in reply["records"]), key=lambda record: record["t"])
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:

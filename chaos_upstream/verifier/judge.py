@@ -1,8 +1,9 @@
 """Judging: what the client saw, joined with what the upstream did, against what was expected.
 
 Pure: a verdict is a function of the scenario, the client's Observation, the journal records of the
-probe's attempts, the profile and the timing settings. Invariants: a probe that never reached the
-upstream is never a pass (but for a refusing port, which nothing can reach); a complete response
+probe's attempts (None when the journal could not be consulted), the profile and the timing settings.
+Invariants: a probe that the journal shows never reached the upstream is never a pass (but for a
+refusing port, which nothing can reach); a complete response
 carrying less body than the upstream declared is masked truncation, a failure whatever was
 expected; a non-idempotent request that reached the upstream more than once is a failure whatever
 the client saw.
@@ -42,18 +43,21 @@ class Verdict:
 def judge(
     scenario: Scenario,
     observation: Observation,
-    attempts: list[dict[str, Any]],
+    attempts: list[dict[str, Any]] | None,
     *,
     method: str = "GET",
     profile: str = RFC,
     timing: Timing = Timing(),
 ) -> Verdict:
-    """The verdict on one probe of `scenario`."""
+    """The verdict on one probe of `scenario`.  With `attempts` None (no journal to ask, as in a load
+    test without the admin API) it rests on what the client saw alone: the checks that need the
+    journal (never reached, replayed, masked truncation) are not made."""
     outcomes = scenario.expect.for_profile(profile)
     expected = describe_outcomes(outcomes)
+    joined, attempts = attempts is not None, attempts or []
     kind = kind_of(observation, attempts)
     seen = describe(observation, kind, attempts)
-    if not attempts and scenario.trigger != "refuse":
+    if joined and not attempts and scenario.trigger != "refuse":
         reason = f"the probe never reached the upstream, so it proves nothing about this fault: the client saw {seen}"
         return Verdict(INCONCLUSIVE, kind, expected, reason + " (the proxy answered on its own, e.g. from an earlier failure)")
     if method in NON_IDEMPOTENT and len(attempts) > 1:

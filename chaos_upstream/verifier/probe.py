@@ -164,6 +164,36 @@ def probe_request(
 
 
 @dataclass(frozen=True)
+class Outgoing:
+    """A probe ready to go: where to, its id, and its exact bytes."""
+
+    host: str
+    port: int
+    probe_id: str
+    request: bytes
+
+
+def outgoing(
+    proxy_url: str, scenario: Scenario, *, method: str, path: str | None, body: bytes,
+    headers: Sequence[tuple[str, str]], name_scenario: bool = True,
+) -> Outgoing:
+    """The probe of `scenario` through the proxy at `proxy_url`, with a fresh id.  The path defaults
+    to `/`, or to `/_chaos/NAME/` for a connection-level scenario, the prefix the proxy routes to that
+    scenario's own port."""
+    url = urlsplit(proxy_url)
+    probe_id = f"{scenario.name}-{uuid.uuid4().hex[:10]}"
+    path = path or (route_prefix(scenario.name) if scenario.connection_level else "/")
+    named = scenario.name if name_scenario else None
+    request = probe_request(url.netloc, named, probe_id, method=method, path=path, body=body, headers=headers)
+    return Outgoing(url.hostname or "127.0.0.1", url.port or 80, probe_id, request)
+
+
+def probe_defaults(scenario: Scenario, method: str | None, body: bytes | None) -> tuple[str, bytes]:
+    """The method and body of a probe: the scenario's own (`probes:`; a GET with no body) unless given."""
+    return method or scenario.probes.method, scenario.probes.body.encode("latin-1") if body is None else body
+
+
+@dataclass(frozen=True)
 class Sample:
     """One probe, unjudged: what the client saw, and the attempts that reached the upstream."""
 
@@ -175,6 +205,22 @@ class Sample:
     sent: float = 0.0
     """When its request went out (trio's clock; a stream makes it seconds from its own start)."""
     unreachable: str = ""
+
+
+def unreachable(probe_id: str, proxy_url: str, exc: OSError, sent: float) -> Sample:
+    """The sample of a probe whose connection to the proxy failed: nothing was tested."""
+    reason = f"could not connect to the proxy at {proxy_url} ({exc.strerror or exc}): nothing was tested"
+    return Sample(probe_id, Observation(CLOSED, ending="refused"), None, (), sent, unreachable=reason)
+
+
+def judged(scenario: Scenario, sample: Sample, *, method: str, profile: str, timing: Timing, joined: bool = True) -> Result:
+    """The Result of a sample; with `joined` False its attempts are unknown (no journal was asked)."""
+    if sample.unreachable:
+        verdict = Verdict(INCONCLUSIVE, CLOSED, describe_outcomes(scenario.expect.for_profile(profile)), sample.unreachable)
+    else:
+        attempts = list(sample.attempts) if joined else None
+        verdict = judge(scenario, sample.observation, attempts, method=method, profile=profile, timing=timing)
+    return Result(scenario, sample.probe_id, method, profile, verdict, sample.observation, sample.capture, sample.attempts)
 
 
 async def send_probe(
@@ -192,25 +238,18 @@ async def send_probe(
 ) -> Sample:
     """Send one probe through the proxy and gather what came back and what reached the upstream.
 
-    The path defaults to `/`, or to `/_chaos/NAME/` for a connection-level scenario, the prefix the
-    proxy routes to that scenario's own port.  A connection-level scenario's attempts are the
-    connections its port accepted during the probe: one probe at a time per such port."""
-    url = urlsplit(proxy_url)
-    host, port = url.hostname or "127.0.0.1", url.port or 80
-    probe_id = f"{scenario.name}-{uuid.uuid4().hex[:10]}"
-    path = path or (route_prefix(scenario.name) if scenario.connection_level else "/")
-    named = scenario.name if name_scenario else None
-    request = probe_request(url.netloc, named, probe_id, method=method, path=path, body=body, headers=headers)
-    earlier = len(_attempts(journal, scenario, probe_id))
+    A connection-level scenario's attempts are the connections its port accepted during the probe:
+    one probe at a time per such port."""
+    out = outgoing(proxy_url, scenario, method=method, path=path, body=body, headers=headers, name_scenario=name_scenario)
+    earlier = len(_attempts(journal, scenario, out.probe_id))
     parser = ResponseParser(method)
     sent = trio.current_time()
     try:
-        seen = await capture(host, port, request, limit=limit or probe_limit(timing), done=parser.feed)
+        seen = await capture(out.host, out.port, out.request, limit=limit or probe_limit(timing), done=parser.feed)
     except OSError as exc:
-        reason = f"could not connect to the proxy at {proxy_url} ({exc.strerror or exc}): nothing was tested"
-        return Sample(probe_id, Observation(CLOSED, ending="refused"), None, (), sent, unreachable=reason)
-    attempts = await settled_attempts(journal, scenario, probe_id, earlier)
-    return Sample(probe_id, classify(seen, method), seen, tuple(attempts), sent)
+        return unreachable(out.probe_id, proxy_url, exc, sent)
+    attempts = await settled_attempts(journal, scenario, out.probe_id, earlier)
+    return Sample(out.probe_id, classify(seen, method), seen, tuple(attempts), sent)
 
 
 async def probe(
@@ -229,16 +268,11 @@ async def probe(
     """Send one probe of `scenario` through the proxy at `proxy_url` and judge what came back.
 
     Method and body default to the scenario's own (`probes:`; a GET with no body unless it says)."""
-    method = method or scenario.probes.method
-    body = scenario.probes.body.encode("latin-1") if body is None else body
+    method, body = probe_defaults(scenario, method, body)
     sample = await send_probe(
         proxy_url, scenario, journal, timing=timing, method=method, path=path, body=body, headers=headers, limit=limit
     )
-    if sample.unreachable:
-        verdict = Verdict(INCONCLUSIVE, CLOSED, describe_outcomes(scenario.expect.for_profile(profile)), sample.unreachable)
-    else:
-        verdict = judge(scenario, sample.observation, list(sample.attempts), method=method, profile=profile, timing=timing)
-    return Result(scenario, sample.probe_id, method, profile, verdict, sample.observation, sample.capture, sample.attempts)
+    return judged(scenario, sample, method=method, profile=profile, timing=timing)
 
 
 def _attempts(journal: Journal, scenario: Scenario, probe_id: str) -> list[dict[str, Any]]:

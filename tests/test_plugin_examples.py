@@ -96,7 +96,7 @@ def test_the_own_proxy_example_shows_its_proxy_log_through_pytest(runs):
     assert re.search(r'app/app1 .* 504 .* sH-- .* "GET /api/orders HTTP/1.1"', output)  # -rA shows captured stderr
 
 
-@pytest.mark.parametrize("name", [*OUTCOMES, "pytest.ini", "scenarios/slow-login.yaml"])
+@pytest.mark.parametrize("name", [*OUTCOMES, "pytest.ini", "scenarios/slow-login.yaml", "locustfile.py"])
 def test_the_documentation_shows_each_example_file_as_it_is_run(name):
     text = (EXAMPLES / name).read_text()
     assert text in README.read_text(), f"examples/{name} differs from its copy in the README"

@@ -117,12 +117,12 @@ class ChaosUser(User):
     def settings(cls, environment: Environment) -> LoadSettings:
         """This class's settings, resolved on first use (ConfigError when wrong)."""
         if "_resolved" not in cls.__dict__:
+            if not (environment.host or cls.host):
+                raise ConfigError("no host: set `host` or --host to the URL of the proxy under test")
             cls._resolved = LoadSettings.resolve(cls, environment.parsed_options)
         return cls._resolved  # type: ignore[no-any-return]
 
     def on_start(self) -> None:
-        if not self.host:
-            raise ConfigError(f"{type(self).__name__}: no host: set `host` or --host to the proxy's URL")
         self.chosen = self.settings(self.environment)
         seed = self.chosen.seed
         self.rng = random.Random(None if seed is None else f"{seed}:{next(self._numbers)}")

@@ -17,8 +17,8 @@ LOCUSTFILE = Path(__file__).resolve().parents[1] / "examples" / "locustfile.py"
 MIX = "healthy=3,truncated-chunked=1,reset-before-response=1,never-respond=1,bad-status-line=1"
 
 
-async def locust(*options: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary", *options]
+async def locust(*options: str, locustfile: Path = LOCUSTFILE) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "locust", "-f", str(locustfile), "--headless", "--only-summary", *options]
     return await trio.run_process(command, capture_stdout=True, capture_stderr=True, check=False)
 
 
@@ -53,7 +53,15 @@ async def test_expected_faults_count_as_successes_and_wrong_answers_as_failures(
     (["--chaos-mix", "rolling-deploy=1"], "mix: 'rolling-deploy' is a timeline"),
     (["--chaos-mix", "healthy"], "'healthy' is not NAME=WEIGHT"),
     (["--chaos-proxy-timeout", "0"], "proxy timeout: 0.0 is not a positive number of seconds"),
+    (["--chaos-scenarios", "no/such/folder"], "no/such/folder"),
 ])
 async def test_a_wrong_setting_stops_locust_before_any_request_with_exit_2(options, message):
     done = await locust("--users", "1", "--run-time", "1s", *options)
     assert done.returncode == 2 and message in done.stderr.decode(), done.stderr.decode()
+
+
+async def test_a_user_without_a_proxy_to_probe_stops_locust_with_exit_2(tmp_path):
+    locustfile = tmp_path / "locustfile.py"
+    locustfile.write_text("from chaos_upstream.loadtest import ChaosUser\n\nclass Nowhere(ChaosUser):\n    pass\n")
+    done = await locust("--users", "1", "--run-time", "1s", locustfile=locustfile)
+    assert done.returncode == 2 and "chaos-upstream: Nowhere: no host: set `host` or --host" in done.stderr.decode()

@@ -37,7 +37,7 @@ from chaos_upstream.model.catalogue import Catalogue
 from chaos_upstream.model.durations import Timing
 from chaos_upstream.model.scenario import PROFILES, RFC
 from chaos_upstream.plan.selection import Mix
-from chaos_upstream.verifier.blocking import AttemptsOf, admin_journal, probe_blocking
+from chaos_upstream.verifier.blocking import AdminJournal, AttemptsOf, probe_blocking
 from chaos_upstream.verifier.judge import INCONCLUSIVE, PASS
 from chaos_upstream.verifier.probe import Result
 
@@ -86,7 +86,13 @@ class LoadSettings:
         if not timeout > 0:
             raise ConfigError(f"proxy timeout: {timeout} is not a positive number of seconds")
         admin = option("admin", user.admin)
-        attempts_of = admin_journal(admin, option("admin_token", user.admin_token)) if admin else None
+        attempts_of = AdminJournal(admin, option("admin_token", user.admin_token)) if admin else None
+        if attempts_of is not None:
+            try:
+                attempts_of("chaos-upstream-loadtest-start")
+            except OSError as exc:
+                raise ConfigError(f"admin: cannot read the upstream's journal at {admin} ({exc}); give `serve` "
+                                  "--admin-port, or judge from the client's side alone with --chaos-admin ''") from None
         return cls(catalogue, mix, Timing(timeout), profile, option("seed", user.seed), attempts_of)
 
 

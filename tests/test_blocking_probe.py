@@ -7,7 +7,7 @@ import pytest
 import trio
 
 from chaos_upstream.model.durations import Timing
-from chaos_upstream.verifier.blocking import admin_journal, capture_blocking, probe_blocking
+from chaos_upstream.verifier.blocking import AdminJournal, capture_blocking, probe_blocking
 
 from conftest import CATALOGUE, T, get
 
@@ -19,9 +19,10 @@ async def blocking(proxy_url, name, **options):
 
 
 @pytest.mark.proxy
-async def test_verdicts_joined_with_the_journal_over_the_admin_api(nginx_with_admin):
+async def test_verdicts_joined_with_the_journal_over_the_admin_api(nginx_with_admin, request):
     proxy_url, admin_url, _ = nginx_with_admin
-    journal = admin_journal(admin_url)
+    journal = AdminJournal(admin_url)
+    request.addfinalizer(journal.close)
     truncated = await blocking(proxy_url, "truncated-chunked", attempts_of=journal)
     assert (truncated.verdict, truncated.judgement.kind, truncated.observed["upstream_attempts"]) == ("pass", "aborted", 1)
     assert truncated.attempts[0]["probe"] == truncated.probe_id

@@ -54,6 +54,7 @@ async def test_expected_faults_count_as_successes_and_wrong_answers_as_failures(
     (["--chaos-mix", "healthy"], "'healthy' is not NAME=WEIGHT"),
     (["--chaos-proxy-timeout", "0"], "proxy timeout: 0.0 is not a positive number of seconds"),
     (["--chaos-scenarios", "no/such/folder"], "no/such/folder"),
+    (["--chaos-admin", "http://127.0.0.1:9"], "admin: cannot read the upstream's journal at http://127.0.0.1:9 (["),
 ])
 async def test_a_wrong_setting_stops_locust_before_any_request_with_exit_2(options, message):
     done = await locust("--users", "1", "--run-time", "1s", *options)

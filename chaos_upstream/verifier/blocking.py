@@ -8,11 +8,12 @@ when one is given, and the verdict rests on what the client saw alone when none 
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
+import threading
 import time
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -92,14 +93,46 @@ def _settled(attempts_of: AttemptsOf, probe_id: str) -> list[dict[str, Any]]:
     return found
 
 
-def admin_journal(admin_url: str, token: str | None = None, *, timeout: float = 5.0) -> AttemptsOf:
-    """Attempts read from a running `serve --admin-port`: `GET /journal?probe=ID&type=request&running=1`."""
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+class AdminJournal:
+    """AttemptsOf, read from a running `serve --admin-port`
+    (`GET /journal?probe=ID&type=request&running=1`) on one keep-alive connection per thread (per
+    greenlet under gevent), opened again when the server has closed it.  A call raises OSError when
+    the admin API cannot be reached or refuses it.  `close` closes every kept connection."""
 
-    def attempts_of(probe_id: str) -> list[dict[str, Any]]:
-        query = urllib.parse.urlencode({"probe": probe_id, "type": "request", "running": "1"})
-        request = urllib.request.Request(f"{admin_url.rstrip('/')}/journal?{query}", headers=headers)
-        with urllib.request.urlopen(request, timeout=timeout) as reply:
-            return json.loads(reply.read())
+    def __init__(self, admin_url: str, token: str | None = None, *, timeout: float = 5.0) -> None:
+        url = urllib.parse.urlsplit(admin_url)
+        self.admin_url, self.timeout = admin_url, timeout
+        self.address = (url.hostname or "127.0.0.1", url.port or 80)
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.local = threading.local()
+        self.kept: set[http.client.HTTPConnection] = set()
 
-    return attempts_of
+    def __call__(self, probe_id: str) -> list[dict[str, Any]]:
+        path = "/journal?" + urllib.parse.urlencode({"probe": probe_id, "type": "request", "running": "1"})
+        try:
+            return self._get(path)
+        except ConnectionError:  # most often a kept connection the server had closed: once more, afresh
+            return self._get(path)
+
+    def _get(self, path: str) -> list[dict[str, Any]]:
+        connection = getattr(self.local, "connection", None) or http.client.HTTPConnection(*self.address, timeout=self.timeout)
+        self.local.connection = None
+        self.kept.discard(connection)
+        try:
+            connection.request("GET", path, headers=self.headers)
+            reply = connection.getresponse()
+            body = reply.read()
+        except BaseException:
+            connection.close()
+            raise
+        if reply.status != 200:
+            connection.close()
+            raise OSError(f"the admin API at {self.admin_url} answered {reply.status}: {body[:200].decode('utf-8', 'replace')}")
+        self.local.connection = connection
+        self.kept.add(connection)
+        return json.loads(body)  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        for connection in list(self.kept):
+            connection.close()
+        self.kept.clear()

@@ -66,3 +66,20 @@ async def test_a_user_without_a_proxy_to_probe_stops_locust_with_exit_2(tmp_path
     locustfile.write_text("from chaos_upstream.loadtest import ChaosUser\n\nclass Nowhere(ChaosUser):\n    pass\n")
     done = await locust("--users", "1", "--run-time", "1s", locustfile=locustfile)
     assert done.returncode == 2 and "chaos-upstream: Nowhere: no host: set `host` or --host" in done.stderr.decode()
+
+
+@pytest.mark.proxy
+async def test_a_seed_gives_each_user_the_same_draws_on_every_run(nginx_with_admin):
+    proxy_url, admin_url, journal = nginx_with_admin
+
+    async def draws(seed: str) -> list[str]:
+        before = len(journal.records(type="request"))
+        done = await locust("--users", "1", "--run-time", "1s", "--host", proxy_url, "--chaos-admin", admin_url,
+                            "--chaos-mix", "healthy=1,upstream-502=1,reset-before-response=1", "--chaos-seed", seed)
+        assert done.returncode == 0, done.stderr.decode()
+        return [record["scenario"] for record in journal.records(type="request")[before:]]
+
+    first, again, other = await draws("7"), await draws("7"), await draws("8")
+    common = min(len(first), len(again), len(other))
+    assert common >= 20 and len(set(first)) == 3
+    assert first[:common] == again[:common] and first[:common] != other[:common]

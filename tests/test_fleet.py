@@ -1,9 +1,9 @@
-"""Fleet members on real sockets: a graceful drain, a kill, and a return on the same port."""
+"""Fleet members on real sockets: a graceful drain, a kill, a return on the same port, one journal clock."""
 
 import trio
 
 from chaos_upstream.model.durations import Timing
-from chaos_upstream.server.fleet import Member
+from chaos_upstream.server.fleet import Fleet, Member
 from chaos_upstream.server.journal import Journal
 from chaos_upstream.server.upstream import Settings
 from chaos_upstream.verifier.capture import capture
@@ -75,3 +75,17 @@ async def test_a_member_comes_back_on_the_same_port_serving_what_it_was_told(nur
     assert seen.data.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
     member.serve("healthy")
     assert (await capture(*address, get(), limit=T)).data == HEALTHY
+
+
+async def test_a_fleets_journal_keeps_one_clock_across_members_and_restarts(nursery):
+    fleet = Fleet(CATALOGUE, [Settings(port=0, timing=Timing(T))] * 2, Journal())
+    await nursery.start(fleet.run)
+    await trio.sleep(T / 4)
+    await fleet.members[0].stop("finish")
+    await trio.sleep(T / 4)
+    await fleet.members[0].start()
+    for member in fleet.members:
+        await capture(*member.address, get(), limit=T, done=lambda piece: True)
+    [first, second] = await settled(fleet.journal, type="request", count=2)
+    assert (first["member"], second["member"]) == (0, 1)
+    assert T / 2 <= first["t"] <= second["t"] < first["t"] + T

@@ -50,6 +50,8 @@ class Member:
         serve until close(), then let the last incarnation finish its in-flight work."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            if self.settings.origin is None:
+                self.settings = replace(self.settings, origin=trio.current_time())
             await self.start()
             task_status.started([self.address])
             await self._closed.wait()
@@ -116,7 +118,9 @@ class Fleet:
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            origin = trio.current_time()
             for member in self.members:
+                member.settings = replace(member.settings, origin=origin)
                 await nursery.start(member.run)
             task_status.started(self.addresses)
 

@@ -69,6 +69,9 @@ class Settings:
     """This process's index among `serve --workers N`; tags every journal record."""
     member: int | None = None
     """This upstream's index in its fleet; tags every journal record."""
+    origin: float | None = None
+    """The trio time the journal's "t" counts from; None: this upstream's own start. A fleet
+    member's incarnations share one, so that its records keep one clock across restarts."""
 
 
 @dataclass
@@ -140,12 +143,12 @@ class Upstream:
         """Open connections by id, for drain() and kill()."""
 
     def now(self) -> float:
-        """Seconds since the upstream started: the journal's clock."""
+        """Seconds since the origin (the upstream's start, unless its settings give one): the journal's clock."""
         return trio.current_time() - self._origin
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Listen, report the bound addresses through task_status, serve until stop()."""
-        self._origin = trio.current_time()
+        self._origin = trio.current_time() if self.settings.origin is None else self.settings.origin
         refusing = self.catalogue.get(self.settings.default).trigger == "refuse"
         host, port = self.settings.host, self.settings.port
         try:

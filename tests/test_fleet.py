@@ -3,7 +3,8 @@
 import trio
 
 from chaos_upstream.model.durations import Timing
-from chaos_upstream.server.fleet import Fleet, Member
+from chaos_upstream.plan.timeline import Change
+from chaos_upstream.server.fleet import Fleet, Member, play
 from chaos_upstream.server.journal import Journal
 from chaos_upstream.server.upstream import Settings
 from chaos_upstream.verifier.capture import capture
@@ -89,3 +90,14 @@ async def test_a_fleets_journal_keeps_one_clock_across_members_and_restarts(nurs
     [first, second] = await settled(fleet.journal, type="request", count=2)
     assert (first["member"], second["member"]) == (0, 1)
     assert T / 2 <= first["t"] <= second["t"] < first["t"] + T
+
+
+async def test_each_change_of_a_timeline_is_journaled_on_the_fleets_clock(nursery):
+    fleet = Fleet(CATALOGUE, [Settings(port=0, timing=Timing(T))] * 2, Journal())
+    await nursery.start(fleet.run)
+    changes = [Change(0.0, 1, "stop", "reset"), Change(T / 4, 1, "start", scenario="starting-unavailable"), Change(T / 2, 1, "serve")]
+    await play(changes, fleet.members, trio.current_time())
+    stop, start, serve = fleet.journal.records(type="change")
+    assert stop == {"type": "change", "t": stop["t"], "member": 1, "do": "stop", "in_flight": "reset"}
+    assert (start["do"], start["scenario"], serve["do"], serve["scenario"]) == ("start", "starting-unavailable", "serve", None)
+    assert T / 4 <= start["t"] - stop["t"] < T / 2 <= serve["t"] - stop["t"] < T

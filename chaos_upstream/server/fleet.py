@@ -89,13 +89,17 @@ class Member:
             self.current.stop()
 
     async def apply(self, change: Change) -> None:
-        """Carry out one change of a timeline."""
+        """Carry out one change of a timeline, and journal it (a "change" record, once done)."""
+        started = trio.current_time() - (self.settings.origin or 0.0)
         if change.do == "stop":
             await self.stop(change.in_flight)
         elif change.do == "start":
             await self.start(change.scenario or "healthy")
         else:
             self.serve(change.scenario)
+        record = {"type": "change", "t": round(started, 6), "member": self.index, "do": change.do}
+        detail = {"in_flight": change.in_flight} if change.do == "stop" else {"scenario": change.scenario}
+        self.journal.write({**record, **detail})
 
 
 class Fleet:

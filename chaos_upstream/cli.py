@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +24,9 @@ from rich.progress import Progress
 from rich.table import Table
 
 from chaos_upstream import reports
-from chaos_upstream.errors import ChaosUpstreamError, ConfigError, unwrap
+from chaos_upstream.errors import ChaosUpstreamError, ConfigError, UnknownScenario, unwrap
 from chaos_upstream.model.catalogue import Catalogue
-from chaos_upstream.model.durations import Timing
+from chaos_upstream.model.durations import Span, Timing, parse_span
 from chaos_upstream.model.loading import load_file, scenario_files
 from chaos_upstream.model.schema import scenario_schema
 from chaos_upstream.plan.selection import Mix
@@ -87,6 +87,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--grace", type=float, default=GRACE, metavar="SECONDS", help="how long in-flight work may finish after SIGTERM"
     )
+    serve.add_argument("--play", default=None, metavar="NAME", help="play this deploy scenario's timeline on the fleet once it listens")
+    serve.add_argument("--every", type=_span, default=None, metavar="DURATION",
+                       help="with --play: play it again every DURATION ('90s', '30T'), from start to start")
     serve.set_defaults(func=_serve)
 
     check = commands.add_parser("check", help="probe every scenario through a proxy and judge what it did")
@@ -160,6 +163,13 @@ def _positive(text: str) -> float:
     return value
 
 
+def _span(text: str) -> Span:
+    try:
+        return parse_span(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _mix(text: str) -> Mix:
     try:
         return Mix.parse(text)
@@ -180,6 +190,10 @@ def _serve(args: argparse.Namespace) -> int:
     args.port = args.port or [8080]
     if args.workers > 1 and len(args.port) > 1:
         raise ConfigError("--workers N shares one --port among N processes; a fleet of several ports runs in one")
+    if args.every is not None and args.play is None:
+        raise ConfigError("--every: give --play NAME, the timeline to play again")
+    if args.workers > 1 and args.play is not None:
+        raise ConfigError("--play: timelines play on the members of one process: serve several --port without --workers")
     if args.workers > 1:
         return _supervise(args, catalogue)
     timing = Timing(args.proxy_timeout)
@@ -194,11 +208,33 @@ def _serve(args: argparse.Namespace) -> int:
             trio.run(_serve_until_signal, Upstream(catalogue, settings[0], journal), None, args, True)
         else:
             fleet = Fleet(catalogue, settings, journal)
-            admin = Admin(Local(fleet, args.default, timing), args.admin_token) if args.admin_port is not None else None
-            trio.run(_serve_until_signal, fleet, admin, args, False)
+            control = Local(fleet, args.default, timing)
+            admin = Admin(control, args.admin_token) if args.admin_port is not None else None
+            player = _player(control, args, timing)
+            trio.run(_serve_until_signal, fleet, admin, args, False, player)
     finally:
         journal.close()
     return EXIT_OK
+
+
+def _player(control: Local, args: argparse.Namespace, timing: Timing) -> Callable[[], Awaitable[None]] | None:
+    """What `--play NAME [--every S]` runs once the fleet listens, checked now (ConfigError)."""
+    if args.play is None:
+        return None
+    try:
+        changes = control.changes(args.play)
+    except UnknownScenario as exc:
+        raise ConfigError(f"--play: {exc}: `chaos-upstream list` shows the loaded ones") from None
+    except ConfigError as exc:
+        raise ConfigError(f"--play: {exc}") from None
+    every = None if args.every is None else args.every.seconds(timing)
+    if every is not None and every <= changes[-1].at:
+        raise ConfigError(f"--every {args.every}: {args.play}'s last change comes at {changes[-1].at:g} s; play it less often")
+
+    def say(line: str) -> None:
+        print(f"chaos-upstream {line}", flush=True)
+
+    return functools.partial(control.play_every, args.play, every, say)
 
 
 def _supervise(args: argparse.Namespace, catalogue: Catalogue) -> int:
@@ -237,7 +273,10 @@ def _worker_command(args: argparse.Namespace, port: int, index: int) -> list[str
     return command
 
 
-async def _serve_until_signal(server: Upstream | Fleet | Supervisor, admin: Admin | None, args: argparse.Namespace, worker: bool) -> None:
+async def _serve_until_signal(
+    server: Upstream | Fleet | Supervisor, admin: Admin | None, args: argparse.Namespace, worker: bool,
+    player: Callable[[], Awaitable[None]] | None = None,
+) -> None:
     """Serve (and the admin API) until SIGTERM or SIGINT, then stop accepting and let in-flight work finish.
 
     A worker also obeys its supervisor's commands on stdin, and stops when the supervisor goes away.
@@ -256,6 +295,8 @@ async def _serve_until_signal(server: Upstream | Fleet | Supervisor, admin: Admi
                     print(f"chaos-upstream admin API on http://{_url_host(host)}:{port}", flush=True)
             if worker:
                 nursery.start_soon(_obey_then_stop, server)
+            if player is not None:
+                nursery.start_soon(player)
             async for _ in signals:
                 server.stop()
                 break

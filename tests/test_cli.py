@@ -166,6 +166,38 @@ def test_a_fleet_of_ports_cannot_be_split_into_workers():
     assert result.returncode == 2 and "--workers N shares one --port" in result.stderr
 
 
+@pytest.mark.realtime
+def test_serve_plays_a_deploy_on_its_fleet_again_and_again_and_journals_each_change(tmp_path):
+    journal = tmp_path / "journal.jsonl"
+    server = Server("--port", "0", "--play", "restart-during-deploy", "--every", "6T", "--proxy-timeout", "0.05",
+                    "--journal", str(journal))
+    try:
+        lines = (line for line in iter(server.process.stdout.readline, "") if "playing" in line)
+        plays = [next(lines) for _ in range(3)]  # the third begins once the second is over
+    finally:
+        assert server.stop() == 0
+    assert plays == ["chaos-upstream playing restart-during-deploy: 4 changes over 0.25 s\n"] * 3
+    changes = [json.loads(line) for line in journal.read_text().splitlines() if '"change"' in line]
+    first_two = [(c["member"], c["do"]) for c in changes[:8]]
+    assert first_two == [(0, "stop"), (1, "stop"), (0, "start"), (1, "start")] * 2
+    starts = [c["t"] for c in changes if c["do"] == "stop" and c["member"] == 0]
+    assert 0.3 <= starts[1] - starts[0] < 0.45  # every 6T, from start to start
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["--every", "1s"], "--every: give --play NAME"),
+    (["--play", "no-such"], "--play: no scenario named 'no-such'"),
+    (["--play", "healthy"], "--play: 'healthy' has no timeline to play"),
+    (["--play", "rolling-deploy"], "--play: 'rolling-deploy' needs 2 members; serve has 1"),
+    (["--port", "0", "--play", "restart-during-deploy", "--every", "5T"], "restart-during-deploy's last change comes at 5 s"),
+    (["--play", "restart-during-deploy", "--every=-1s"], "never negative"),
+    (["--workers", "2", "--play", "restart-during-deploy"], "--play: timelines play on the members of one process"),
+])
+def test_a_play_that_cannot_be_played_stops_serve_before_it_starts(options, message):
+    result = run("serve", "--port", "0", *options)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
 @pytest.mark.proxy
 def test_install_proxies_says_what_is_present_and_refuses_unknown_names():
     require("nginx"), require("haproxy")

@@ -7,7 +7,10 @@ process only, one at a time.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
+
+import trio
 
 from chaos_upstream.errors import ConfigError
 from chaos_upstream.model.catalogue import Catalogue
@@ -68,12 +71,33 @@ class Local:
     async def journal(self, probe: str | None, type: str | None, running: bool = False) -> list[dict[str, Any]]:
         return self.fleet.journal.records(probe=probe, type=type, running=running)
 
-    async def play(self, name: str) -> list[Change]:
+    def changes(self, name: str) -> list[Change]:
+        """The changes of scenario `name`'s timeline on this fleet; ConfigError (UnknownScenario for
+        an unknown name) when it cannot be played here."""
         scenario = self.catalogue.get(name)
         if not scenario.timeline:
             raise ConfigError(f"{name!r} has no timeline to play")
         if len(self.fleet.members) < scenario.min_members:
             raise ConfigError(f"{name!r} needs {scenario.min_members} members; serve has {len(self.fleet.members)}")
-        changes = schedule(scenario, len(self.fleet.members), self.timing)
+        return schedule(scenario, len(self.fleet.members), self.timing)
+
+    async def play(self, name: str) -> list[Change]:
+        changes = self.changes(name)
         self.fleet.play_soon(changes)
         return changes
+
+    async def play_every(self, name: str, every: float | None, say: Callable[[str], None]) -> None:
+        """`serve --play NAME [--every S]`: play now, then every `every` seconds from start to start
+        until cancelled; a play that falls due while another is playing (one started through the admin
+        API) is skipped. `say` hears one line per play."""
+        while True:
+            start = trio.current_time()
+            try:
+                changes = await self.play(name)
+            except ConfigError as exc:
+                say(f"not playing {name} now: {exc}")
+            else:
+                say(f"playing {name}: {len(changes)} changes over {changes[-1].at:g} s")
+            if every is None:
+                return
+            await trio.sleep_until(start + every)

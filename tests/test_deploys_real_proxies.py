@@ -55,6 +55,8 @@ def test_a_restart_is_judged_with_counts_and_recovery_times(runs, key):
     restart = runs[key]["restart-during-deploy"]
     observed = restart.observed
     assert observed["requests"] == 161 and 0 < observed["errors_while_down"] <= observed["errors"]
+    assert observed["in_rotation_s"] < 1  # a fresh proxy sends to both members at once
+    assert f"{observed['in_rotation_s']} s for every member to be in rotation first" in restart.explain()
     assert [w["member"] for w in observed["down"]] == [0, 1]
     assert all(r["back_at_s"] == 5 * T for r in observed["recovery"])
     passed = observed["errors"] == observed["errors_while_down"]

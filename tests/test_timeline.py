@@ -137,6 +137,16 @@ def test_a_fleet_too_small_for_the_scenario_is_inconclusive():
     assert verdict.verdict == "inconclusive" and "give --upstream 2 times" in verdict.reason
 
 
+def test_without_a_timeline_errors_that_never_reached_the_upstream_prove_nothing():
+    scenario = CATALOGUE.get("keepalive-close-race")
+    unreached = tally(scenario, [sample(0.0), sample(0.1, BAD, ()), sample(0.2, BAD, ())], [], "rfc", T)
+    verdict = judge_stream(scenario, unreached, members=1, method="GET", profile="rfc", timing=T)
+    assert verdict.verdict == "inconclusive"
+    assert verdict.reason.startswith("2 probes got an error from the proxy without reaching the upstream")
+    reached = tally(scenario, [sample(0.0), sample(0.1, BAD, ()), sample(0.2, BAD, (0,))], [], "rfc", T)
+    assert judge_stream(scenario, reached, members=1, method="GET", profile="rfc", timing=T).verdict == "fail"
+
+
 def test_a_post_that_reached_the_upstreams_twice_fails_whatever_the_client_saw():
     scenario = CATALOGUE.get("keepalive-close-race")
     counts = tally(scenario, [sample(0.0, OK, (0, 1))], [], "rfc", T)

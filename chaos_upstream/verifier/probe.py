@@ -131,8 +131,10 @@ def _stream_line(stream: dict[str, Any]) -> str:
     down = ", ".join(f"member {w['member']} down {w['from_s']}-{w['to_s']} s" for w in stream["down"])
     back = ", ".join(f"member {r['member']} back at {r['back_at_s']} s: first success {_after(r['first_success_s'])}, "
                      f"in rotation {_after(r['back_in_rotation_s'])}" for r in stream["recovery"])
+    rotation = stream.get("in_rotation_s")
+    waited = "not every member in rotation before it" if rotation is None else f"{rotation} s for every member to be in rotation first"
     return "; ".join(filter(None, [f"{stream['requests']} probes, {stream['errors']} errors "
-                                   f"({stream['errors_while_down']} while down), {stream['retried']} retried", down, back]))
+                                   f"({stream['errors_while_down']} while down), {stream['retried']} retried", down, back, waited]))
 
 
 def _after(seconds: float | None) -> str:

@@ -3,11 +3,14 @@ out on the fleet's members, judged as a whole.
 
 Invariants: a stream sends exactly `length / every + 1` probes, each on a fresh client connection,
 and waits for all of them (each has the probe's own time limit); when it returns, every member
-listens again and serves its default scenario, whatever the timeline did.
+listens again and serves its default scenario, whatever the timeline did. A timeline starts only once
+the proxy sends requests to every member again (or ROTATION_LIMIT has passed), so that what came
+before it (a member a proxy still holds down after an earlier fault) does not count against it.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -18,10 +21,40 @@ from chaos_upstream.model.scenario import Scenario
 from chaos_upstream.plan.timeline import Change, schedule, stream_length, windows
 from chaos_upstream.server.fleet import Member, play
 from chaos_upstream.server.journal import Journal
-from chaos_upstream.verifier.classify import CLOSED, Observation
+from chaos_upstream.verifier.classify import CLOSED, STATUS, Observation
 from chaos_upstream.verifier.judge import RFC
 from chaos_upstream.verifier.probe import Result, Sample, probe, send_probe
 from chaos_upstream.verifier.tally import judge_stream, tally
+
+
+ROTATION_LIMIT = 12.0
+"""Seconds a timeline waits for the proxy to send requests to every member again: past nginx's
+default `fail_timeout` (10 s), the longest a proxy's default passive check holds a member out that a
+timeline can wait for (Traffic Server's 300 s is not waited for)."""
+
+ROUND = 4
+"""Probes per member in a row that must all get a 200, from every member, for the fleet to count as
+back in rotation."""
+
+
+async def in_rotation(
+    proxy_url: str, scenario: Scenario, journal: Journal, members: Sequence[Member], *, timing: Timing, every: float,
+    limit: float = ROTATION_LIMIT,
+) -> float | None:
+    """Seconds until the proxy answers ROUND probes per member in a row with 200s, from every member,
+    or None when it has not within `limit`. The probes are the stream's own GETs (they name no
+    scenario), one every `every` seconds."""
+    recent: deque[tuple[bool, set[int]]] = deque(maxlen=ROUND * len(members))
+    start = trio.current_time()
+    while trio.current_time() - start < limit:
+        sample = await send_probe(proxy_url, scenario, journal, timing=timing, method="GET", name_scenario=False)
+        seen = sample.observation
+        recent.append((seen.kind == STATUS and seen.status == 200, {a.get("member") for a in sample.attempts}))
+        served = set().union(*(who for _, who in recent))
+        if len(recent) == recent.maxlen and all(ok for ok, _ in recent) and served >= set(range(len(members))):
+            return round(trio.current_time() - start, 3)
+        await trio.sleep(every)
+    return None
 
 
 async def probe_stream(
@@ -40,6 +73,7 @@ async def probe_stream(
     changes = schedule(scenario, len(members), timing) if scenario.timeline and enough else []
     every = scenario.probes.every.seconds(timing)
     count = int(stream_length(scenario, changes, timing) / every) + 1 if enough else 0
+    rotation = await in_rotation(proxy_url, scenario, journal, members, timing=timing, every=every) if changes else 0.0
     samples: list[Sample] = []
 
     async def one() -> None:
@@ -62,9 +96,12 @@ async def probe_stream(
     samples.sort(key=lambda sample: sample.sent)
     counts = tally(scenario, samples, windows(changes), profile, timing)
     verdict = judge_stream(scenario, counts, members=len(members), method=method, profile=profile, timing=timing)
+    if rotation is None:
+        verdict = replace(verdict, reason=f"{verdict.reason} (before the timeline, the proxy had not sent requests to "
+                                          f"every member for {ROTATION_LIMIT:g} s: what came before may show in the counts)")
     shown = (counts.errors or samples or [Sample(f"{scenario.name}-none", Observation(CLOSED, ending="none"), None, ())])[0]
     return Result(scenario, shown.probe_id, method, profile, verdict, shown.observation, shown.capture, shown.attempts,
-                  stream={**counts.to_json(), "duration_s": round(trio.current_time() - start, 3)})
+                  stream={**counts.to_json(), "duration_s": round(trio.current_time() - start, 3), "in_rotation_s": rotation})
 
 
 async def probe_scenario(

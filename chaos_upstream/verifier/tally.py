@@ -108,7 +108,9 @@ def _recovery(window: Window, judged: Sequence[tuple[Sample, bool]]) -> Recovery
 def judge_stream(
     scenario: Scenario, counts: Tally, *, members: int, method: str, profile: str, timing: Timing
 ) -> Verdict:
-    """The verdict on a whole stream; the reason names the numbers."""
+    """The verdict on a whole stream; the reason names the numbers.  Without a timeline, errors that
+    never reached the upstream prove nothing (as for a single probe): when all errors are such, the
+    stream is inconclusive.  With one, they are what a down member looks like, and count."""
     expected = _expected(scenario, profile, timing)
     seen = _seen(counts)
     if scenario.timeline and members < scenario.min_members:
@@ -117,6 +119,11 @@ def judge_stream(
         return Verdict(INCONCLUSIVE, "stream", expected, reason)
     if counts.unreached == counts.requests:
         return Verdict(INCONCLUSIVE, "stream", expected, f"no probe reached the upstreams, so nothing was tested: {seen}")
+    unreached = [sample for sample in counts.errors if not sample.attempts]
+    if not scenario.timeline and unreached and len(unreached) == len(counts.errors):
+        reason = (f"{len(unreached)} probes got an error from the proxy without reaching the upstream (it answered on "
+                  f"its own, e.g. having marked the upstream down after an earlier fault), so they prove nothing: {seen}")
+        return Verdict(INCONCLUSIVE, "stream", expected, reason)
     masked = sum(n for kind, n in counts.kinds.items() if kind.startswith(MASKED))
     if masked:
         return Verdict(FAIL, "stream", expected, f"{masked} probes got a masked truncation; {seen}")

@@ -29,8 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from locust import User, events, task
-from locust.env import Environment
+try:
+    from locust import User, events, task
+    from locust.env import Environment
+except ModuleNotFoundError as exc:  # the one optional dependency: say how to get it
+    raise ModuleNotFoundError(f"chaos_upstream.loadtest needs locust ({exc}): pip install 'chaos-upstream[locust]'") from exc
 
 from chaos_upstream.errors import ConfigError, UnknownScenario
 from chaos_upstream.model.catalogue import Catalogue

@@ -92,6 +92,14 @@ async def test_metrics_count_requests_by_scenario(admin):
     assert b'chaos_upstream_request_endings_total{ended="closed",scenario="truncated-chunked"} 1.0' in text
 
 
+async def test_metrics_say_which_members_listen(admin):
+    fleet, start = admin
+    address = await start()
+    assert b'chaos_upstream_member_listening{member="0"} 1.0' in (await call(address, "GET", "/metrics"))[1]
+    await fleet.members[0].stop("finish")
+    assert b'chaos_upstream_member_listening{member="0"} 0.0' in (await call(address, "GET", "/metrics"))[1]
+
+
 async def test_the_journal_by_probe(admin):
     upstream, start = admin
     address = await start()

@@ -139,7 +139,7 @@ async def _readyz(admin: Admin, query: dict, body: bytes) -> Reply:
 
 async def _metrics(admin: Admin, query: dict, body: bytes) -> Reply:
     registry = CollectorRegistry()
-    registry.register(_Collector(await admin.control.stats()))
+    registry.register(_Collector(await admin.control.stats(), admin.control.members_listening()))
     return Reply(200, generate_latest(registry), "text/plain; version=0.0.4; charset=utf-8")
 
 
@@ -205,8 +205,9 @@ ROUTES: dict[tuple[str, str], Handler] = {
 class _Collector:
     """Prometheus metrics from a snapshot of the running totals, taken at scrape time."""
 
-    def __init__(self, stats: Stats) -> None:
+    def __init__(self, stats: Stats, listening: list[bool]) -> None:
         self.stats = stats
+        self.listening = listening
 
     def collect(self) -> Any:
         stats = self.stats
@@ -225,3 +226,8 @@ class _Collector:
         yield CounterMetricFamily("chaos_upstream_bad_requests", "Requests refused as unparseable.", value=stats.bad_requests)
         yield CounterMetricFamily("chaos_upstream_received_bytes", "Bytes read from closed connections.", value=stats.bytes_in)
         yield CounterMetricFamily("chaos_upstream_sent_bytes", "Bytes written to closed connections.", value=stats.bytes_out)
+        members = GaugeMetricFamily("chaos_upstream_member_listening", "1 while fleet member K listens, 0 while a "
+                                    "timeline holds it down.", labels=["member"])
+        for index, listening in enumerate(self.listening):
+            members.add_metric([str(index)], int(listening))
+        yield members

@@ -30,6 +30,9 @@ class Control(Protocol):
     def readiness(self) -> tuple[bool, list[tuple[str, int]]]:
         """Whether every listener accepts, and the addresses."""
 
+    def members_listening(self) -> list[bool]:
+        """Whether each fleet member listens now (a timeline may hold some down); [] without a fleet."""
+
     async def set_active(self, name: str | None, member: int | None = None) -> None:
         """Serve `name` (None: the default) to requests that name no scenario, on one member or all."""
 
@@ -56,6 +59,9 @@ class Local:
     def readiness(self) -> tuple[bool, list[tuple[str, int]]]:
         members = self.fleet.members
         return all(member.listening for member in members), [member.address for member in members]
+
+    def members_listening(self) -> list[bool]:
+        return [member.listening for member in self.fleet.members]
 
     async def set_active(self, name: str | None, member: int | None = None) -> None:
         if member is None:

@@ -128,6 +128,9 @@ class Supervisor:
                 nursery.start_soon(one, index, worker)
         return replies
 
+    def members_listening(self) -> list[bool]:
+        return []  # the workers share one address: no fleet of members
+
     async def set_active(self, name: str | None, member: int | None = None) -> None:
         if member is not None:
             raise ConfigError("member: the workers share one address, which is no fleet of members")

@@ -6,7 +6,7 @@ import pytest
 from chaos_upstream.matrix import running
 from chaos_upstream.model.durations import Timing
 from chaos_upstream.proxies import require
-from chaos_upstream.verifier.check import serving
+from chaos_upstream.verifier.check import check, serving
 from chaos_upstream.verifier.classify import classify
 from chaos_upstream.verifier.capture import capture
 from chaos_upstream.verifier.stream import in_rotation
@@ -41,3 +41,21 @@ async def test_a_member_the_proxy_never_sends_to_is_never_in_rotation():
         assert await in_rotation(only_member_0, ROLLING, served.journal, served.members, timing=TIMING, every=EVERY, limit=0.3) is None
         fleet_of_one = served.members[:1]
         assert await in_rotation(only_member_0, ROLLING, served.journal, fleet_of_one, timing=TIMING, every=EVERY) is not None
+
+
+@pytest.mark.proxy
+async def test_through_a_fleet_check_probes_one_at_a_time_each_once_every_member_is_in_rotation(tmp_path):
+    launcher = require("haproxy")
+    async with (
+        serving(CATALOGUE, [("127.0.0.1", 0)] * 2, timing=TIMING) as served,
+        running(launcher, served.addresses, T, tmp_path) as proxy,
+    ):
+        scenarios = [CATALOGUE.get("slow-response"), CATALOGUE.get("truncated-chunked")]
+        report = await check(proxy.url, scenarios, served.journal, timing=TIMING, profile=launcher.profile, members=served.members)
+    slow, truncated = report.results
+    assert (slow.verdict, truncated.verdict) == ("pass", "pass"), report.results
+    records = served.journal.records(type="request")
+    slow_end = max(r["t"] + r["duration"] for r in records if r["probe"] == slow.probe_id)
+    truncated_start = min(r["t"] for r in records if r["probe"] == truncated.probe_id)
+    between = {r["member"] for r in records if slow_end <= r["t"] <= truncated_start and r["scenario"] == "healthy"}
+    assert truncated_start >= slow_end and between == {0, 1}

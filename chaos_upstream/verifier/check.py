@@ -4,13 +4,16 @@ Strategy: every probe carries its own scenario name and probe id and goes out on
 connection, so probes of different request-level scenarios cannot see each other's faults: they run
 concurrently, and the whole catalogue takes about as long as its slowest scenario.  A connection-level
 scenario has a port of its own, which the proxy routes its path prefix to, so its one probe is alone there.
+Through a fleet of two or more, a proxy's passive health check carries one fault over to the next
+(a member marked down after a reset is not tried for another probe), so there the probes run one at
+a time, each once the proxy sends requests to every member again.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import trio
@@ -25,7 +28,7 @@ from chaos_upstream.server.journal import Journal
 from chaos_upstream.server.upstream import Settings, Upstream
 from chaos_upstream.verifier.judge import PASS, PROFILES, RFC
 from chaos_upstream.verifier.probe import Result
-from chaos_upstream.verifier.stream import probe_scenario
+from chaos_upstream.verifier.stream import in_rotation, not_in_rotation, probe_scenario
 
 
 @dataclass
@@ -139,6 +142,10 @@ def _settings(address: Address, timing: Timing, default: str = "healthy") -> Set
     return Settings(host=address[0], port=address[1], timing=timing, default=default)
 
 
+ROTATION_EVERY = 0.025
+"""Seconds between the probes that wait for the fleet to be back in rotation: a stream's usual pace."""
+
+
 async def check(
     proxy_url: str,
     scenarios: Sequence[Scenario],
@@ -149,22 +156,31 @@ async def check(
     members: Sequence[Member] = (),
     on_result: Callable[[Result], None] = lambda result: None,
 ) -> Report:
-    """Probe every scenario through the proxy: all at once, then the timelines one after another
-    (each acts on the whole fleet, `members`); results come back in `scenarios` order."""
+    """Probe every scenario through the proxy: all at once (one after another through a fleet of two
+    or more), then the timelines one after another (each acts on the whole fleet, `members`); results
+    come back in `scenarios` order."""
     if profile not in PROFILES:
         raise ConfigError(f"--profile: {profile!r} is not one of {', '.join(PROFILES)}")
     report = Report(proxy_url, profile, timing)
     results: dict[str, Result] = {}
     started = trio.current_time()
 
-    async def one(scenario: Scenario) -> None:
-        results[scenario.name] = await probe_scenario(proxy_url, scenario, journal, timing=timing, profile=profile,
-                                                      members=members)
-        on_result(results[scenario.name])
+    async def one(scenario: Scenario, in_rotation_first: bool = False) -> None:
+        waited = await in_rotation(proxy_url, scenario, journal, members, timing=timing, every=ROTATION_EVERY) \
+            if in_rotation_first else 0.0
+        result = await probe_scenario(proxy_url, scenario, journal, timing=timing, profile=profile, members=members)
+        if waited is None:
+            result = replace(result, judgement=not_in_rotation(result.judgement))
+        results[scenario.name] = result
+        on_result(result)
 
-    async with trio.open_nursery() as nursery:
-        for scenario in scenarios:
-            if not scenario.timeline:
+    single = [scenario for scenario in scenarios if not scenario.timeline]
+    if len(members) > 1:
+        for scenario in single:
+            await one(scenario, in_rotation_first=True)
+    else:
+        async with trio.open_nursery() as nursery:
+            for scenario in single:
                 nursery.start_soon(one, scenario)
     for scenario in scenarios:
         if scenario.timeline:

@@ -22,7 +22,7 @@ from chaos_upstream.plan.timeline import Change, schedule, stream_length, window
 from chaos_upstream.server.fleet import Member, play
 from chaos_upstream.server.journal import Journal
 from chaos_upstream.verifier.classify import CLOSED, STATUS, Observation
-from chaos_upstream.verifier.judge import RFC
+from chaos_upstream.verifier.judge import RFC, Verdict
 from chaos_upstream.verifier.probe import Result, Sample, probe, send_probe
 from chaos_upstream.verifier.tally import judge_stream, tally
 
@@ -35,6 +35,12 @@ timeline can wait for (Traffic Server's 300 s is not waited for)."""
 ROUND = 4
 """Probes per member in a row that must all get a 200, from every member, for the fleet to count as
 back in rotation."""
+
+
+def not_in_rotation(verdict: Verdict) -> Verdict:
+    """`verdict`, its reason saying that the fleet was not back in rotation when the probing began."""
+    return replace(verdict, reason=f"{verdict.reason} (before it, the proxy had not sent requests to every member "
+                                   f"for {ROTATION_LIMIT:g} s: an earlier fault may have shaped what came back)")
 
 
 async def in_rotation(
@@ -97,8 +103,7 @@ async def probe_stream(
     counts = tally(scenario, samples, windows(changes), profile, timing)
     verdict = judge_stream(scenario, counts, members=len(members), method=method, profile=profile, timing=timing)
     if rotation is None:
-        verdict = replace(verdict, reason=f"{verdict.reason} (before the timeline, the proxy had not sent requests to "
-                                          f"every member for {ROTATION_LIMIT:g} s: what came before may show in the counts)")
+        verdict = not_in_rotation(verdict)
     shown = (counts.errors or samples or [Sample(f"{scenario.name}-none", Observation(CLOSED, ending="none"), None, ())])[0]
     return Result(scenario, shown.probe_id, method, profile, verdict, shown.observation, shown.capture, shown.attempts,
                   stream={**counts.to_json(), "duration_s": round(trio.current_time() - start, 3), "in_rotation_s": rotation})

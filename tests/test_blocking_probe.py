@@ -41,6 +41,17 @@ async def test_without_a_journal_the_verdict_rests_on_what_the_client_saw(nginx_
     assert "never reached" not in result.reason
 
 
+@pytest.mark.proxy
+async def test_a_journal_that_cannot_be_read_leaves_the_verdict_to_what_the_client_saw(nginx_with_admin):
+    def gone(probe_id):
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    proxy_url, _, _ = nginx_with_admin
+    result = await blocking(proxy_url, "bad-status-line", attempts_of=gone)
+    assert (result.verdict, result.seen) == ("fail", "malformed")
+    assert result.reason.endswith("(not joined with the upstream's journal, which could not be read: [Errno 111] Connection refused)")
+
+
 async def test_an_unreachable_proxy_is_inconclusive_and_says_so():
     result = await blocking("http://127.0.0.1:9", "healthy")
     assert result.verdict == "inconclusive"

@@ -15,6 +15,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from chaos_upstream.model.durations import Timing
@@ -74,15 +75,19 @@ def probe_blocking(
     out = outgoing(proxy_url, scenario, method=method, path=path, body=body, headers=headers)
     asked = attempts_of is not None and scenario.trigger == "request"
     parser = ResponseParser(method)
+    unread = ""
     try:
         seen = capture_blocking(out.host, out.port, out.request, limit=probe_limit(timing), done=parser.feed)
     except OSError as exc:
         sample = unreachable(out.probe_id, proxy_url, exc, 0.0)
     else:
-        attempts = _settled(attempts_of, out.probe_id) if asked and attempts_of else []
+        try:
+            attempts = _settled(attempts_of, out.probe_id) if asked and attempts_of else []
+        except OSError as exc:  # the admin API went away mid-run: judge from the client's side, and say so
+            asked, attempts, unread = False, [], f" (not joined with the upstream's journal, which could not be read: {exc})"
         sample = Sample(out.probe_id, classify(seen, method), seen, tuple(attempts))
-    joined = asked or scenario.trigger == "refuse"
-    return judged(scenario, sample, method=method, profile=profile, timing=timing, joined=joined)
+    result = judged(scenario, sample, method=method, profile=profile, timing=timing, joined=asked or scenario.trigger == "refuse")
+    return replace(result, judgement=replace(result.judgement, reason=result.reason + unread)) if unread else result
 
 
 def _settled(attempts_of: AttemptsOf, probe_id: str) -> list[dict[str, Any]]:

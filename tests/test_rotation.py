@@ -3,6 +3,8 @@ nginx, whose default passive check holds a member out for 10 s after one failed 
 
 import pytest
 
+from chaos_upstream.errors import ConfigError
+
 from chaos_upstream.matrix import running
 from chaos_upstream.model.durations import Timing
 from chaos_upstream.proxies import require
@@ -59,3 +61,14 @@ async def test_through_a_fleet_check_probes_one_at_a_time_each_once_every_member
     truncated_start = min(r["t"] for r in records if r["probe"] == truncated.probe_id)
     between = {r["member"] for r in records if slow_end <= r["t"] <= truncated_start and r["scenario"] == "healthy"}
     assert truncated_start >= slow_end and between == {0, 1}
+
+
+async def test_check_refuses_a_fleet_member_the_proxy_never_forwards_to():
+    async with serving(CATALOGUE, [("127.0.0.1", 0)] * 2, timing=TIMING) as served:
+        only_member_0 = "http://{}:{}".format(*served.addresses[0])
+        with pytest.raises(ConfigError) as refused:
+            await check(only_member_0, [CATALOGUE.get("healthy")], served.journal, timing=TIMING, members=served.members,
+                        rotation_limit=0.3)
+    host, port = served.addresses[1]
+    assert str(refused.value) == (f"--upstream {host}:{port}: no request came through the proxy in 0.3 s; give --upstream "
+                                  "only the addresses your proxy forwards to")

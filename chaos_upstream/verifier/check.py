@@ -28,7 +28,7 @@ from chaos_upstream.server.journal import Journal
 from chaos_upstream.server.upstream import Settings, Upstream
 from chaos_upstream.verifier.judge import PASS, PROFILES, RFC
 from chaos_upstream.verifier.probe import Result
-from chaos_upstream.verifier.stream import in_rotation, not_in_rotation, probe_scenario
+from chaos_upstream.verifier.stream import ROTATION_LIMIT, in_rotation, not_in_rotation, probe_scenario
 
 
 @dataclass
@@ -155,10 +155,12 @@ async def check(
     profile: str = RFC,
     members: Sequence[Member] = (),
     on_result: Callable[[Result], None] = lambda result: None,
+    rotation_limit: float = ROTATION_LIMIT,
 ) -> Report:
     """Probe every scenario through the proxy: all at once (one after another through a fleet of two
-    or more), then the timelines one after another (each acts on the whole fleet, `members`); results
-    come back in `scenarios` order."""
+    or more, each once the fleet is in rotation, waiting at most `rotation_limit` seconds), then the
+    timelines one after another (each acts on the whole fleet, `members`); results come back in
+    `scenarios` order."""
     if profile not in PROFILES:
         raise ConfigError(f"--profile: {profile!r} is not one of {', '.join(PROFILES)}")
     report = Report(proxy_url, profile, timing)
@@ -166,8 +168,8 @@ async def check(
     started = trio.current_time()
 
     async def one(scenario: Scenario, in_rotation_first: bool = False) -> None:
-        waited = await in_rotation(proxy_url, scenario, journal, members, timing=timing, every=ROTATION_EVERY) \
-            if in_rotation_first else 0.0
+        waited = await in_rotation(proxy_url, scenario, journal, members, timing=timing, every=ROTATION_EVERY,
+                                   limit=rotation_limit) if in_rotation_first else 0.0
         result = await probe_scenario(proxy_url, scenario, journal, timing=timing, profile=profile, members=members)
         if waited is None:
             result = replace(result, judgement=not_in_rotation(result.judgement))
@@ -176,8 +178,10 @@ async def check(
 
     single = [scenario for scenario in scenarios if not scenario.timeline]
     if len(members) > 1:
-        for scenario in single:
+        for index, scenario in enumerate(single):
             await one(scenario, in_rotation_first=True)
+            if index == 0:
+                _check_every_member_reached(journal, members, rotation_limit)
     else:
         async with trio.open_nursery() as nursery:
             for scenario in single:
@@ -188,6 +192,17 @@ async def check(
     report.results = [results[scenario.name] for scenario in scenarios]
     report.elapsed = trio.current_time() - started
     return report
+
+
+def _check_every_member_reached(journal: Journal, members: Sequence[Member], waited: float) -> None:
+    """ConfigError when a member got no request at all through the proxy while the first probe waited
+    for the fleet to be in rotation: the proxy does not forward to that address."""
+    reached = {record.get("member") for record in journal.records(type="request")}
+    missing = [member for member in members if member.index not in reached]
+    if missing:
+        where = ", ".join(f"{member.address[0]}:{member.address[1]}" for member in missing)
+        raise ConfigError(f"--upstream {where}: no request came through the proxy in {waited:g} s; give "
+                          "--upstream only the addresses your proxy forwards to")
 
 
 async def serve_and_check(

@@ -116,7 +116,8 @@ class ChaosUser(User):
     """The proxy's read timeout (the `--proxy-timeout` the upstream serves with)."""
     profile: ClassVar[str] = RFC
     seed: ClassVar[int | None] = None
-    """Seed of the draws: user K of a run draws the same scenarios in the same order every time."""
+    """Seed of the draws: user K (of worker W, in a distributed run) draws the same scenarios in the
+    same order every time."""
     scenarios: ClassVar[Sequence[str]] = ()
     """Scenario files or folders added to the built-in catalogue (the upstream must serve them too)."""
 
@@ -134,7 +135,8 @@ class ChaosUser(User):
     def on_start(self) -> None:
         self.chosen = self.settings(self.environment)
         seed = self.chosen.seed
-        self.rng = random.Random(None if seed is None else f"{seed}:{next(self._numbers)}")
+        worker = getattr(self.environment.runner, "worker_index", 0)  # a distributed run's workers draw apart
+        self.rng = random.Random(None if seed is None else f"{seed}:{worker}:{next(self._numbers)}")
 
     @task
     def probe(self) -> None:

@@ -73,6 +73,15 @@ def test_a_proxy_balances_over_every_member_of_a_fleet(chaos_upstream, chaos_pro
 
 
 @pytest.mark.proxy
+@pytest.mark.chaos_upstream(members=2)
+def test_between_probes_through_a_fleet_a_test_can_wait_for_every_member_to_be_in_rotation(chaos_upstream, chaos_proxy):
+    nginx = chaos_proxy("nginx", chaos_upstream)
+    assert chaos_upstream.in_rotation(nginx) < 0.5
+    assert chaos_upstream.probe(nginx, "reset-before-response").verdict == "pass"  # nginx now holds both out for 10 s
+    assert chaos_upstream.in_rotation(nginx, limit=0.3) is None
+
+
+@pytest.mark.proxy
 def test_a_proxy_goes_in_front_of_plain_addresses_too(chaos_upstream, chaos_proxy):
     nginx = chaos_proxy("nginx", [chaos_upstream.address])
     assert_verdict(chaos_upstream.probe(nginx, "healthy"))

@@ -45,7 +45,7 @@ from chaos_upstream.server.journal import Journal, Record
 from chaos_upstream.verifier.check import Served, serving
 from chaos_upstream.verifier.judge import RFC
 from chaos_upstream.verifier.probe import Result
-from chaos_upstream.verifier.stream import probe_scenario
+from chaos_upstream.verifier.stream import ROTATION_EVERY, ROTATION_LIMIT, in_rotation, probe_scenario
 
 Address = tuple[str, int]
 Proxy = str | RunningProxy
@@ -191,6 +191,15 @@ class AsyncChaosUpstream(_Common):
         self.results.append(result)
         return result
 
+    async def in_rotation(self, proxy: Proxy, *, limit: float = ROTATION_LIMIT) -> float | None:
+        """Seconds until `proxy` sends requests to every member again (4 probes per member in a row
+        get a 200, from every member), or None after `limit` seconds.  Through a fleet, call it
+        between probes, so that the proxy's passive health check does not carry one probe's fault
+        over to the next (as `check` does)."""
+        url, _ = _judged_as(proxy, None)
+        return await in_rotation(url, self.scenario("healthy"), self.journal, self._served.members, timing=self.timing,
+                                 every=ROTATION_EVERY, limit=limit)
+
 
 def _judged_as(proxy: Proxy, profile: str | None) -> tuple[str, str]:
     """The proxy's URL and the profile to judge by."""
@@ -286,6 +295,10 @@ class ChaosUpstream(_Common):
         except UpstreamStopped:
             self.raise_if_crashed()
             raise
+
+    def in_rotation(self, proxy: Proxy, **options: Any) -> float | None:
+        """As `AsyncChaosUpstream.in_rotation`, blocking until it knows."""
+        return self._call(functools.partial(self._inner.in_rotation, proxy, **options))  # type: ignore[no-any-return]
 
     def raise_if_crashed(self) -> None:
         """Raise UpstreamCrashed from the exception that ended the upstream's loop, the first time

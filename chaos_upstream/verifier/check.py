@@ -28,7 +28,7 @@ from chaos_upstream.server.journal import Journal
 from chaos_upstream.server.upstream import Settings, Upstream
 from chaos_upstream.verifier.judge import PASS, PROFILES, RFC
 from chaos_upstream.verifier.probe import Result
-from chaos_upstream.verifier.stream import ROTATION_LIMIT, in_rotation, not_in_rotation, probe_scenario
+from chaos_upstream.verifier.stream import ROTATION_EVERY, ROTATION_LIMIT, in_rotation, not_in_rotation, probe_scenario
 
 
 @dataclass
@@ -140,10 +140,6 @@ async def serving(
 
 def _settings(address: Address, timing: Timing, default: str = "healthy") -> Settings:
     return Settings(host=address[0], port=address[1], timing=timing, default=default)
-
-
-ROTATION_EVERY = 0.025
-"""Seconds between the probes that wait for the fleet to be back in rotation: a stream's usual pace."""
 
 
 async def check(

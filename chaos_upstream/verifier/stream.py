@@ -32,6 +32,10 @@ ROTATION_LIMIT = 12.0
 default `fail_timeout` (10 s), the longest a proxy's default passive check holds a member out that a
 timeline can wait for (Traffic Server's 300 s is not waited for)."""
 
+ROTATION_EVERY = 0.025
+"""Seconds between the probes that wait for the fleet to be back in rotation before a single probe:
+a stream's usual pace."""
+
 ROUND = 4
 """Probes per member in a row that must all get a 200, from every member, for the fleet to count as
 back in rotation."""

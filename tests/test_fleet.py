@@ -1,9 +1,11 @@
 """Fleet members on real sockets: a graceful drain, a kill, a return on the same port, one journal clock."""
 
+import pytest
 import trio
 
 from chaos_upstream.model.durations import Timing
 from chaos_upstream.plan.timeline import Change
+from chaos_upstream.server.control import Local
 from chaos_upstream.server.fleet import Fleet, Member, play
 from chaos_upstream.server.journal import Journal
 from chaos_upstream.server.upstream import Settings
@@ -101,3 +103,18 @@ async def test_each_change_of_a_timeline_is_journaled_on_the_fleets_clock(nurser
     assert stop == {"type": "change", "t": stop["t"], "member": 1, "do": "stop", "in_flight": "reset"}
     assert (start["do"], start["scenario"], serve["do"], serve["scenario"]) == ("start", "starting-unavailable", "serve", None)
     assert T / 4 <= start["t"] - stop["t"] < T / 2 <= serve["t"] - stop["t"] < T
+
+
+async def test_a_scheduled_play_that_falls_due_while_another_plays_is_skipped_with_a_line(nursery, autojump_clock):
+    fleet = Fleet(CATALOGUE, [Settings(port=0, timing=Timing(T))] * 2, Journal())
+    await nursery.start(fleet.run)
+    control = Local(fleet, "healthy", Timing(T))
+    await control.play("restart-during-deploy")  # as through the admin API: plays for 5T
+    lines: list[str] = []
+    nursery.start_soon(control.play_every, "restart-during-deploy", 6 * T, lines.append)
+    await trio.sleep(7.5 * T)
+    assert lines == ["not playing restart-during-deploy now: a timeline is playing already",
+                     "playing restart-during-deploy: 4 changes over 1 s"]
+    stops = [(c["t"], c["member"]) for c in fleet.journal.records(type="change") if c["do"] == "stop"]
+    assert [member for _, member in stops] == [0, 1, 0, 1]  # the admin's play, then the second scheduled one
+    assert stops[2][0] - stops[0][0] == pytest.approx(6 * T)

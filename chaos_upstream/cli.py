@@ -42,6 +42,7 @@ from chaos_upstream.proxies import LAUNCHERS, Launcher, install
 from chaos_upstream.verifier.check import Report, choose_scenarios, serve_and_check
 from chaos_upstream.verifier.judge import PROFILES, RFC
 from chaos_upstream.verifier.probe import Result
+from chaos_upstream.verifier.stream import ROTATION_LIMIT
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -101,6 +102,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_scenarios(check)
     check.add_argument("--only", action="append", default=[], metavar="NAME", help="check only these scenarios (repeatable)")
+    check.add_argument(
+        "--rotation-wait", type=_positive, default=ROTATION_LIMIT, metavar="SECONDS",
+        help=f"through a fleet: how long each probe may wait for the proxy to send to every member again (default {ROTATION_LIMIT:g})",
+    )
     _add_timeout(check)
     check.add_argument("--profile", default=RFC, choices=PROFILES, help="whose expectations: the RFCs' or a proxy's")
     _add_reports(check)
@@ -349,7 +354,7 @@ def _check(args: argparse.Namespace) -> int:
         report = trio.run(
             functools.partial(
                 serve_and_check, args.proxy, addresses, catalogue, scenarios, timing=timing, profile=args.profile,
-                ports=ports, on_result=on_result,
+                ports=ports, on_result=on_result, rotation_limit=args.rotation_wait,
             )
         )
     console.print(verdict_table(report))

@@ -76,3 +76,11 @@ def test_a_proxy_that_cannot_be_reached_is_inconclusive_not_a_pass(tmp_path):
 def test_bad_check_options_exit_2(args, message):
     result = run("check", "--proxy", "http://127.0.0.1:1", "--upstream", "127.0.0.1:2", *args)
     assert result.returncode == 2 and message in result.stderr
+
+
+def test_a_fleet_member_the_proxy_never_forwards_to_exits_2_after_the_rotation_wait():
+    member_a, member_b = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    result = run("check", "--proxy", f"http://{member_a}", "--upstream", member_a, "--upstream", member_b,
+                 "--only", "healthy", "--rotation-wait", "0.3")
+    assert result.returncode == 2
+    assert f"--upstream {member_b}: no request came through the proxy in 0.3 s" in result.stderr

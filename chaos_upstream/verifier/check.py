@@ -166,9 +166,10 @@ async def check(
     async def one(scenario: Scenario, in_rotation_first: bool = False) -> None:
         waited = await in_rotation(proxy_url, scenario, journal, members, timing=timing, every=ROTATION_EVERY,
                                    limit=rotation_limit) if in_rotation_first else 0.0
-        result = await probe_scenario(proxy_url, scenario, journal, timing=timing, profile=profile, members=members)
+        result = await probe_scenario(proxy_url, scenario, journal, timing=timing, profile=profile, members=members,
+                                      rotation_limit=rotation_limit)
         if waited is None:
-            result = replace(result, judgement=not_in_rotation(result.judgement))
+            result = replace(result, judgement=not_in_rotation(result.judgement, rotation_limit))
         results[scenario.name] = result
         on_result(result)
 
@@ -211,10 +212,10 @@ async def serve_and_check(
     profile: str = RFC,
     ports: Mapping[str, Address] | None = None,
     on_result: Callable[[Result], None] = lambda result: None,
+    rotation_limit: float = ROTATION_LIMIT,
 ) -> Report:
     """Serve the catalogue at every address and each connection-level scenario at its port, check
     through the proxy, stop serving."""
     async with serving(catalogue, addresses, timing=timing, ports=ports) as served:
-        return await check(
-            proxy_url, scenarios, served.journal, timing=timing, profile=profile, members=served.members, on_result=on_result
-        )
+        return await check(proxy_url, scenarios, served.journal, timing=timing, profile=profile, members=served.members,
+                           on_result=on_result, rotation_limit=rotation_limit)

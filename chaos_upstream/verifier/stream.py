@@ -41,10 +41,11 @@ ROUND = 4
 back in rotation."""
 
 
-def not_in_rotation(verdict: Verdict) -> Verdict:
-    """`verdict`, its reason saying that the fleet was not back in rotation when the probing began."""
+def not_in_rotation(verdict: Verdict, waited: float) -> Verdict:
+    """`verdict`, its reason saying that the fleet was not back in rotation after `waited` seconds,
+    when the probing began."""
     return replace(verdict, reason=f"{verdict.reason} (before it, the proxy had not sent requests to every member "
-                                   f"for {ROTATION_LIMIT:g} s: an earlier fault may have shaped what came back)")
+                                   f"for {waited:g} s: an earlier fault may have shaped what came back)")
 
 
 async def in_rotation(
@@ -75,15 +76,18 @@ async def probe_stream(
     timing: Timing,
     profile: str = RFC,
     members: Sequence[Member] = (),
+    rotation_limit: float = ROTATION_LIMIT,
 ) -> Result:
-    """Probe `scenario` with its stream (`probes.every`), playing its timeline on `members`."""
+    """Probe `scenario` with its stream (`probes.every`), playing its timeline on `members` once they
+    are in rotation (waiting at most `rotation_limit` seconds)."""
     assert scenario.probes.every is not None, "a stream needs probes.every"
     method, body = scenario.probes.method, scenario.probes.body.encode("latin-1")
     enough = not scenario.timeline or len(members) >= scenario.min_members
     changes = schedule(scenario, len(members), timing) if scenario.timeline and enough else []
     every = scenario.probes.every.seconds(timing)
     count = int(stream_length(scenario, changes, timing) / every) + 1 if enough else 0
-    rotation = await in_rotation(proxy_url, scenario, journal, members, timing=timing, every=every) if changes else 0.0
+    rotation = await in_rotation(proxy_url, scenario, journal, members, timing=timing, every=every,
+                                 limit=rotation_limit) if changes else 0.0
     samples: list[Sample] = []
 
     async def one() -> None:
@@ -107,7 +111,7 @@ async def probe_stream(
     counts = tally(scenario, samples, windows(changes), profile, timing)
     verdict = judge_stream(scenario, counts, members=len(members), method=method, profile=profile, timing=timing)
     if rotation is None:
-        verdict = not_in_rotation(verdict)
+        verdict = not_in_rotation(verdict, rotation_limit)
     shown = (counts.errors or samples or [Sample(f"{scenario.name}-none", Observation(CLOSED, ending="none"), None, ())])[0]
     return Result(scenario, shown.probe_id, method, profile, verdict, shown.observation, shown.capture, shown.attempts,
                   stream={**counts.to_json(), "duration_s": round(trio.current_time() - start, 3), "in_rotation_s": rotation})
@@ -121,6 +125,7 @@ async def probe_scenario(
     timing: Timing,
     profile: str = RFC,
     members: Sequence[Member] = (),
+    rotation_limit: float = ROTATION_LIMIT,
     **request: object,
 ) -> Result:
     """The scenario's probe as it says: one request (`request` passes on to `probe`: method, path,
@@ -130,4 +135,5 @@ async def probe_scenario(
     if any(value not in (None, ()) for value in request.values()):
         raise TypeError(f"{scenario.name!r} is probed by a stream of its own requests: "
                         f"{', '.join(request)} do not apply")
-    return await probe_stream(proxy_url, scenario, journal, timing=timing, profile=profile, members=members)
+    return await probe_stream(proxy_url, scenario, journal, timing=timing, profile=profile, members=members,
+                              rotation_limit=rotation_limit)

@@ -4,7 +4,7 @@ Invariant: a record is written once, when what it describes has ended (a request
 run or been cut short, a connection when it is closed), and a record written to a file is flushed
 before `write` returns, so a SIGTERM loses nothing already written.
 
-Strategy: records are kept in memory as (type, probe, JSON text) tuples, not as dicts. A tuple of
+Strategy: records are kept in memory as (ordinal, type, probe, JSON text) tuples, not as dicts. A tuple of
 strings is untracked by the garbage collector, so a full journal (a hundred thousand records with
 nested lists and dicts) adds nothing to every collection pause; a record is parsed again only when
 asked for, and the JSON text is the same one written to the file.
@@ -21,8 +21,8 @@ KEEP = 100_000
 """Records kept in memory: hours of a busy sidecar's probes at a few hundred bytes each (~50 MB)."""
 
 Record = dict[str, Any]
-Entry = tuple[str | None, str | None, str]
-"""A record in memory: its type, its probe id, its JSON text."""
+Entry = tuple[int, str | None, str | None, str]
+"""A record in memory: its ordinal (1-based, in the order written), its type, its probe id, its JSON text."""
 
 
 class Journal:
@@ -43,22 +43,22 @@ class Journal:
 
     def write(self, record: Record) -> None:
         self._running.pop(id(record), None)
-        entry = (record.get("type"), record.get("probe"), json.dumps(record, separators=(",", ":")))
+        entry = (self.total + 1, record.get("type"), record.get("probe"), json.dumps(record, separators=(",", ":")))
         if len(self._records) == self._records.maxlen:
             self._forget(self._records[0])
         self._records.append(entry)
-        if entry[1] is not None:
-            self._by_probe.setdefault(entry[1], deque()).append(entry)
+        if entry[2] is not None:
+            self._by_probe.setdefault(entry[2], deque()).append(entry)
         self.total += 1
         if self._file is not None:
-            self._file.write(entry[2] + "\n")
+            self._file.write(entry[3] + "\n")
             self._file.flush()
 
     def records(self, *, probe: str | None = None, type: str | None = None, running: bool = False) -> list[Record]:
         """Records in the order written, optionally only one probe's or one type's; with `running`,
         then copies of those still in progress (a request whose plan is still running)."""
         source = self._records if probe is None else self._by_probe.get(probe, ())
-        done = [json.loads(text) for kind, probe_id, text in source if _wanted(kind, probe_id, probe, type)]
+        done = [json.loads(text) for _, kind, probe_id, text in source if _wanted(kind, probe_id, probe, type)]
         live = [
             dict(r, running=True)
             for r in self._running.values()
@@ -68,11 +68,11 @@ class Journal:
 
     def _forget(self, oldest: Entry) -> None:
         """Drop the oldest record, about to leave memory, from its probe's index too."""
-        if oldest[1] is not None:
-            kept = self._by_probe[oldest[1]]
+        if oldest[2] is not None:
+            kept = self._by_probe[oldest[2]]
             kept.popleft()
             if not kept:
-                del self._by_probe[oldest[1]]
+                del self._by_probe[oldest[2]]
 
     def close(self) -> None:
         if self._file is not None:

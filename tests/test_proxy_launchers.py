@@ -155,9 +155,12 @@ TIMEOUT_STATUS = {"varnish": 503, "apache": 502}
 ATTEMPTS = {"trafficserver": 4}
 """Times a proxy tries a silent upstream by default before it answers (Traffic Server retries 3 times)."""
 
-TIMER_SLACK = {"squid": 1.0, "lighttpd": 2.5, "trafficserver": 1.0}
+TIMER_SLACK = {"squid": 2.0, "lighttpd": 2.5, "trafficserver": 1.0}
 """Seconds a proxy's timeout may fire late: those that check their timers once a second (Squid's
-whole-second clock fires as early, too)."""
+3 s timeout was seen to fire after 4.996 s on a loaded machine)."""
+
+EARLY = {"squid": 1.0}
+"""Seconds a proxy's timeout may fire early: Squid's whole-second clock rounds down, too."""
 
 
 @pytest.mark.realtime
@@ -170,8 +173,7 @@ def test_silent_upstream_gets_504_after_proxy_timeout(launcher: Launcher, tmp_pa
             status, _ = get(conn)
             elapsed = time.monotonic() - started
     assert status == TIMEOUT_STATUS.get(launcher.profile, 504), proxy.error_log()
-    early = TIMER_SLACK[launcher.name] if launcher.name == "squid" else 0.0
-    assert 0.8 * timeout - early <= elapsed <= latest, proxy.error_log()
+    assert 0.8 * timeout - EARLY.get(launcher.name, 0.0) <= elapsed <= latest, proxy.error_log()
     assert_gone(proxy)
 
 

@@ -7,13 +7,13 @@ names a scenario that exists.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 from chaos_upstream.errors import ConfigError, Problem, UnknownScenario
-from chaos_upstream.model.loading import line_of, load_file, scenario_files
+from chaos_upstream.model.loading import Loc, read_document, scenario_files
 from chaos_upstream.model.scenario import Scenario
 
 
@@ -30,6 +30,9 @@ class Entry:
     scenario: Scenario
     source: Path
     builtin: bool
+    lines: Mapping[Loc, int]
+    """The line of each field that names another scenario (see _borrowed), for problems found
+    once every file is loaded, without keeping the node tree or reading the file again."""
 
 
 class Catalogue:
@@ -82,11 +85,10 @@ class Catalogue:
     def _check_references(self) -> None:
         """Every scenario a rule borrows or a timeline event serves exists, and is request-level."""
         problems = [
-            Problem(str(entry.source), line_of(entry.source, (field, index, "scenario")), f"{field}.{index}.scenario", problem)
+            Problem(str(entry.source), entry.lines[loc], ".".join(map(str, loc)), problem)
             for entry in self._entries.values()
-            for field, items in (("rules", entry.scenario.rules), ("timeline", entry.scenario.timeline))
-            for index, item in enumerate(items)
-            if item.scenario is not None and (problem := self._unusable(item.scenario))
+            for loc, name in _borrowed(entry.scenario)
+            if (problem := self._unusable(name))
         ]
         if problems:
             raise ConfigError(problems)
@@ -107,14 +109,24 @@ def _load_all(files: Iterable[Path], builtin: bool, problems: list[Problem]) -> 
     seen: dict[str, Path] = {}
     for path in files:
         try:
-            scenario = load_file(path)
+            document = read_document(path)
         except ConfigError as exc:
             problems.extend(exc.problems)
             continue
+        scenario = document.scenario
         if scenario.name in seen:
             message = f"scenario {scenario.name!r} is already defined in {seen[scenario.name]}"
             problems.append(Problem(str(path), 1, "name", message))
             continue
         seen[scenario.name] = path
-        entries.append(Entry(scenario, path, builtin))
+        lines = {loc: document.line_of(loc) for loc, _ in _borrowed(scenario)}
+        entries.append(Entry(scenario, path, builtin, lines))
     return entries
+
+
+def _borrowed(scenario: Scenario) -> Iterator[tuple[Loc, str]]:
+    """Where `scenario` names another scenario: each field's location and the name it gives."""
+    for field, items in (("rules", scenario.rules), ("timeline", scenario.timeline)):
+        for index, item in enumerate(items):
+            if item.scenario is not None:
+                yield (field, index, "scenario"), item.scenario

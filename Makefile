@@ -10,8 +10,14 @@ STAMP := $(VENV)/.installed
 test: $(STAMP) all-proxies
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The matrix ends with one line per proxy ("nginx 1.22.1: 23 pass, 9 fail, 0 inconclusive"); then the next step.
 demo: $(STAMP) proxies
 	$(PY) -m chaos_upstream matrix || test $$? -eq 1  # exit 1 = a proxy failed a scenario: a finding, not a broken demo
+	@echo
+	@echo "Next: check your own proxy. Have it forward to 127.0.0.1:9000 (check serves the scenarios there), then run:"
+	@echo "  $(VENV)/bin/chaos-upstream check --proxy http://127.0.0.1:8080 --upstream 127.0.0.1:9000 --proxy-timeout 1"
+	@echo "with your proxy's address as --proxy and its upstream read timeout in seconds as --proxy-timeout."
+	@echo "README.md, 'Quick start: check a proxy', says more (fleets, connection-level scenarios, reports)."
 
 install: $(STAMP)
 

@@ -26,7 +26,7 @@ from chaos_upstream.model.durations import Timing
 from chaos_upstream.model.scenario import Scenario
 from chaos_upstream.proxies import LAUNCHERS, Launcher, ProxyError, RunningProxy, get_launcher
 from chaos_upstream.proxies.launcher import LOOPBACK
-from chaos_upstream.verifier.check import Report, check, serving
+from chaos_upstream.verifier.check import WORST_FIRST, Report, check, serving
 from chaos_upstream.verifier.judge import PASS
 from chaos_upstream.verifier.probe import Result
 
@@ -132,7 +132,8 @@ async def run_proxy(
     results = {result.scenario.name: result for report, _ in done.values() for result in report.results}
     first = done[parts[0][0]][1]  # the single-upstream instance when there is one
     report = Report(first.url, launcher.profile, timing, [results[s.name] for s in scenarios],
-                    max(report.elapsed for report, _ in done.values()))
+                    max(report.elapsed for report, _ in done.values()), proxy_version=first.version,
+                    date=min(report.date for report, _ in done.values()))
     return Run(launcher, RAN, first.version, report, first.config_text, error_log=first.error_log())
 
 
@@ -194,6 +195,16 @@ async def run_matrix(
         for launcher in launchers:
             nursery.start_soon(one, launcher)
     return [runs[launcher.key] for launcher in launchers]
+
+
+def worst_first(scenarios: Sequence[Scenario], runs: Sequence[Run]) -> list[Scenario]:
+    """The matrix's rows: a scenario some proxy failed first, then one some proxy was inconclusive
+    on, then the rest; in `scenarios` order within each."""
+    def rank(scenario: Scenario) -> int:
+        results = [run.result(scenario.name) for run in runs]
+        return min((WORST_FIRST[result.verdict] for result in results if result is not None), default=WORST_FIRST[PASS])
+
+    return sorted(scenarios, key=rank)
 
 
 def cell(result: Result | None) -> str:

@@ -1,7 +1,9 @@
 """Check reports as files: JSON (the interface's format), JUnit XML for CI, and a self-contained HTML page.
 
-Pure: each function turns Reports into text. Invariant: every failing or inconclusive verdict
-carries its reason into every format, so no one has to open a log to know what the proxy did.
+Pure: each function turns Reports into text. Invariants: every failing or inconclusive verdict
+carries its reason into every format, so no one has to open a log to know what the proxy did; every
+format lists failures first, then inconclusive verdicts, then passes; every format carries the
+date, chaos-upstream's version and the proxy's ("unknown" when it does not say).
 """
 
 from __future__ import annotations
@@ -11,9 +13,9 @@ import json
 from collections.abc import Sequence
 from xml.etree import ElementTree
 
-from chaos_upstream.matrix import Run, cell
+from chaos_upstream.matrix import Run, cell, worst_first
 from chaos_upstream.model.scenario import Scenario
-from chaos_upstream.verifier.check import Report
+from chaos_upstream.verifier.check import VERSION, Report
 from chaos_upstream.verifier.judge import FAIL, INCONCLUSIVE
 from chaos_upstream.verifier.probe import Result
 
@@ -26,8 +28,18 @@ def to_json(report: Report) -> str:
 
 
 def matrix_json(runs: Sequence[Run]) -> str:
-    """The interface's matrix report: {"runs": [{"proxy": ..., "version": ..., ...check report...}]}."""
-    return json.dumps({"runs": [run.to_json() for run in runs]}, indent=2) + "\n"
+    """The interface's matrix report: {"runs": [{"proxy": ..., "version": ..., ...check report...}]},
+    with chaos-upstream's version and the date the first proxy's check began (null when none ran)."""
+    head = {"chaos_upstream_version": VERSION, "date": _first_stamp([run.report for run in runs if run.report])}
+    return json.dumps({**head, "runs": [run.to_json() for run in runs]}, indent=2) + "\n"
+
+
+def proxy_version(report: Report) -> str:
+    return report.proxy_version or "unknown"
+
+
+def _first_stamp(reports: Sequence[Report]) -> str | None:
+    return min((report.stamp for report in reports), default=None)
 
 
 def to_junit(reports: Sequence[Report]) -> str:
@@ -43,8 +55,12 @@ def to_junit(reports: Sequence[Report]) -> str:
             failures=str(counts.get(FAIL, 0)),
             skipped=str(counts.get(INCONCLUSIVE, 0)),
             time=f"{report.elapsed:.3f}",
+            timestamp=report.date.strftime("%Y-%m-%dT%H:%M:%S"),  # JUnit's: ISO 8601, no zone (this one is UTC)
         )
-        for result in report.results:
+        properties = ElementTree.SubElement(suite, "properties")
+        for name, value in (("chaos-upstream.version", VERSION), ("proxy.version", proxy_version(report)), ("date", report.stamp)):
+            ElementTree.SubElement(properties, "property", name=name, value=value)
+        for result in report.worst_first():
             _testcase(suite, report, result)
     ElementTree.indent(suites)
     return ElementTree.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
@@ -77,7 +93,7 @@ details pre { white-space: pre-wrap; word-break: break-all; background: #f7f7f7;
 
 def to_html(reports: Sequence[Report], title: str = "chaos-upstream check") -> str:
     """A page a person would rather read than the JSON: one table per proxy, every row's evidence inline."""
-    return _page(title, "\n".join(_section(report, report.proxy) for report in reports))
+    return _page(title, _first_stamp(reports), "\n".join(_section(report, report.proxy) for report in reports))
 
 
 def matrix_html(scenarios: Sequence[Scenario], runs: Sequence[Run]) -> str:
@@ -88,7 +104,7 @@ def matrix_html(scenarios: Sequence[Scenario], runs: Sequence[Run]) -> str:
         f"<tr><td><code>{html.escape(scenario.name)}</code></td>"
         f"<td>{html.escape(scenario.expect.text())}</td>"
         + "".join(_matrix_cell(run, scenario.name) for run in ran) + "</tr>"
-        for scenario in scenarios
+        for scenario in worst_first(scenarios, ran)
     )
     missing = "".join(f"<li><b>{html.escape(run.name)}</b>: {html.escape(run.status)} ({html.escape(run.problem)})</li>"
                       for run in runs if run.report is None)
@@ -99,7 +115,7 @@ def matrix_html(scenarios: Sequence[Scenario], runs: Sequence[Run]) -> str:
         + (f"<ul>{missing}</ul>\n" if missing else "")
         + "\n".join(_section(run.report, run.label, anchor=_anchor(run)) for run in ran)
     )
-    return _page("chaos-upstream matrix", body)
+    return _page("chaos-upstream matrix", _first_stamp([run.report for run in ran if run.report]), body)
 
 
 def _matrix_cell(run: Run, scenario: str) -> str:
@@ -114,23 +130,31 @@ def _anchor(run: Run) -> str:
     return html.escape(run.launcher.slug) + "-"
 
 
-def _page(title: str, body: str) -> str:
+def _page(title: str, stamp: str | None, body: str) -> str:
+    when = f", {stamp}" if stamp else ""
     return (
         f"<!doctype html>\n<html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
-        f"<style>{STYLE}</style></head>\n<body><h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n"
+        f"<style>{STYLE}</style></head>\n<body><h1>{html.escape(title)}</h1>\n"
+        f"<p class=meta>chaos-upstream {html.escape(VERSION)}{when}</p>\n{body}\n</body></html>\n"
     )
 
 
 def _section(report: Report, heading: str, anchor: str = "") -> str:
     counts = report.counts()
     summary = "".join(f"<span class={v}>{counts[v]} {v}</span>" for v in ("pass", "fail", "inconclusive") if v in counts)
-    rows = "\n".join(_row(result, anchor) for result in report.results)
+    rows = "\n".join(_row(result, anchor) for result in report.worst_first())
     return (
-        f"<h2>{html.escape(heading)}</h2>\n<p class=summary>{html.escape(report.proxy)}, profile <b>{report.profile}</b>, "
+        f"<h2>{html.escape(heading)}</h2>\n<p class=summary>{html.escape(report.proxy)} "
+        f"(version {html.escape(proxy_version(report))}), profile <b>{report.profile}</b>, "
         f"proxy timeout T = {report.timing.proxy_timeout:g} s, {report.elapsed:.2f} s in all &nbsp; {summary}</p>\n"
         "<table><tr><th>scenario</th><th>expected</th><th>observed</th><th>attempts</th><th>verdict</th>"
-        f"<th>reason and evidence</th></tr>\n{rows}</table>"
+        f"<th>reason and evidence</th></tr>\n{rows}</table>{_not_checked(report)}"
     )
+
+
+def _not_checked(report: Report) -> str:
+    items = "".join(f"<li><code>{html.escape(s.scenario)}</code>: {html.escape(s.reason)}</li>" for s in report.skipped)
+    return f"\n<p>Not checked:</p><ul>{items}</ul>" if items else ""
 
 
 def _row(result: Result, anchor: str) -> str:

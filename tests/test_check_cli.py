@@ -1,7 +1,9 @@
 """`chaos-upstream check` as a user runs it: real HAProxy, real reports, real exit codes."""
 
 import json
+import re
 import socket
+from importlib import metadata
 from xml.etree import ElementTree
 
 import pytest
@@ -71,6 +73,8 @@ def test_a_proxy_that_cannot_be_reached_is_inconclusive_not_a_pass(tmp_path):
         (["--only", "nope"], "--only: no scenario named 'nope'"),
         (["--profile", "squid"], "invalid choice: 'squid'"),
         (["--upstream", "nowhere"], "'nowhere' is not HOST:PORT"),
+        (["--only", "rolling-deploy"], "--only: 'rolling-deploy' needs a fleet of at least 2 upstreams, and --upstream "
+                                       "gave 1: pass --upstream HOST:PORT 2 times, each an address the proxy forwards to"),
     ],
 )
 def test_bad_check_options_exit_2(args, message):
@@ -84,3 +88,40 @@ def test_a_fleet_member_the_proxy_never_forwards_to_exits_2_after_the_rotation_w
                  "--only", "healthy", "--rotation-wait", "0.3")
     assert result.returncode == 2
     assert f"--upstream {member_b}: no request came through the proxy in 0.3 s" in result.stderr
+
+
+def test_check_says_what_it_left_out_and_how_to_include_it_and_reports_failures_first(tmp_path):
+    """The upstream, pointed at as its own proxy: every request-level verdict comes quickly, some fail."""
+    address = f"127.0.0.1:{free_port()}"
+    report = tmp_path / "report.json"
+    result = run("check", "--proxy", f"http://{address}", "--upstream", address, "--proxy-timeout", "0.1",
+                 "--report-json", str(report))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout.splitlines()[-2:] == [
+        "not checked: accept-then-close, accept-then-hang, accept-then-reset, connection-refused (each needs an upstream "
+        "port of its own: pass --upstream NAME=HOST:PORT and have the proxy route /_chaos/NAME/ to it)",
+        "not checked: rolling-deploy (each needs a fleet of at least 2 upstreams, and --upstream gave 1: pass --upstream "
+        "HOST:PORT 2 times, each an address the proxy forwards to)",
+    ]
+    document = json.loads(report.read_text())
+    assert document["skipped"][-1] == {"scenario": "rolling-deploy", "reason": "needs a fleet of at least 2 upstreams, "
+                                       "and --upstream gave 1: pass --upstream HOST:PORT 2 times, each an address the "
+                                       "proxy forwards to"}
+    assert [s["scenario"] for s in document["skipped"]] == [
+        "accept-then-close", "accept-then-hang", "accept-then-reset", "connection-refused", "rolling-deploy"]
+    verdicts = [r["verdict"] for r in document["results"]]
+    assert "fail" in verdicts and verdicts == sorted(verdicts, key=["fail", "inconclusive", "pass"].index)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", document["date"])
+    assert (document["chaos_upstream_version"], document["proxy_version"]) == (metadata.version("chaos-upstream"), None)
+
+
+@pytest.mark.proxy
+def test_an_upstream_the_proxy_never_forwards_to_exits_2_after_its_first_probe(tmp_path):
+    elsewhere, ours = ("127.0.0.1", free_port()), f"127.0.0.1:{free_port()}"
+    with require("nginx").launch([elsewhere], float(T), tmp_path) as proxy:
+        result = run("check", "--proxy", proxy.url, "--upstream", ours, "--proxy-timeout", T)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert re.fullmatch(f"--upstream {ours}: no probe reached {ours} through the proxy at {proxy.url} \\(it answered "
+                        "502, \\d+ B body, \\w+ at [.\\d]+ s\\); give --upstream the address your proxy forwards to\n",
+                        result.stderr), result.stderr
+    assert result.stdout == ""

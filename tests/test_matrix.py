@@ -3,9 +3,15 @@
 import dataclasses
 import json
 import re
+import shlex
+import shutil
+import subprocess
+from importlib import metadata
+from pathlib import Path
 
 import pytest
 
+from chaos_upstream.cli import _check, _parser
 from chaos_upstream.matrix import FAILED, NOT_INSTALLED, RAN, run_matrix
 from chaos_upstream.proxies import require
 from chaos_upstream.proxies.launcher import free_port
@@ -27,14 +33,20 @@ def test_matrix_fills_every_cell_with_versions_and_links_each_to_its_evidence(tm
     result = run("matrix", "--proxies", "nginx,haproxy", "--proxy-timeout", T, *only,
                  "--report-json", str(files["json"]), "--report-html", str(files["html"]))
     assert result.returncode == 1, result.stdout + result.stderr  # both proxies fail invalid-status-code
-    runs = json.loads(files["json"].read_text())["runs"]
+    document = json.loads(files["json"].read_text())
+    runs = document["runs"]
     assert [r["proxy"] for r in runs] == ["nginx", "haproxy"]
-    assert all(re.fullmatch(r"\d+\.\d+\.\d+", r["version"]) for r in runs)
+    assert all(re.fullmatch(r"\d+\.\d+\.\d+", r["version"]) and r["proxy_version"] == r["version"] for r in runs)
+    assert document["chaos_upstream_version"] == metadata.version("chaos-upstream")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", document["date"])
     assert [r["profile"] for r in runs] == ["rfc", "haproxy"]
     verdicts = {(r["proxy"], x["scenario"]): x["verdict"] for r in runs for x in r["results"]}
     assert verdicts == {(proxy, name): "fail" if name == "invalid-status-code" else "pass"
                         for proxy in ("nginx", "haproxy") for name in ONLY}
     table = result.stdout
+    assert result.stdout.splitlines()[-2:] == [f"{r['proxy']} {r['version']}: 3 pass, 1 fail, 0 inconclusive" for r in runs]
+    rows = re.findall(r"^│ ([a-z-]+) +│", table, flags=re.MULTILINE)
+    assert rows == ["invalid-status-code", "healthy", "connection-refused", "accept-then-hang"], table  # failures first
     assert re.search(r"connection-refused\s*│ 502\s*│ pass status 502\s*│ pass\* status 503", table), table
     assert "haproxy 2.6" in table and "haproxy profile" in table
     page = files["html"].read_text()
@@ -73,9 +85,13 @@ def test_check_serves_connection_level_scenarios_at_the_ports_the_users_proxy_ro
     with require("nginx").launch([upstream], float(T), tmp_path, routes) as proxy:
         result = run("check", "--proxy", proxy.url, "--proxy-timeout", T, "--upstream", "%s:%d" % upstream,
                      "--upstream", "connection-refused=%s:%d" % refused, "--upstream", "accept-then-hang=%s:%d" % hang,
-                     "--only", "connection-refused", "--only", "accept-then-hang", "--only", "healthy")
+                     "--only", "connection-refused", "--only", "accept-then-hang", "--only", "healthy",
+                     "--report-json", str(tmp_path / "report.json"))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "3 scenarios through" in result.stdout and "3 pass" in result.stdout
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert re.fullmatch(r"nginx/\d+\.\d+\.\d+", report["proxy_version"]) and report["proxy_version"] in result.stdout
+    assert report["skipped"] == [] and "not checked" not in result.stdout  # --only chose: nothing left out unasked
 
 
 @pytest.mark.parametrize(
@@ -101,3 +117,16 @@ def test_an_upstream_address_in_use_is_a_usage_error_not_a_traceback():
         address = "%s:%d" % taken.getsockname()
         result = run("check", "--proxy", "http://127.0.0.1:1", "--upstream", address)
     assert (result.returncode, result.stderr) == (2, f"cannot serve an upstream on {address}: Address already in use\n")
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_demo_ends_with_the_command_that_checks_your_own_proxy():
+    root = Path(__file__).resolve().parent.parent
+    dry = subprocess.run(["make", "-n", "-o", ".venv/.installed", "demo"], capture_output=True, text=True, cwd=root, timeout=30)
+    lines = dry.stdout.splitlines()
+    after = lines[next(i for i, line in enumerate(lines) if "chaos_upstream matrix" in line):]
+    [said] = [shlex.split(line)[1] for line in after if "chaos-upstream check" in line]
+    program, *argv = shlex.split(said)
+    assert (root / program).is_file() and Path(program).name == "chaos-upstream", said
+    args = _parser().parse_args(argv)
+    assert (args.func, args.proxy, args.upstream) == (_check, "http://127.0.0.1:8080", [("", ("127.0.0.1", 9000))])

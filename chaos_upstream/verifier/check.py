@@ -7,6 +7,10 @@ scenario has a port of its own, which the proxy routes its path prefix to, so it
 Through a fleet of two or more, a proxy's passive health check carries one fault over to the next
 (a member marked down after a reset is not tried for another probe), so there the probes run one at
 a time, each once the proxy sends requests to every member again.
+
+Invariant: a check never judges a catalogue it could not reach. Before any scenario, one plain GET
+goes through the proxy; when the proxy answers it without forwarding to any of the upstreams, the
+check stops with a ConfigError naming the addresses, instead of 27 inconclusive verdicts.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from importlib import metadata
 from typing import Any
 
 import trio
@@ -22,28 +28,66 @@ from chaos_upstream.errors import ConfigError, unwrap
 from chaos_upstream.model.catalogue import Catalogue
 from chaos_upstream.model.durations import Timing
 from chaos_upstream.model.scenario import Scenario
+from chaos_upstream.model.steps import Headers
 from chaos_upstream.plan.selection import route_prefix
 from chaos_upstream.server.fleet import Fleet, Member
 from chaos_upstream.server.journal import Journal
 from chaos_upstream.server.upstream import Settings, Upstream
-from chaos_upstream.verifier.judge import PASS, PROFILES, RFC
-from chaos_upstream.verifier.probe import Result
+from chaos_upstream.verifier.classify import STATUS
+from chaos_upstream.verifier.judge import FAIL, INCONCLUSIVE, PASS, PROFILES, RFC
+from chaos_upstream.verifier.probe import Result, Sample, send_probe
 from chaos_upstream.verifier.stream import ROTATION_EVERY, ROTATION_LIMIT, in_rotation, not_in_rotation, probe_scenario
+
+
+VERSION = metadata.version("chaos-upstream")
+"""chaos-upstream's own version, from the installed package's metadata: every report carries it."""
+
+WORST_FIRST = {FAIL: 0, INCONCLUSIVE: 1, PASS: 2}
+"""The order of verdicts in every report: what needs a look comes first."""
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A catalogue scenario that `check` left out, and the option that would include it."""
+
+    scenario: str
+    reason: str
+    """What it needs, naming the option: "needs an upstream port of its own: pass --upstream ..."."""
+    hint: str
+    """The same, with NAME for the scenario: one line lists every scenario left out for one cause."""
+
+    def to_json(self) -> dict[str, str]:
+        return {"scenario": self.scenario, "reason": self.reason}
 
 
 @dataclass
 class Report:
-    """The verdicts of one check run through one proxy."""
+    """The verdicts of one check run through one proxy; `results` in the order the scenarios were
+    given, `worst_first()` in the order reports show them."""
 
     proxy: str
     profile: str
     timing: Timing
     results: list[Result] = field(default_factory=list)
     elapsed: float = 0.0
+    skipped: list[Skipped] = field(default_factory=list)
+    proxy_version: str | None = None
+    """What the proxy says it is (a launcher's version, or the `Server` header it sends); None when unknown."""
+    date: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    """When the check began, in UTC."""
 
     @property
     def passed(self) -> bool:
         return all(result.verdict == PASS for result in self.results)
+
+    @property
+    def stamp(self) -> str:
+        """The date in ISO 8601, UTC, to the second: "2025-05-01T09:30:00Z"."""
+        return self.date.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+    def worst_first(self) -> list[Result]:
+        """The results, failures first, then inconclusive, then passes; in scenario order within each."""
+        return sorted(self.results, key=lambda result: WORST_FIRST[result.verdict])
 
     def counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -51,44 +95,69 @@ class Report:
             counts[result.verdict] = counts.get(result.verdict, 0) + 1
         return counts
 
+    def summary(self) -> str:
+        """Every verdict counted, zeros included: "23 pass, 9 fail, 0 inconclusive"."""
+        counts = self.counts()
+        return ", ".join(f"{counts.get(verdict, 0)} {verdict}" for verdict in (PASS, FAIL, INCONCLUSIVE))
+
     def to_json(self) -> dict[str, Any]:
         return {
             "proxy": self.proxy,
             "profile": self.profile,
+            "proxy_version": self.proxy_version,
+            "chaos_upstream_version": VERSION,
+            "date": self.stamp,
             "proxy_timeout_s": self.timing.proxy_timeout,
             "elapsed_s": round(self.elapsed, 3),
-            "results": [result.to_json() for result in self.results],
+            "results": [result.to_json() for result in self.worst_first()],
+            "skipped": [skipped.to_json() for skipped in self.skipped],
         }
 
 
 Address = tuple[str, int]
 
 
-def checkable(scenario: Scenario, ports: Collection[str] = (), members: int = 1) -> bool:
-    """Whether `check` can exercise the scenario: a request-level one always, a connection-level one
-    when it has a port of its own (named in `ports`), a timeline when the fleet is large enough."""
+def left_out(scenario: Scenario, ports: Collection[str] = (), members: int = 1) -> Skipped | None:
+    """Why `check` cannot exercise the scenario, or None when it can: a request-level one always
+    can, a connection-level one when it has a port of its own (named in `ports`), a timeline when
+    the fleet has `min_members`."""
     if scenario.timeline:
-        return members >= scenario.min_members
-    return not scenario.connection_level or scenario.name in ports
+        if members >= scenario.min_members:
+            return None
+        need = (f"needs a fleet of at least {scenario.min_members} upstreams, and --upstream gave {members}: pass "
+                f"--upstream HOST:PORT {scenario.min_members} times, each an address the proxy forwards to")
+        return Skipped(scenario.name, need, f"each {need}")
+    if not scenario.connection_level or scenario.name in ports:
+        return None
+    need = "needs an upstream port of its own: pass --upstream {0}=HOST:PORT and have the proxy route {1} to it"
+    return Skipped(scenario.name, need.format(scenario.name, route_prefix(scenario.name)),
+                   "each " + need.format("NAME", route_prefix("NAME")))
 
 
 def choose_scenarios(
     catalogue: Catalogue, only: Sequence[str], ports: Collection[str] = (), members: int = 1
 ) -> list[Scenario]:
-    """The scenarios to check: those named by --only (in that order), else every checkable one."""
+    """The scenarios to check: those named by --only (in that order; one that cannot be checked is
+    a ConfigError naming the option that would allow it), else every one that can be."""
     if not only:
-        return [scenario for scenario in catalogue if checkable(scenario, ports, members)]
+        return [scenario for scenario in catalogue if left_out(scenario, ports, members) is None]
     unknown = [name for name in only if name not in catalogue]
     if unknown:
         raise ConfigError(f"--only: no scenario named {unknown[0]!r}")
     chosen = [catalogue.get(name) for name in only]
     for scenario in chosen:
-        if scenario.connection_level and scenario.name not in ports:
-            raise ConfigError(
-                f"--only: {scenario.name!r} needs an upstream port of its own: pass --upstream "
-                f"{scenario.name}=HOST:PORT and have the proxy route {route_prefix(scenario.name)} to it"
-            )
+        skipped = left_out(scenario, ports, members)
+        if skipped is not None:
+            raise ConfigError(f"--only: {scenario.name!r} {skipped.reason}")
     return chosen
+
+
+def unchecked(catalogue: Catalogue, only: Sequence[str], ports: Collection[str] = (), members: int = 1) -> list[Skipped]:
+    """The catalogue's scenarios that `choose_scenarios` leaves out without being asked to (none
+    under --only, where the user chose), each with the option that would include it."""
+    if only:
+        return []
+    return [skipped for scenario in catalogue if (skipped := left_out(scenario, ports, members)) is not None]
 
 
 @dataclass(frozen=True)
@@ -152,16 +221,21 @@ async def check(
     members: Sequence[Member] = (),
     on_result: Callable[[Result], None] = lambda result: None,
     rotation_limit: float = ROTATION_LIMIT,
+    skipped: Sequence[Skipped] = (),
 ) -> Report:
     """Probe every scenario through the proxy: all at once (one after another through a fleet of two
     or more, each once the fleet is in rotation, waiting at most `rotation_limit` seconds), then the
     timelines one after another (each acts on the whole fleet, `members`); results come back in
-    `scenarios` order."""
+    `scenarios` order. First, a plain GET makes sure that the proxy forwards to `members` at all
+    (ConfigError otherwise) and tells the proxy's version. `skipped` goes into the report as is."""
     if profile not in PROFILES:
         raise ConfigError(f"--profile: {profile!r} is not one of {', '.join(PROFILES)}")
-    report = Report(proxy_url, profile, timing)
+    report = Report(proxy_url, profile, timing, skipped=list(skipped))
     results: dict[str, Result] = {}
     started = trio.current_time()
+    request_level = [scenario for scenario in scenarios if not scenario.connection_level]
+    if members and request_level:
+        report.proxy_version = await reach_members(proxy_url, request_level[0], journal, members, timing=timing)
 
     async def one(scenario: Scenario, in_rotation_first: bool = False) -> None:
         waited = await in_rotation(proxy_url, scenario, journal, members, timing=timing, every=ROTATION_EVERY,
@@ -191,6 +265,33 @@ async def check(
     return report
 
 
+async def reach_members(
+    proxy_url: str, scenario: Scenario, journal: Journal, members: Sequence[Member], *, timing: Timing
+) -> str | None:
+    """Send one GET naming no scenario through the proxy (a member answers with its default), and
+    return the proxy's `Server` header from the answer (None when there is none, or when the
+    member's default scenario may have sent it). ConfigError when the proxy answered without
+    forwarding to any member; a proxy that cannot be reached at all is left to the probes, whose
+    verdicts say so. `scenario` only sets the path (a request-level one asks for `/`)."""
+    sample = await send_probe(proxy_url, scenario, journal, timing=timing, method="GET", name_scenario=False)
+    if sample.unreachable:
+        return None
+    if not sample.attempts:
+        where = ", ".join(f"{member.address[0]}:{member.address[1]}" for member in members)
+        raise ConfigError(f"--upstream {where}: no probe reached {where} through the proxy at {proxy_url} (it answered "
+                          f"{sample.observation.summary()}); give --upstream the address your proxy forwards to")
+    return _server(sample, members[0])
+
+
+def _server(sample: Sample, member: Member) -> str | None:
+    """The `Server` header of a complete answer, unless the member's own default scenario declares one."""
+    value = sample.observation.header(b"server") if sample.observation.kind == STATUS else None
+    default = member.catalogue.get(member.settings.default)
+    steps = [*default.steps, *(step for rule in default.rules for step in rule.steps or ())]
+    own = any(isinstance(step, Headers) and any(name.lower() == "server" for name, _ in step.fields) for step in steps)
+    return None if value is None or own else value.decode("latin-1")
+
+
 def _check_every_member_reached(journal: Journal, members: Sequence[Member], waited: float) -> None:
     """ConfigError when a member got no request at all through the proxy while the first probe waited
     for the fleet to be in rotation: the proxy does not forward to that address."""
@@ -213,9 +314,10 @@ async def serve_and_check(
     ports: Mapping[str, Address] | None = None,
     on_result: Callable[[Result], None] = lambda result: None,
     rotation_limit: float = ROTATION_LIMIT,
+    skipped: Sequence[Skipped] = (),
 ) -> Report:
     """Serve the catalogue at every address and each connection-level scenario at its port, check
     through the proxy, stop serving."""
     async with serving(catalogue, addresses, timing=timing, ports=ports) as served:
         return await check(proxy_url, scenarios, served.journal, timing=timing, profile=profile, members=served.members,
-                           on_result=on_result, rotation_limit=rotation_limit)
+                           on_result=on_result, rotation_limit=rotation_limit, skipped=skipped)

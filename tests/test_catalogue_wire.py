@@ -74,7 +74,7 @@ EXPECTED = {
         "timeout",
         (0, 0.5),
     ),
-    "slow-response": (OK_HEAD + TEXT_24 + b"\r\nchaos-upstream: slowpoke\n", "timeout", (0.5, 1.0)),
+    "slow-response": (OK_HEAD + TEXT_24.replace(b"24", b"25") + b"\r\nchaos-upstream: slowpoke\n", "timeout", (0.5, 1.0)),
     "post-not-retried": (b"", "rst", (0, 0.5)),
 }
 

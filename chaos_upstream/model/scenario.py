@@ -133,6 +133,10 @@ class Scenario(Model):
     request_body: Literal["discard", "record"] = "discard"
     """The request body is always read before the steps run; `record` keeps up to 64 KiB of it in
     the journal."""
+    on_expect: Literal["continue", "withhold"] = "continue"
+    """A request with `Expect: 100-continue` whose body has not come yet: `continue` answers
+    `HTTP/1.1 100 Continue` and then reads the body; `withhold` sends no 100 and lets the steps'
+    response go first (RFC 9110 §10.1.1), and then closes the connection, its body never read."""
     probes: Probing = Probing()
     """How the verifier probes it: one GET by default, or a stream."""
     timeline: list[Event] = []

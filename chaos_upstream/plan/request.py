@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+ABSOLUTE_FORM = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*")
+"""The scheme and authority of an absolute-form target (RFC 9112 §3.2.2), which proxies may send."""
+
+
+def request_path(target: str) -> str:
+    """The path of a request target, in origin or absolute form, without its query: what selection
+    and rules see. An absolute form with an empty path has the path "/" (RFC 9110 §4.2.3)."""
+    authority = ABSOLUTE_FORM.match(target)
+    path = target[authority.end() :] if authority else target
+    return path.split("?", 1)[0] or "/"
 
 
 @dataclass(frozen=True)
@@ -11,7 +23,7 @@ class RequestInfo:
 
     method: str
     target: str
-    """The request target as sent (path and query)."""
+    """The request target as sent: path and query, or a whole absolute URI."""
     headers: tuple[tuple[str, str], ...] = ()
     """Fields with lower-case names, in order."""
     keep_alive: bool = True
@@ -29,4 +41,4 @@ class RequestInfo:
 
     @property
     def match_path(self) -> str:
-        return self.path if self.path is not None else self.target.split("?", 1)[0]
+        return self.path if self.path is not None else request_path(self.target)

@@ -9,6 +9,7 @@ import random
 from dataclasses import dataclass
 
 from chaos_upstream.errors import ConfigError
+from chaos_upstream.plan.request import request_path
 
 SCENARIO_HEADER = "x-chaos-scenario"
 PROBE_HEADER = "x-chaos-probe"
@@ -70,8 +71,9 @@ def choose(
     default: str,
     rng: random.Random,
 ) -> Choice:
-    """Pick the scenario for one request; draws from `rng` only when the mix decides."""
-    path = target.split("?", 1)[0]
+    """Pick the scenario for one request (its target in origin or absolute form); draws from `rng`
+    only when the mix decides."""
+    path = request_path(target)
     if scenario_header:
         return Choice(scenario_header.strip(), "header", path)
     if path.startswith(PATH_PREFIX):

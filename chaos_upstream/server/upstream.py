@@ -1,21 +1,23 @@
 """The upstream server: accepts connections, parses requests with h11, runs plans, journals it all.
 
-The only module that touches sockets. Its per-connection loop: read a request (h11, with a timeout
-on every read), choose a scenario, plan, execute, journal; again while the plan kept the connection
-alive. Invariants: every accepted socket is closed whatever happens; a peer's misbehaviour ends its
-connection and nothing else; after raw bytes went out, h11 never sees the connection's output.
+The only module that touches sockets. Its per-connection loop: read a request's head (h11, with a
+timeout on every read), choose a scenario, read the body (after a 100 Continue if the client waits
+for one), plan, execute, journal; again while the plan kept the connection alive. Invariants: every
+accepted socket is closed whatever happens; a peer's misbehaviour ends its connection and nothing
+else; after raw bytes went out, h11 never sees the connection's output.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import random
 import select
 import socket
 import struct
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import h11
@@ -28,7 +30,10 @@ from chaos_upstream.model.scenario import Scenario
 from chaos_upstream.plan import planner
 from chaos_upstream.plan.request import RequestInfo
 from chaos_upstream.plan.selection import PROBE_HEADER, SCENARIO_HEADER, Mix, choose
+from chaos_upstream.plan.wirebytes import standard_reason
+from chaos_upstream.server.accepting import accept_forever
 from chaos_upstream.server.journal import Journal
+from chaos_upstream.server.reading import CONTINUE, RequestReader, keep_alive
 from chaos_upstream.server.wire import Execution, Wire, execute
 
 IDLE_TIMEOUT = 120.0
@@ -36,20 +41,11 @@ IDLE_TIMEOUT = 120.0
 upstream keep-alive, so it is the proxy, never us, that closes an idle connection unless a scenario
 says otherwise."""
 
-MAX_HEAD = 64 * 1024
-"""Request heads larger than this get a 431: the size of h11's default, and 8x nginx's default."""
-
-RECORD_BODY = 64 * 1024
-"""Bytes of a request body kept in the journal when a scenario records bodies."""
-
 GRACE = 5.0
 """Seconds in-flight connections get to finish after a stop (SIGTERM) before they are cut."""
 
 BACKLOG = 1024
 """Listen backlog: room for a burst of a thousand proxy connections (Linux caps it at somaxconn)."""
-
-ACCEPT_RETRY = 0.1
-"""Pause after accept fails for lack of file descriptors or memory, as trio's serve_listeners does."""
 
 
 @dataclass
@@ -87,6 +83,18 @@ class Stats:
     """Requests per scenario; also the ordinals that rules match on."""
     endings: Counter[tuple[str, str]] = field(default_factory=Counter)
     """Requests per (scenario, how the request ended)."""
+    journal_dropped: int = 0
+    """Journal records that left memory to keep it within its bounds (see `of_journal`)."""
+    journal_bytes: int = 0
+    """Bytes the journal's records in memory take now, estimated."""
+    journal_unwritten: int = 0
+    """Journal records its file could not take (a full or failing disk)."""
+
+    @classmethod
+    def of_journal(cls, journal: Journal) -> Stats:
+        """A journal's counts, to add once per journal to the totals of the servers writing to it
+        (the members of a fleet share one; each worker has its own)."""
+        return cls(journal_dropped=journal.dropped, journal_bytes=journal.held, journal_unwritten=journal.unwritten)
 
     def to_json(self) -> dict[str, Any]:
         totals = {name: getattr(self, name) for name in TOTALS}
@@ -102,18 +110,10 @@ class Stats:
         return Stats(**totals, requests=self.requests + other.requests, endings=self.endings + other.endings)
 
 
-TOTALS = ("connections", "open", "bytes_in", "bytes_out", "bad_requests")
-"""The plain counts of Stats, which add up across workers."""
-
-
-@dataclass(frozen=True)
-class Request:
-    """A request read off the wire: its head, its body size, and what remains unread after it."""
-
-    event: h11.Request
-    body_bytes: int
-    body: bytes
-    leftover: bytes
+TOTALS = (
+    "connections", "open", "bytes_in", "bytes_out", "bad_requests", "journal_dropped", "journal_bytes", "journal_unwritten",
+)
+"""The plain counts of Stats, which add up across workers (and across journals: each is counted once)."""
 
 
 class Upstream:
@@ -211,15 +211,7 @@ class Upstream:
             live.scope.cancel()
 
     async def _accept_loop(self, listener: trio.SocketListener, handlers: trio.Nursery) -> None:
-        while True:
-            try:
-                stream = await listener.accept()
-            except OSError as exc:
-                if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS):
-                    raise
-                await trio.sleep(ACCEPT_RETRY)
-                continue
-            handlers.start_soon(self._connection, stream)
+        await accept_forever(listener, handlers, self._connection)
 
     async def _connection(self, stream: trio.SocketStream) -> None:
         self.stats.connections += 1
@@ -258,32 +250,41 @@ class Upstream:
             if live.draining:
                 await wire.close()
                 return {"ended": "drained", "requests": count}
+            reader = RequestReader(wire, leftover)
             try:
                 live.idle, live.mark = not leftover, wire.bytes_in
-                with trio.fail_after(timeout):
-                    request = await _read_request(wire, leftover)
-            except trio.TooSlowError:
-                await wire.close()
-                return {"ended": "idle-closed", "requests": count}
-            except PeerGone as gone:
-                return {"ended": f"peer-{gone.how}", "requests": count}
-            except h11.RemoteProtocolError as exc:
-                await self._refuse(wire, conn, exc.error_status_hint, str(exc))
-                return {"ended": "bad-request", "requests": count}
+                ended = await self._reading(wire, conn, timeout, reader.read_head)
             finally:
                 live.idle = False
-            if request is None:
-                return {"ended": "peer-closed", "requests": count}
+            if ended or reader.head is None:
+                return {"ended": ended or "peer-closed", "requests": count}
             count += 1
-            execution = await self._respond(wire, conn, count, request)
+            execution = await self._respond(wire, conn, count, reader)
             if execution.ended != "keep-alive":
                 return {"ended": execution.ended, "requests": count}
-            leftover = request.leftover
+            leftover = reader.leftover
             timeout = execution.idle_close if execution.idle_close is not None else self.settings.idle_timeout
 
-    async def _respond(self, wire: Wire, conn: int, count: int, request: Request) -> Execution:
-        started = trio.current_time()
-        info = _request_info(request.event, count)
+    async def _reading(self, wire: Wire, conn: int, timeout: float, read: Callable[[], Awaitable[object]]) -> str | None:
+        """Run `read`, a part of reading a request, within `timeout`: None once done, else how the
+        connection ended (a request the peer got wrong is answered here, and the connection closed)."""
+        try:
+            with trio.fail_after(timeout):
+                await read()
+        except trio.TooSlowError:
+            await wire.close()
+            return "idle-closed"
+        except PeerGone as gone:
+            return f"peer-{gone.how}"
+        except h11.RemoteProtocolError as exc:
+            await self._refuse(wire, conn, exc.error_status_hint, str(exc))
+            return "bad-request"
+        return None
+
+    async def _respond(self, wire: Wire, conn: int, count: int, reader: RequestReader) -> Execution:
+        """Choose the scenario once the head is read, read the body as it says, then plan and run
+        (the plan's times counting from the end of the body)."""
+        info = _request_info(reader.head, count)  # type: ignore[arg-type]  # read_head found one
         choice = choose(
             info.target,
             info.header(SCENARIO_HEADER),
@@ -294,7 +295,7 @@ class Upstream:
         )
         record: dict[str, Any] = {
             "type": "request",
-            "t": round(started - self._origin, 6),
+            "t": round(self.now(), 6),
             "conn": conn,
             **self._tag,
             "seq": count,
@@ -303,18 +304,24 @@ class Upstream:
             "scenario": choice.name,
             "chosen_by": choice.source,
             "probe": info.header(PROBE_HEADER),
-            "body_bytes": request.body_bytes,
+            "body_bytes": 0,
         }
         if choice.name not in self.catalogue:
             record["scenario"] = None
             await self._refuse(wire, conn, 404, f"no scenario named {choice.name!r}", record)
             return Execution(ended="closed")
         scenario = self.catalogue.get(choice.name)
+        ended = await self._reading(wire, conn, self.settings.idle_timeout, partial(_read_body, wire, reader, scenario, record))
+        if ended:
+            return Execution(ended=ended)
+        started = trio.current_time()
+        record.update(t=round(started - self._origin, 6), body_bytes=reader.body_bytes)
         self.stats.requests[choice.name] += 1
-        info = replace(info, ordinal=self.stats.requests[choice.name], path=choice.path)
+        keep_alive = info.keep_alive and reader.complete  # a body left unread leaves the connection unusable
+        info = replace(info, ordinal=self.stats.requests[choice.name], path=choice.path, keep_alive=keep_alive)
         plan = planner.plan(scenario, info, self._rng, self.settings.timing, self.catalogue.get)
         if scenario.request_body == "record":
-            record["body"] = request.body.decode("latin-1")
+            record["body"] = reader.body.decode("latin-1")
         return await self._run(plan, wire, started, record)
 
     async def _accepted(self, wire: Wire, conn: int, scenario: Scenario) -> str:
@@ -343,8 +350,7 @@ class Upstream:
     async def _refuse(self, wire: Wire, conn: int, status: int, reason: str, record: dict[str, Any] | None = None) -> None:
         """Answer a request we cannot serve with a plain-text error, and close."""
         body = f"chaos-upstream: {reason}\n".encode("latin-1", "replace")
-        phrase = {400: "Bad Request", 404: "Not Found", 431: "Request Header Fields Too Large"}.get(status, "Error")
-        head = f"HTTP/1.1 {status} {phrase}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        head = f"HTTP/1.1 {status} {standard_reason(status)}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
         try:
             await wire.send(head.encode("latin-1") + body)
             await wire.close()
@@ -374,50 +380,25 @@ class _Live:
 
 def _pending(stream: trio.SocketStream) -> bool:
     """Whether bytes (or the peer's FIN) wait unread in the kernel: a request that has arrived is
-    served by a draining server, not cut."""
+    served by a draining server, not cut. poll, not select: select fails on fds past 1023."""
+    poller = select.poll()
     try:
-        return bool(select.select([stream.socket.fileno()], [], [], 0)[0])
+        poller.register(stream.socket.fileno(), select.POLLIN)
     except (OSError, ValueError):  # closed meanwhile
         return False
+    return bool(poller.poll(0))  # readable, or hung up, or failed: there is something to read
 
 
-async def _read_request(wire: Wire, leftover: bytes) -> Request | None:
-    """Read one request and its body with a fresh h11 parser; None if the peer closed cleanly first.
-
-    Strategy: one h11 Connection per request, fed what the previous one left unread (pipelining);
-    our responses never pass through h11, so its state machine never needs to see them.
-    """
-    parser = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
-    if leftover:
-        parser.receive_data(leftover)
-    head, size, kept = None, 0, []
-    while True:
-        event = parser.next_event()
-        if event is h11.NEED_DATA:
-            data = await wire.receive()
-            if not data:
-                if head is None and not parser.trailing_data[0]:
-                    return None
-                raise PeerGone("closed")
-            parser.receive_data(data)
-        elif isinstance(event, h11.Request):
-            head = _within_limit(event)
-        elif isinstance(event, h11.Data):
-            size += len(event.data)
-            if sum(map(len, kept)) < RECORD_BODY:
-                kept.append(event.data)
-        elif isinstance(event, h11.EndOfMessage):
-            return Request(head, size, b"".join(kept)[:RECORD_BODY], parser.trailing_data[0])  # type: ignore[arg-type]
-        elif isinstance(event, h11.ConnectionClosed):
-            return None
-
-
-def _within_limit(head: h11.Request) -> h11.Request:
-    """The head, unless it is over MAX_HEAD (h11 only limits heads that arrive in several reads)."""
-    size = len(head.method) + len(head.target) + 12 + sum(len(k) + len(v) + 4 for k, v in head.headers)
-    if size > MAX_HEAD:
-        raise h11.RemoteProtocolError(f"request head of {size} bytes is over {MAX_HEAD}", error_status_hint=431)
-    return head
+async def _read_body(wire: Wire, reader: RequestReader, scenario: Scenario, record: dict[str, Any]) -> None:
+    """Read the body, after a 100 Continue if the client waits for one, unless the scenario withholds
+    it: then its response goes first and the body is never read. Notes which in `record`."""
+    if reader.awaits_continue():
+        withhold = scenario.on_expect == "withhold"
+        record["continue"] = "withheld" if withhold else "sent"
+        if withhold:
+            return
+        await wire.send(CONTINUE)
+    await reader.read_body()
 
 
 def _request_info(head: h11.Request, on_connection: int) -> RequestInfo:
@@ -426,17 +407,9 @@ def _request_info(head: h11.Request, on_connection: int) -> RequestInfo:
         method=head.method.decode("latin-1"),
         target=head.target.decode("latin-1"),
         headers=headers,
-        keep_alive=_keep_alive(head),
+        keep_alive=keep_alive(head),
         on_connection=on_connection,
     )
-
-
-def _keep_alive(head: h11.Request) -> bool:
-    """HTTP/1.1 keeps the connection unless told to close; HTTP/1.0 only when asked to keep it."""
-    tokens = {token.strip().lower() for name, value in head.headers if name == b"connection" for token in value.split(b",")}
-    if head.http_version == b"1.1":
-        return b"close" not in tokens
-    return b"keep-alive" in tokens
 
 
 async def open_listeners(host: str, port: int, *, reuse_port: bool) -> list[trio.SocketListener]:

@@ -32,19 +32,38 @@ async def admin(nursery):
     return fleet, start
 
 
-async def call(address, method: str, path: str, body: bytes = b"", token: str | None = None):
-    head = f"{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\nContent-Length: {len(body)}\r\n"
+async def call(address, method: str, path: str, body: bytes = b"", token: str | None = None, extra: str | None = None):
+    """(status, body) of one call; a PUT or POST says its body is JSON unless `extra` gives other headers."""
+    if extra is None:
+        extra = "Content-Type: application/json\r\n" if method in ("PUT", "POST") else ""
+    head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{address[1]}\r\nConnection: close\r\nContent-Length: {len(body)}\r\n"
+    head += extra
     if token:
         head += f"Authorization: Bearer {token}\r\n"
     seen = await capture(*address, head.encode() + b"\r\n" + body, limit=2.0)
     observation = classify(seen)
     assert observation.kind == "status", observation
-    payload = seen.data.split(b"\r\n\r\n", 1)[1]
-    return observation.status, payload
+    return observation.status, response(seen.data)[2]
 
 
-async def call_json(address, method, path, body=b"", token=None):
-    status, payload = await call(address, method, path, body, token)
+def response(data: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
+    """(status, headers, body) of one whole response's bytes, its framing (chunked too) undone by h11."""
+    import h11
+
+    client = h11.Connection(h11.CLIENT)
+    client.send(h11.Request(method="GET", target="/", headers=[("Host", "a")]))
+    client.send(h11.EndOfMessage())
+    client.receive_data(data)
+    client.receive_data(b"")
+    head, body = client.next_event(), b""
+    while isinstance(event := client.next_event(), h11.Data):
+        body += event.data
+    assert isinstance(event, h11.EndOfMessage), event
+    return head.status_code, dict(head.headers), body
+
+
+async def call_json(address, method, path, body=b"", token=None, extra=None):
+    status, payload = await call(address, method, path, body, token, extra)
     return status, json.loads(payload)
 
 

@@ -1,6 +1,23 @@
-"""The journal in memory: a probe's records found through its index, and forgotten with the oldest."""
+"""The journal in memory: a probe's records found through its index, and forgotten with the oldest;
+memory bounded in bytes, every field capped, and /metrics saying what left."""
 
-from chaos_upstream.server.journal import Journal
+import gc
+import json
+import tracemalloc
+
+import pytest
+import trio
+
+from chaos_upstream.model.durations import Timing
+from chaos_upstream.server.admin import Admin
+from chaos_upstream.server.control import Local
+from chaos_upstream.server.fleet import Fleet
+from chaos_upstream.server.journal import FIELD_LIMIT, Journal, capped, parse_size
+from chaos_upstream.server.upstream import Settings
+from chaos_upstream.verifier.capture import capture
+
+from conftest import CATALOGUE, T
+from test_admin import call
 
 
 def test_a_probes_records_are_the_ones_still_in_memory_in_order():
@@ -20,3 +37,80 @@ def test_running_records_of_a_probe_come_after_the_written_ones():
     assert [(r["n"], r.get("running")) for r in journal.records(probe="a", running=True)] == [(0, None), (1, True)]
     journal.write(running)
     assert [r["n"] for r in journal.records(probe="a", running=True)] == [0, 1]
+
+
+def request(n: int, target: str = "/", probe: str | None = None) -> dict:
+    """A request record shaped like the server's, with `target` and `probe` as given."""
+    return {
+        "type": "request", "t": 1.5 + n, "conn": n, "seq": 1, "method": "GET", "target": target, "scenario": "healthy",
+        "chosen_by": "default", "probe": probe, "body_bytes": 0, "rule": None,
+        "response": {"status": 200, "content_length": 2, "chunked": False, "body_bytes": 2},
+        "actions": [{"do": "send", "t": 1.5 + n, "bytes": 80}, {"do": "keep-alive", "t": 1.5 + n}],
+        "ended": "keep-alive", "duration": 0.001,
+    }
+
+
+def test_memory_is_bounded_in_bytes_and_the_oldest_records_leave_first():
+    journal = Journal(memory=100_000)
+    for n in range(300):
+        journal.write(request(n, "/" + "x" * 1500, probe=f"p-{n}"))
+        assert journal.held <= 100_000
+    kept = journal.records()
+    assert 20 < len(kept) < 100 and [r["conn"] for r in kept] == list(range(300 - len(kept), 300))
+    assert journal.dropped == 300 - len(kept) and journal.total == 300
+    assert journal.records(probe="p-0") == [] and journal.records(probe="p-299")[0]["conn"] == 299
+
+
+def test_the_bytes_held_are_what_the_records_in_memory_really_take():
+    """The estimate within 10% of what tracemalloc sees, with a probe id per record, one for all, and none."""
+    for probe in (lambda n: f"probe-{n}", lambda n: "one", lambda n: None):
+        journal = Journal()
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for n in range(1500):
+                journal.write(request(n, f"/item/{n}?q=" + "a" * (n % 300), probe(n)))
+            gc.collect()
+            taken = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        assert 0.9 < taken / journal.held < 1.1, (probe(1), taken, journal.held)
+
+
+def test_a_record_never_keeps_a_field_over_the_limit_and_says_how_much_was_cut(tmp_path):
+    journal = Journal(tmp_path / "journal.jsonl")
+    journal.write({**request(0, "/" + "t" * 60_000, probe="p" * 5000), "error": "e" * 3000, "body": "b" * 65_536})
+    journal.close()
+    [kept] = journal.records()
+    assert kept == json.loads((tmp_path / "journal.jsonl").read_text())
+    assert kept["target"] == "/" + "t" * (FIELD_LIMIT - 1) + f"...[{60_001 - FIELD_LIMIT} chars cut]"
+    assert kept["error"] == "e" * FIELD_LIMIT + f"...[{3000 - FIELD_LIMIT} chars cut]"
+    assert kept["body"] == "b" * 65_536  # a recorded body keeps the 64 KiB the model promises
+    assert journal.records(probe="p" * 5000) == [kept] and kept["probe"] == capped("p" * 5000)  # found by the id sent
+
+
+def test_sizes_are_bytes_or_binary_multiples():
+    assert [parse_size(text) for text in ("4096", "512KiB", "64MiB", "1GiB", "9B")] == [4096, 512 << 10, 64 << 20, 1 << 30, 9]
+    for text in ("0", "64MB", "1.5MiB", "MiB", "-1", "64 MiB", "2KiBB"):
+        with pytest.raises(ValueError, match="not a size"):
+            parse_size(text)
+
+
+async def test_sixty_kilobyte_targets_through_the_server_stay_within_the_memory_and_metrics_say_what_left(nursery):
+    journal = Journal(memory=256 * 1024)
+    fleet = Fleet(CATALOGUE, [Settings(port=0, timing=Timing(T))], journal)
+    await nursery.start(fleet.run)
+    [admin] = await nursery.start(Admin(Local(fleet, "healthy", Timing(T))).run, "127.0.0.1", 0)
+    for n in range(150):
+        head = f"GET /{n}/{'x' * 60_000} HTTP/1.1\r\nHost: a\r\n\r\n".encode()
+        await capture(*fleet.addresses[0], head, limit=2.0, done=lambda piece: True)
+    with trio.fail_after(2.0):
+        while journal.total < 300:  # a request record and a connection record each
+            await trio.sleep(0.005)
+    assert journal.held <= 256 * 1024 and journal.dropped == 300 - len(journal.records()) > 100
+    assert all(len(r.get("target", "")) < FIELD_LIMIT + 30 for r in journal.records())
+    status, text = await call(admin, "GET", "/metrics")
+    assert f"chaos_upstream_journal_dropped_total {journal.dropped}.0".encode() in text
+    assert f"chaos_upstream_journal_memory_bytes {journal.held}.0".encode() in text
+    assert b"chaos_upstream_journal_unwritten_total 0.0" in text

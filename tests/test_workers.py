@@ -1,5 +1,6 @@
 """`serve --workers N`: one port shared by N processes, driven as one through the admin API."""
 
+import http.client
 import json
 import os
 import signal
@@ -23,10 +24,14 @@ def children(pid: int) -> list[int]:
 
 
 def admin_call(port: int, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
-    head = f"{method} {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: {len(body)}\r\n\r\n"
-    reply = fetch(port, head.encode() + body)
-    head, _, payload = reply.partition(b"\r\n\r\n")
-    return int(head.split()[1]), payload
+    """(status, body) of one admin call (http.client undoes the chunked framing of journal pages)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request(method, path, body=body, headers={"Content-Type": "application/json"} if body else {})
+        reply = connection.getresponse()
+        return reply.status, reply.read()
+    finally:
+        connection.close()
 
 
 def test_workers_share_the_port_and_obey_the_admin_api_together(tmp_path):

@@ -7,8 +7,10 @@ process only, one at a time.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Protocol
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
 import trio
 
@@ -17,7 +19,37 @@ from chaos_upstream.model.catalogue import Catalogue
 from chaos_upstream.model.durations import Timing
 from chaos_upstream.plan.timeline import Change, schedule
 from chaos_upstream.server.fleet import Fleet
+from chaos_upstream.server.journal import Page
 from chaos_upstream.server.upstream import Stats
+
+
+PAGE_BYTES = 8 * 1024 * 1024
+"""JSON text of one process's journal page at most (and one record more): a full page of typical
+records (~420 bytes) is ~4 MB, but records that keep request bodies (up to 64 KiB each) would make a
+10,000-record page over half a GB; the page stops early instead, and says so with its cursor."""
+
+
+@dataclass(frozen=True)
+class JournalPage:
+    """A page of the journal of every process that serves requests, as the admin API sends it.
+
+    Invariant: asking again with `since=next` until `more` is false yields every record still in
+    memory exactly once, whatever was written in between."""
+
+    texts: list[str]
+    """The records' JSON texts, those still running last (marked `"running": true`)."""
+    next: tuple[int, ...]
+    """The cursor: one ordinal per process that journals (one, or one per worker)."""
+    more: bool
+    """Whether records after the cursor were left out for the limit."""
+    skipped: int
+    """Records after `since` that left memory before they were read."""
+
+    @classmethod
+    def of(cls, page: Page) -> JournalPage:
+        """The admin's page of one journal's page."""
+        running = [json.dumps(record, separators=(",", ":")) for record in page.running]
+        return cls(page.texts + running, (page.next,), page.more, page.skipped)
 
 
 class Control(Protocol):
@@ -38,8 +70,12 @@ class Control(Protocol):
 
     async def stats(self) -> Stats: ...
 
-    async def journal(self, probe: str | None, type: str | None, running: bool = False) -> list[dict[str, Any]]:
-        """The journal's records, as `Journal.records` gives them."""
+    async def journal(
+        self, probe: str | None, type: str | None, running: bool, since: Sequence[int], limit: int
+    ) -> JournalPage:
+        """A page of the journal's records, as `Journal.page` gives them. `since` is a cursor from
+        `JournalPage.next`, or one ordinal for every process (0: from the start); ConfigError when
+        it has neither length."""
 
     async def play(self, name: str) -> list[Change]:
         """Start playing the timeline of scenario `name` on the members; its changes.  ConfigError
@@ -72,10 +108,15 @@ class Local:
             one.serve(name)
 
     async def stats(self) -> Stats:
-        return sum((member.stats for member in self.fleet.members), Stats())
+        return sum((member.stats for member in self.fleet.members), Stats.of_journal(self.fleet.journal))
 
-    async def journal(self, probe: str | None, type: str | None, running: bool = False) -> list[dict[str, Any]]:
-        return self.fleet.journal.records(probe=probe, type=type, running=running)
+    async def journal(
+        self, probe: str | None, type: str | None, running: bool, since: Sequence[int], limit: int
+    ) -> JournalPage:
+        if len(since) != 1:
+            raise ConfigError(f"since: one ordinal in this process, not {len(since)}")
+        page = self.fleet.journal.page(probe=probe, type=type, running=running, since=since[0], limit=limit, budget=PAGE_BYTES)
+        return JournalPage.of(page)
 
     def changes(self, name: str) -> list[Change]:
         """The changes of scenario `name`'s timeline on this fleet; ConfigError (UnknownScenario for

@@ -1,8 +1,11 @@
 """The journal: one record per connection and per request, in memory and as JSON lines.
 
-Invariant: a record is written once, when what it describes has ended (a request when its plan has
-run or been cut short, a connection when it is closed), and a record written to a file is flushed
-before `write` returns, so a SIGTERM loses nothing already written.
+Invariants: a record is written once, when what it describes has ended (a request when its plan has
+run or been cut short, a connection when it is closed), and a record written to a file is in the
+kernel before `write` returns, so a SIGTERM loses nothing already written. Every string in a record
+is capped (FIELD_LIMIT) before it is kept or written, so memory and file hold the same capped
+record. The records in memory take at most `memory` bytes (their JSON text and the objects holding
+it, estimated) and number at most `keep`; the oldest leave first, counted in `dropped`.
 
 Strategy: records are kept in memory as (ordinal, type, probe, JSON text) tuples, not as dicts. A tuple of
 strings is untracked by the garbage collector, so a full journal (a hundred thousand records with
@@ -12,13 +15,43 @@ asked for, and the JSON text is the same one written to the file.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
+import sys
 from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
+
+from chaos_upstream.server.journal_file import KEEP_FILES, JournalFile
 
 KEEP = 100_000
-"""Records kept in memory: hours of a busy sidecar's probes at a few hundred bytes each (~50 MB)."""
+"""Records kept in memory at most, however small: hours of a busy sidecar's probes."""
+
+MEMORY = 64 * 1024 * 1024
+"""Bytes the records in memory may take: a quarter of a sidecar container's usual 256 MiB limit. A
+request record with a probe id of its own takes ~1.4 KB (~450 of JSON, the rest objects and the
+probe's index), its connection's ~450 bytes: this holds the last ~37,000 probed requests."""
+
+FIELD_LIMIT = 2048
+"""Characters kept of any string in a record (target, probe id, header value, error): a long URL
+fits (browsers and CDNs stop near 2 KB); the rest is cut, with a marker saying how much."""
+
+BODY_LIMIT = 64 * 1024
+"""Characters kept of a recorded request body (`request_body: record`): the 64 KiB the scenario
+model promises, which is what the server reads into the record (reading.RECORD_BODY)."""
+
+LIMITS = {"body": BODY_LIMIT}
+"""Fields with a limit of their own; every other string gets FIELD_LIMIT."""
+
+SLOT = 8
+"""Bytes of one pointer: an entry's slot in the records deque, and in its probe's."""
+
+PROBE_COST = sys.getsizeof(deque()) + 64
+"""Bytes of a probe's index: its deque, and its slot in the index dict (a key, a value and a hash,
+at the dict's two-thirds load)."""
 
 Record = dict[str, Any]
 Entry = tuple[int, str | None, str | None, str]
@@ -26,13 +59,24 @@ Entry = tuple[int, str | None, str | None, str]
 
 
 class Journal:
-    """Append-only records; the newest KEEP in memory, all of them in the file when one is given."""
+    """Append-only records; the newest in memory (within `keep` records and `memory` bytes), all of
+    them in the file when one is given (rotated past `max_bytes`, `keep_files` old files kept).
+    `say` hears the file's trouble (a full disk) in one line when it begins and one when it ends."""
 
-    def __init__(self, path: Path | str | None = None, *, keep: int = KEEP) -> None:
-        self._records: deque[Entry] = deque(maxlen=keep)
-        self._file: TextIO | None = open(path, "a", encoding="utf-8") if path is not None else None  # noqa: SIM115
+    def __init__(
+        self, path: Path | str | None = None, *, keep: int = KEEP, memory: int = MEMORY,
+        max_bytes: int | None = None, keep_files: int = KEEP_FILES, say: Callable[[str], None] | None = None,
+    ) -> None:
+        self._records: deque[Entry] = deque()
+        self.keep = keep
+        self.memory = memory
+        self._file = None if path is None else JournalFile(path, max_bytes=max_bytes, keep=keep_files, say=say)
         self.total = 0
         """Records written since the journal was opened, including those no longer in memory."""
+        self.dropped = 0
+        """Records that left memory to keep it within its bounds (the file, if any, still has them)."""
+        self.held = 0
+        """Bytes the records in memory take, estimated: their JSON text and the objects holding it."""
         self._running: dict[int, Record] = {}
         self._by_probe: dict[str, deque[Entry]] = {}
         """The records in memory of each probe, so that a probe's are found without a scan."""
@@ -42,43 +86,148 @@ class Journal:
         self._running[id(record)] = record
 
     def write(self, record: Record) -> None:
+        """Keep `record`, its strings capped, in memory and in the file (a probe id over FIELD_LIMIT
+        too: `page` caps the id it is asked for the same way)."""
         self._running.pop(id(record), None)
-        entry = (self.total + 1, record.get("type"), record.get("probe"), json.dumps(record, separators=(",", ":")))
-        if len(self._records) == self._records.maxlen:
-            self._forget(self._records[0])
-        self._records.append(entry)
-        if entry[2] is not None:
-            self._by_probe.setdefault(entry[2], deque()).append(entry)
+        kept = capped(record)
         self.total += 1
+        entry = (self.total, kept.get("type"), kept.get("probe"), json.dumps(kept, separators=(",", ":")))
+        self._remember(entry)
         if self._file is not None:
-            self._file.write(entry[3] + "\n")
-            self._file.flush()
+            self._file.write(entry[3].encode() + b"\n")
+
+    @property
+    def unwritten(self) -> int:
+        """Records the file could not take (a full or failing disk); 0 without a file."""
+        return 0 if self._file is None else self._file.unwritten
+
+    def reopen(self) -> None:
+        """Open the file's path again: logrotate moved the file away and says so with SIGHUP."""
+        if self._file is not None:
+            self._file.reopen()
 
     def records(self, *, probe: str | None = None, type: str | None = None, running: bool = False) -> list[Record]:
         """Records in the order written, optionally only one probe's or one type's; with `running`,
         then copies of those still in progress (a request whose plan is still running)."""
+        page = self.page(probe=probe, type=type, running=running)
+        return [json.loads(text) for text in page.texts] + page.running
+
+    def page(
+        self, *, probe: str | None = None, type: str | None = None, running: bool = False, since: int = 0,
+        limit: int | None = None, budget: int | None = None,
+    ) -> Page:
+        """At most `limit` of the records written after ordinal `since`, in the order written, as
+        their JSON texts (never parsed again), stopping after the record that brings the texts to
+        `budget` characters; with `running` and on the last page only, then copies of those still
+        in progress. A probe id over FIELD_LIMIT finds its records as written, capped. Costs
+        O(log n) to find `since`, then the records scanned."""
+        probe = None if probe is None else capped(probe)
         source = self._records if probe is None else self._by_probe.get(probe, ())
-        done = [json.loads(text) for _, kind, probe_id, text in source if _wanted(kind, probe_id, probe, type)]
+        after = itertools.islice(source, bisect.bisect_right(source, since, key=_ordinal), None)
+        taken: list[Entry] = []
+        size, more = 0, False
+        for entry in (entry for entry in after if _wanted(entry[1], entry[2], probe, type)):
+            if len(taken) == limit or (budget is not None and size >= budget):
+                more = True
+                break
+            taken.append(entry)
+            size += len(entry[3])
+        oldest = self._records[0][0] if self._records else self.total + 1
         live = [
             dict(r, running=True)
             for r in self._running.values()
-            if running and _wanted(r.get("type"), r.get("probe"), probe, type)
+            if running and not more and _wanted(r.get("type"), r.get("probe"), probe, type)
         ]
-        return done + live
+        return Page(
+            texts=[entry[3] for entry in taken], ordinals=[entry[0] for entry in taken],
+            next=taken[-1][0] if more else max(since, self.total), more=more, skipped=max(0, oldest - 1 - since), running=live,
+        )
+
+    def _remember(self, entry: Entry) -> None:
+        """Keep `entry` in memory and in its probe's index, then forget the oldest past the bounds."""
+        self._records.append(entry)
+        self.held += _cost(entry)
+        if entry[2] is not None:
+            if entry[2] not in self._by_probe:
+                self._by_probe[entry[2]] = deque()
+                self.held += PROBE_COST
+            self._by_probe[entry[2]].append(entry)
+        while self._records and (len(self._records) > self.keep or self.held > self.memory):
+            self._forget(self._records.popleft())
 
     def _forget(self, oldest: Entry) -> None:
-        """Drop the oldest record, about to leave memory, from its probe's index too."""
+        """Drop the oldest record, just out of memory, from its probe's index and the counts too."""
+        self.dropped += 1
+        self.held -= _cost(oldest)
         if oldest[2] is not None:
             kept = self._by_probe[oldest[2]]
             kept.popleft()
             if not kept:
                 del self._by_probe[oldest[2]]
+                self.held -= PROBE_COST
 
     def close(self) -> None:
+        """Close the file; records written after this are kept in memory only."""
         if self._file is not None:
             self._file.close()
-            self._file = None
+
+
+SIZE_UNITS = {"": 1, "B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
+"""The units a size is written in: bytes, or binary multiples as `ls -h` and Kubernetes write them."""
+
+
+def parse_size(text: str) -> int:
+    """`"64MiB"` -> 67108864; a whole number of bytes, KiB, MiB or GiB, above 0. ValueError otherwise."""
+    number = text.rstrip("KMGiB")
+    unit = text[len(number):]
+    if not number.isdigit() or unit not in SIZE_UNITS or int(number) == 0:
+        raise ValueError(f"{text!r} is not a size above 0: write bytes or e.g. 512KiB, 64MiB, 1GiB")
+    return int(number) * SIZE_UNITS[unit]
+
+
+def capped(value: Any, limit: int = FIELD_LIMIT) -> Any:
+    """`value` with every string in it at most `limit` characters (a dict's fields: their LIMITS
+    entry), followed by a marker saying how many were cut. The same value always caps the same way."""
+    if isinstance(value, str):
+        return value if len(value) <= limit else f"{value[:limit]}...[{len(value) - limit} chars cut]"
+    if isinstance(value, dict):
+        return {key: capped(item, LIMITS.get(key, FIELD_LIMIT)) for key, item in value.items()}
+    if isinstance(value, list):
+        return [capped(item) for item in value]
+    return value
+
+
+def _cost(entry: Entry) -> int:
+    """Bytes an entry takes in memory: the tuple, its ordinal, its JSON text, its probe id, its slots."""
+    ordinal, _, probe, text = entry
+    size = sys.getsizeof(entry) + sys.getsizeof(ordinal) + sys.getsizeof(text) + SLOT
+    return size if probe is None else size + sys.getsizeof(probe) + SLOT
 
 
 def _wanted(kind: str | None, probe_id: str | None, probe: str | None, type: str | None) -> bool:
     return (probe is None or probe_id == probe) and (type is None or kind == type)
+
+
+def _ordinal(entry: Entry) -> int:
+    return entry[0]
+
+
+@dataclass(frozen=True)
+class Page:
+    """Part of the journal, from `Journal.page`: to read on, ask again with `since=next`.
+
+    Invariant: paging with `since=next` until `more` is false yields every record still in memory
+    exactly once, in the order written."""
+
+    texts: list[str]
+    """The records' JSON texts, in the order written."""
+    ordinals: list[int]
+    """Each text's ordinal."""
+    next: int
+    """The cursor for the next page: the last ordinal returned, or, on the last page, the newest written."""
+    more: bool
+    """Whether records after `next` were left out for the limit."""
+    skipped: int
+    """Records after `since` that left memory before this read (of any probe and type: an upper bound when filtered)."""
+    running: list[Record]
+    """Copies of the records still in progress, marked `"running": true` (on the last page only)."""

@@ -1,20 +1,27 @@
 """`serve --workers N`: N processes sharing one port (SO_REUSEPORT), driven by a supervisor.
 
-Protocol: a worker's first line on stdout is its `listening on` line; after that the supervisor
+Protocol: a worker's first line on stdout is its `listening on` line, or `chaos-upstream: PROBLEM`
+when it cannot start (it then exits 2, and the supervisor ends with that one line); after that the supervisor
 writes one JSON command per line to the worker's stdin and the worker answers each with exactly one
 JSON line on stdout, in order. Commands: `{"op": "active", "scenario": NAME or null}`,
-`{"op": "stats"}`, `{"op": "journal", "probe": ID or null, "type": TYPE or null, "running": BOOL}`.
+`{"op": "stats"}`, `{"op": "journal", "probe": ID or null, "type": TYPE or null, "running": BOOL,
+"since": ORDINAL, "limit": N}` (answered with a `Journal.page` of the worker's journal).
 Invariants: a command is answered by every live worker before the supervisor's call returns; a
 worker that exits ends the supervisor (all others are stopped), so the set of workers never silently shrinks.
+Signals: each worker runs in a process group of its own, so a terminal's Ctrl-C reaches the
+supervisor alone, and the supervisor forwards SIGTERM, SIGINT and SIGHUP to every worker: each
+signal reaches each worker exactly once.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
 import signal
 import socket
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import trio
@@ -22,11 +29,13 @@ import trio
 from chaos_upstream.errors import ChaosUpstreamError, ConfigError
 from chaos_upstream.model.catalogue import Catalogue
 from chaos_upstream.plan.timeline import Change
+from chaos_upstream.server.control import PAGE_BYTES, JournalPage
 from chaos_upstream.server.upstream import Stats, Upstream
 
-LINE_LIMIT = 256 * 1024 * 1024
-"""The longest line a worker may send: a journal answer of 100k records (~50 MB) fits five times over,
-and a broken worker still cannot make the supervisor buffer without end."""
+LINE_LIMIT = 64 * 1024 * 1024
+"""The longest line a worker may send: its biggest answer is a journal page, at most PAGE_BYTES
+(8 MiB) of JSON texts and one record more, which JSON escaping as strings at most doubles, plus the
+requests still running; a broken worker still cannot make the supervisor buffer without end."""
 
 
 class WorkerCrashed(ChaosUpstreamError):
@@ -38,18 +47,22 @@ class Lines:
 
     def __init__(self, stream: trio.abc.ReceiveStream) -> None:
         self.stream = stream
-        self.buffer = b""
+        self.buffer = bytearray()
 
     async def next(self) -> bytes | None:
-        """The next line; None at end of stream."""
-        while b"\n" not in self.buffer:
+        """The next line; None at end of stream. Linear in the line's length: a bytearray grows in
+        place, and only the new bytes are searched for the newline."""
+        searched = 0
+        while (end := self.buffer.find(b"\n", searched)) < 0:
+            searched = len(self.buffer)
             data = await self.stream.receive_some(65536)
             if not data:
                 return None
             self.buffer += data
             if len(self.buffer) > LINE_LIMIT:
                 raise ValueError("a worker sent a line over the limit")
-        line, _, self.buffer = self.buffer.partition(b"\n")
+        line = bytes(self.buffer[:end])
+        del self.buffer[: end + 1]
         return line
 
 
@@ -66,10 +79,12 @@ def answer(upstream: Upstream, command: dict[str, Any]) -> dict[str, Any]:
         upstream.active = command["scenario"]
         return {"active": upstream.active}
     if command["op"] == "stats":
-        return upstream.stats.to_json()
+        return (upstream.stats + Stats.of_journal(upstream.journal)).to_json()
     if command["op"] == "journal":
-        wanted = {key: command.get(key) for key in ("probe", "type")}
-        return {"records": upstream.journal.records(**wanted, running=bool(command.get("running")))}
+        wanted = {key: command[key] for key in ("probe", "type", "since", "limit")}
+        page = upstream.journal.page(**wanted, running=bool(command["running"]), budget=PAGE_BYTES)
+        return {"texts": page.texts, "ordinals": page.ordinals, "next": page.next, "more": page.more,
+                "skipped": page.skipped, "running": page.running}
     return {"error": f"unknown op {command['op']!r}"}
 
 
@@ -77,9 +92,13 @@ def reserve_port(host: str, port: int) -> socket.socket:
     """A bound, not listening, SO_REUSEPORT socket: it holds the port number while workers bind it."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError:  # a port in use: the caller says so; the socket must not leak
+        sock.close()
+        raise
     return sock
 
 
@@ -103,11 +122,16 @@ class Worker:
 class Supervisor:
     """The supervisor's Control: every command goes to every worker."""
 
-    def __init__(self, catalogue: Catalogue, default: str, address: tuple[str, int], commands: Sequence[Sequence[str]]) -> None:
+    def __init__(
+        self, catalogue: Catalogue, default: str, address: tuple[str, int], commands: Sequence[Sequence[str]],
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.catalogue = catalogue
         self.default = default
         self.address = address
         self.commands = commands
+        self.env = env
+        """The workers' environment (None: the supervisor's)."""
         self.active: str | None = None
         self.workers: list[Worker] = []
         self.ready = False
@@ -118,10 +142,14 @@ class Supervisor:
         return self.ready, [self.address]
 
     async def _all(self, command: dict[str, Any]) -> list[dict[str, Any]]:
+        return await self._each([command] * len(self.workers))
+
+    async def _each(self, commands: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Worker K's answer to commands[K], for every worker at once."""
         replies: list[dict[str, Any]] = [{} for _ in self.workers]
 
         async def one(index: int, worker: Worker) -> None:
-            replies[index] = await worker.ask(command)
+            replies[index] = await worker.ask(commands[index])
 
         async with trio.open_nursery() as nursery:
             for index, worker in enumerate(self.workers):
@@ -146,19 +174,30 @@ class Supervisor:
             total = total + Stats.from_json(reply)
         return total
 
-    async def journal(self, probe: str | None, type: str | None, running: bool = False) -> list[dict[str, Any]]:
-        replies = await self._all({"op": "journal", "probe": probe, "type": type, "running": running})
-        return sorted((r for reply in replies for r in reply["records"]), key=lambda record: record["t"])
+    async def journal(
+        self, probe: str | None, type: str | None, running: bool, since: Sequence[int], limit: int
+    ) -> JournalPage:
+        """Strategy: every worker gives a page of `limit` after its own cursor; the pages are merged
+        by time, which keeps each worker's records in their order, and the first `limit` are served.
+        Each worker's cursor then moves past the records of it that were served, and no further,
+        so nothing is lost or repeated."""
+        if len(since) not in (1, len(self.workers)):
+            raise ConfigError(f"since: one ordinal, or one per worker ({len(self.workers)}), not {len(since)}")
+        after = list(since) * len(self.workers) if len(since) == 1 else list(since)
+        wanted = {"op": "journal", "probe": probe, "type": type, "running": running, "limit": limit}
+        pages = await self._each([dict(wanted, since=ordinal) for ordinal in after])
+        return _merged(pages, after, limit)
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Start one worker per command line, report the address, return once they have all exited."""
         try:
             for command in self.commands:
-                process = await trio.lowlevel.open_process(list(command), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                process = await trio.lowlevel.open_process(
+                    list(command), stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=self.env, process_group=0
+                )
                 self.workers.append(Worker(process))
-            for worker in self.workers:
-                if await worker.lines.next() is None:
-                    raise ConfigError("a worker exited before it listened (see its message above)")
+            for index, worker in enumerate(self.workers):
+                await _listened(index, worker)
             self.ready = True
             task_status.started([self.address])
             async with trio.open_nursery() as watch:
@@ -166,21 +205,27 @@ class Supervisor:
                     watch.start_soon(_then_cancel, worker.process.wait, watch.cancel_scope)
             crashed = self.crashed
         finally:
-            self.ready = False
-            with trio.CancelScope(shield=True):
-                await self._reap()
+            announced, self.ready = self.ready, False
+            with trio.CancelScope(shield=True):  # workers that never announced served nothing: end them quietly
+                await self._reap(signal.SIGTERM if announced else signal.SIGKILL)
         if crashed:
             raise WorkerCrashed(f"a worker exited on its own (status {crashed[0]}): all workers stopped")
 
-    def stop(self) -> None:
-        """SIGTERM every worker: each stops accepting and takes its own grace period; run() then returns."""
+    def stop(self, signum: int = signal.SIGTERM) -> None:
+        """Forward a stop signal to every worker: at the first, each stops accepting and takes its own
+        grace period; at a second, each cuts its in-flight work at once. run() then returns."""
         self.stopping = True
+        self.signal(signum)
+
+    def signal(self, signum: int) -> None:
+        """Send `signum` to every worker still running (SIGHUP: each reopens its journal file)."""
         for worker in self.workers:
             if worker.process.returncode is None:
-                worker.process.send_signal(signal.SIGTERM)
+                worker.process.send_signal(signum)
 
-    async def _reap(self) -> None:
-        self.stop()
+    async def _reap(self, signum: int) -> None:
+        if not self.stopping:
+            self.stop(signum)
         for worker in self.workers:
             await worker.process.wait()
             for pipe in (worker.process.stdin, worker.process.stdout):
@@ -191,6 +236,41 @@ class Supervisor:
     def crashed(self) -> list[int]:
         """Exit statuses of workers that ended before stop() was called."""
         return [] if self.stopping else [w.process.returncode for w in self.workers if w.process.returncode is not None]
+
+
+def _merged(pages: list[dict[str, Any]], since: list[int], limit: int) -> JournalPage:
+    """The first `limit` records of the workers' pages merged by time, and the cursor past them."""
+    timed = [[(json.loads(text).get("t", 0.0), k, i) for i, text in enumerate(page["texts"])] for k, page in enumerate(pages)]
+    served = list(itertools.islice(heapq.merge(*timed), limit))
+    counts = [0] * len(pages)
+    for _, worker, _ in served:
+        counts[worker] += 1
+    left = [counts[k] < len(page["texts"]) or page["more"] for k, page in enumerate(pages)]
+    cursor = tuple(
+        page["ordinals"][counts[k] - 1] if left[k] and counts[k] else page["next"] if not left[k] else since[k]
+        for k, page in enumerate(pages)
+    )
+    more = any(left)
+    running = [] if more else sorted((r for page in pages for r in page["running"]), key=lambda r: r.get("t", 0.0))
+    texts = [pages[k]["texts"][i] for _, k, i in served] + [json.dumps(r, separators=(",", ":")) for r in running]
+    return JournalPage(texts, cursor, more, sum(page["skipped"] for page in pages))
+
+
+LISTENING, FAILED = b"chaos-upstream listening on ", b"chaos-upstream: "
+"""How a worker's first line begins: it listens, or it cannot start (the protocol above)."""
+
+
+async def _listened(index: int, worker: Worker) -> None:
+    """Return once worker `index` listens; ConfigError with its own one line if it cannot start."""
+    line = await worker.lines.next()
+    if line is not None and line.startswith(LISTENING):
+        return
+    if line is not None and line.startswith(FAILED):
+        raise ConfigError(line[len(FAILED):].decode("utf-8", "replace"))
+    if line is not None:
+        raise ConfigError(f"--workers: worker {index} said {line[:200]!r} instead of listening")
+    status = await worker.process.wait()
+    raise ConfigError(f"--workers: worker {index} ended before it listened (status {status}); its own lines above say why")
 
 
 async def _then_cancel(wait: Any, scope: trio.CancelScope) -> None:

@@ -42,7 +42,8 @@ class UnknownScenario(ChaosUpstreamError):
 
 
 class PeerGone(ChaosUpstreamError):
-    """The peer closed or reset the connection; `how` says which ("closed" or "reset")."""
+    """The peer closed or reset the connection, or stopped reading it; `how` says which ("closed",
+    "reset" or "stalled")."""
 
     def __init__(self, how: str) -> None:
         self.how = how

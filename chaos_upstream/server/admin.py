@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import re
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -206,28 +207,30 @@ class Admin:
 
     async def _answer(self, request: h11.Request, body: bytes) -> Reply:
         """Guarded, routed, validated, handled."""
-        refusal = self._refusal(request)
-        if refusal is not None:
-            return refusal
         try:
-            target = urlsplit(request.target.decode("latin-1"))
+            authority, path, query = _split(request.target.decode("latin-1"))
         except ValueError as exc:
             return Reply.error(400, f"bad target: {exc}")
+        refusal = self._refusal(request, authority)
+        if refusal is not None:
+            return refusal
         method = request.method.decode("latin-1")
-        route = ROUTES.get((method, target.path))
+        route = ROUTES.get((method, path))
         if route is None:
-            allowed = sorted(m for m, path in ROUTES if path == target.path)
+            allowed = sorted(m for m, known in ROUTES if known == path)
             return Reply.error(405, f"allowed: {', '.join(allowed)}") if allowed else Reply.error(404, "no such call")
         if route.model is None:
-            return await route.handler(self, None, target.query)
+            return await route.handler(self, None, query)
         call = _validated(route, _values(request, b"content-type"), body)
-        return call if isinstance(call, Reply) else await route.handler(self, call, target.query)
+        return call if isinstance(call, Reply) else await route.handler(self, call, query)
 
-    def _refusal(self, request: h11.Request) -> Reply | None:
-        """403 for a Host or Origin that is not ours, 401 without the token; None: go on."""
+    def _refusal(self, request: h11.Request, authority: str | None) -> Reply | None:
+        """403 for a Host (or the authority of an absolute-form target, which stands for it) or an
+        Origin that is not ours, 401 without the token; None: go on."""
         hosts = _values(request, b"host")
-        if len(hosts) != 1 or not self._ours(hosts[0]):
-            shown = hosts[0][:100] if len(hosts) == 1 else f"{len(hosts)} Host fields"
+        named = hosts[0] if authority is None and len(hosts) == 1 else authority
+        if len(hosts) != 1 or named is None or not self._ours(named):
+            shown = named[:100] if len(hosts) == 1 and named is not None else f"{len(hosts)} Host fields"
             return Reply.error(403, f"Host {shown!r} does not name this admin API: "
                                "give the name with --admin-allow-host NAME if it should")
         for origin in _values(request, b"origin"):
@@ -259,10 +262,29 @@ def _allowed(name: str) -> str:
     return f"[{name}]" if name.count(":") > 1 and not name.startswith("[") else name
 
 
+HOST_VALUE = re.compile(r"(\[[0-9a-f:.]+\]|[^\[\]:@/?#\s]+)(?::[0-9]*)?")
+"""A Host value (RFC 9110 §7.2): a name or an IP literal in brackets, then an optional port."""
+
+
 def _host_name(host: str) -> str:
-    """The name part of a Host value, lower case: `[::1]:80` -> `[::1]`, `Example:80` -> `example`."""
-    host = host.strip().lower()
-    return host.partition("]")[0] + "]" if host.startswith("[") else host.partition(":")[0]
+    """The name part of a Host value, lower case: `[::1]:80` -> `[::1]`, `Example:80` -> `example`;
+    "" for anything that is not a Host value (`[::1]evil`, `localhost:evil`), which is refused."""
+    match = HOST_VALUE.fullmatch(host.strip().lower())
+    return match[1] if match else ""
+
+
+def _split(target: str) -> tuple[str | None, str, str]:
+    """(authority, path, query) of a request target. Origin-form (`/path?query`) has no authority,
+    and is split at its `?` alone, so that `//name/path` is a path like any other; absolute-form
+    (`http://name/path?query`) names the host, which then stands for the Host field (RFC 9112
+    §3.2.2). ValueError for any other form."""
+    if target.startswith("/"):
+        path, _, query = target.partition("?")
+        return None, path, query
+    parts = urlsplit(target)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{target[:100]!r} is neither /PATH nor http://HOST/PATH")
+    return parts.netloc, parts.path or "/", parts.query
 
 
 def _origin_host(origin: str) -> str:
@@ -313,6 +335,8 @@ async def _read(stream: trio.SocketStream, connection: h11.Connection) -> tuple[
         while True:
             event = connection.next_event()
             if event is h11.NEED_DATA:
+                if connection.they_are_waiting_for_100_continue:  # RFC 9110 §10.1.1: a 100, or they wait
+                    await _send_all(stream, connection.send(h11.InformationalResponse(status_code=100, headers=[])))
                 connection.receive_data(await stream.receive_some(RECEIVE_SIZE))
             elif isinstance(event, h11.Request):
                 request = event

@@ -118,9 +118,10 @@ class Journal:
     ) -> Page:
         """At most `limit` of the records written after ordinal `since`, in the order written, as
         their JSON texts (never parsed again), stopping after the record that brings the texts to
-        `budget` characters; with `running` and on the last page only, then copies of those still
-        in progress. A probe id over FIELD_LIMIT finds its records as written, capped. Costs
-        O(log n) to find `since`, then the records scanned."""
+        `budget` characters; with `running` and on the last page only, then capped copies of those
+        still in progress, as many as the limit and the budget leave room for (they have no ordinal
+        to page by: the next page shows those still running then). A probe id over FIELD_LIMIT
+        finds its records as written, capped. Costs O(log n) to find `since`, then the records scanned."""
         probe = None if probe is None else capped(probe)
         source = self._records if probe is None else self._by_probe.get(probe, ())
         after = itertools.islice(source, bisect.bisect_right(source, since, key=_ordinal), None)
@@ -133,11 +134,14 @@ class Journal:
             taken.append(entry)
             size += len(entry[3])
         oldest = self._records[0][0] if self._records else self.total + 1
-        live = [
-            dict(r, running=True)
-            for r in self._running.values()
-            if running and not more and _wanted(r.get("type"), r.get("probe"), probe, type)
-        ]
+        live: list[Record] = []
+        for record in self._running.values() if running and not more else ():
+            if not _wanted(record.get("type"), capped(record.get("probe")), probe, type):
+                continue
+            if len(taken) + len(live) == limit or (budget is not None and size >= budget):
+                break
+            live.append(capped(dict(record, running=True)))
+            size += len(json.dumps(live[-1], separators=(",", ":")))
         return Page(
             texts=[entry[3] for entry in taken], ordinals=[entry[0] for entry in taken],
             next=taken[-1][0] if more else max(since, self.total), more=more, skipped=max(0, oldest - 1 - since), running=live,
@@ -230,4 +234,5 @@ class Page:
     skipped: int
     """Records after `since` that left memory before this read (of any probe and type: an upper bound when filtered)."""
     running: list[Record]
-    """Copies of the records still in progress, marked `"running": true` (on the last page only)."""
+    """Capped copies of the records still in progress, marked `"running": true` (on the last page
+    only, within its limit and budget)."""

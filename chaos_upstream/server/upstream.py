@@ -37,9 +37,9 @@ from chaos_upstream.server.reading import CONTINUE, RequestReader, keep_alive
 from chaos_upstream.server.wire import Execution, Wire, execute
 
 IDLE_TIMEOUT = 120.0
-"""Seconds a connection may sit idle or mid-head: longer than nginx's (60 s) and HAProxy's usual
-upstream keep-alive, so it is the proxy, never us, that closes an idle connection unless a scenario
-says otherwise."""
+"""Seconds a connection may sit idle or mid-head, and one send may wait for a peer that does not
+read: longer than nginx's (60 s) and HAProxy's usual upstream keep-alive, so it is the proxy, never
+us, that closes an idle connection unless a scenario says otherwise."""
 
 GRACE = 5.0
 """Seconds in-flight connections get to finish after a stop (SIGTERM) before they are cut."""
@@ -218,7 +218,7 @@ class Upstream:
         self.stats.open += 1
         conn = self.stats.connections
         record: dict[str, Any] = {"type": "connection", "conn": conn, "t": round(self.now(), 6), **self._tag}
-        wire = Wire(stream, lambda: _reset(stream))
+        wire = Wire(stream, lambda: _reset(stream), send_timeout=self.settings.idle_timeout)
         live = self._live[conn] = _Live(trio.CancelScope(), stream, wire)
         try:
             with live.scope:

@@ -1,13 +1,15 @@
 """Executing plans on a byte stream: sends, waits and endings, exactly and in order.
 
 Works on any trio Stream (a socket in the server, a memory stream under MockClock in the tests);
-what a reset is on a real socket is handed in. Invariant: every peer failure surfaces as PeerGone,
-never as a trio exception, and every action run is logged with its time.
+what a reset is on a real socket is handed in. Invariants: every peer failure surfaces as PeerGone,
+never as a trio exception, a peer that stops reading included (after the send timeout); every action
+run is logged with its time.
 """
 
 from __future__ import annotations
 
 import errno
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,17 +33,24 @@ def _peer_gone(exc: BaseException) -> PeerGone:
 class Wire:
     """One connection: counts bytes both ways, turns peer failures into PeerGone, knows how to end."""
 
-    def __init__(self, stream: trio.abc.Stream, abort: Callable[[], Awaitable[None]]) -> None:
+    def __init__(self, stream: trio.abc.Stream, abort: Callable[[], Awaitable[None]], send_timeout: float = math.inf) -> None:
         self.stream = stream
         self._abort = abort
+        self.send_timeout = send_timeout
+        """Seconds one send may wait for a peer that does not read; then the connection is reset
+        (what is queued would never be read) and the peer is gone, "stalled"."""
         self.bytes_in = 0
         self.bytes_out = 0
 
     async def send(self, data: bytes) -> None:
-        try:
-            await self.stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise _peer_gone(exc) from exc
+        with trio.move_on_after(self.send_timeout) as waiting:
+            try:
+                await self.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise _peer_gone(exc) from exc
+        if waiting.cancelled_caught:
+            await self.reset()
+            raise PeerGone("stalled")
         self.bytes_out += len(data)
 
     async def receive(self) -> bytes:

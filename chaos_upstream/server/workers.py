@@ -34,8 +34,8 @@ from chaos_upstream.server.upstream import Stats, Upstream
 
 LINE_LIMIT = 64 * 1024 * 1024
 """The longest line a worker may send: its biggest answer is a journal page, at most PAGE_BYTES
-(8 MiB) of JSON texts and one record more, which JSON escaping as strings at most doubles, plus the
-requests still running; a broken worker still cannot make the supervisor buffer without end."""
+(8 MiB) of JSON texts and one record more (the requests still running included), which JSON escaping
+as strings at most doubles; a broken worker still cannot make the supervisor buffer without end."""
 
 
 class WorkerCrashed(ChaosUpstreamError):
@@ -43,26 +43,34 @@ class WorkerCrashed(ChaosUpstreamError):
 
 
 class Lines:
-    """Lines from a byte stream, without their newline."""
+    """Lines from a byte stream, without their newline. Cancel-safe: a line cut short by a
+    cancellation is read on by the next call."""
 
     def __init__(self, stream: trio.abc.ReceiveStream) -> None:
         self.stream = stream
         self.buffer = bytearray()
+        self.overlong = False
+        """The line being read went past LINE_LIMIT: its bytes are dropped as they come."""
 
     async def next(self) -> bytes | None:
-        """The next line; None at end of stream. Linear in the line's length: a bytearray grows in
-        place, and only the new bytes are searched for the newline."""
+        """The next line; None at end of stream; ValueError for a line over LINE_LIMIT, once it has
+        been read through and dropped, so that the lines after it still come whole. Linear in the
+        line's length: a bytearray grows in place, and only the new bytes are searched for the newline."""
         searched = 0
         while (end := self.buffer.find(b"\n", searched)) < 0:
+            if len(self.buffer) > LINE_LIMIT:
+                self.buffer.clear()
+                self.overlong = True
             searched = len(self.buffer)
             data = await self.stream.receive_some(65536)
             if not data:
                 return None
             self.buffer += data
-            if len(self.buffer) > LINE_LIMIT:
-                raise ValueError("a worker sent a line over the limit")
         line = bytes(self.buffer[:end])
         del self.buffer[: end + 1]
+        if self.overlong or len(line) > LINE_LIMIT:
+            self.overlong = False
+            raise ValueError("a worker sent a line over the limit")
         return line
 
 
@@ -103,20 +111,39 @@ def reserve_port(host: str, port: int) -> socket.socket:
 
 
 class Worker:
-    """One worker process and its command pipe."""
+    """One worker process and its command pipe.
+
+    Invariant: every answer goes to its own command, even after an ask was cancelled between its
+    command and its answer (as the other workers' asks are when one fails): the answers still owed
+    are read, and dropped, before the next one."""
 
     def __init__(self, process: trio.Process) -> None:
         self.process = process
         self.lines = Lines(process.stdout)  # type: ignore[arg-type]
         self.lock = trio.Lock()
+        self.owed = 0
+        """Commands sent whose answer has not been read yet."""
 
     async def ask(self, command: dict[str, Any]) -> dict[str, Any]:
         async with self.lock:
             await self.process.stdin.send_all(json.dumps(command).encode() + b"\n")  # type: ignore[union-attr]
+            self.owed += 1
+            while self.owed > 1:
+                await self._answer()
+            line = await self._answer()
+        return json.loads(line)
+
+    async def _answer(self) -> bytes:
+        """The next answer's line, paid off the answers owed once read (an over-long one too)."""
+        try:
             line = await self.lines.next()
+        except ValueError:
+            self.owed -= 1
+            raise
         if line is None:
             raise trio.BrokenResourceError("worker exited")
-        return json.loads(line)
+        self.owed -= 1
+        return line
 
 
 class Supervisor:

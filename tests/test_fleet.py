@@ -37,6 +37,28 @@ async def test_a_drain_closes_idle_keep_alive_connections_at_once_and_refuses_ne
     assert (connection["ended"], connection["member"]) == ("drained", 1)
 
 
+@pytest.mark.parametrize("attempt", range(10))
+@pytest.mark.parametrize("checkpoints", range(6))
+async def test_a_request_whose_bytes_a_read_has_taken_is_served_by_a_drain_not_cut(start_upstream, checkpoints, attempt):
+    """Whatever the scheduling step at which a drain comes after the next request was sent (trio's
+    read yields once after taking bytes from the kernel), that request is answered, then FIN. Trio
+    shuffles the order of runnable tasks: each step is tried a few times."""
+    upstream = await start_upstream()
+    stream = await trio.open_tcp_stream(*upstream.addresses[0])
+    await stream.send_all(get())
+    assert await stream.receive_some(1000) == HEALTHY
+    await stream.send_all(get())
+    for _ in range(checkpoints):
+        await trio.lowlevel.checkpoint()
+    upstream.drain()
+    received = b""
+    with trio.fail_after(T):
+        while data := await stream.receive_some(1000):
+            received += data
+    await stream.aclose()
+    assert received == HEALTHY
+
+
 async def test_a_drain_lets_a_busy_connection_finish_its_response_then_closes_it(nursery):
     member = await start_member(nursery)
     async with trio.open_nursery() as inner:

@@ -198,8 +198,8 @@ class Upstream:
         self.stop()
         for live in self._live.values():
             live.draining = True
-            if live.idle and live.wire.bytes_in == live.mark and not _pending(live.stream):
-                live.scope.cancel()
+            if live.idle is not None and not _pending(live.stream):
+                live.idle.cancel()
 
     def kill(self) -> None:
         """Stop accepting and reset (RST) every open connection at once, as a crashed server's kernel does."""
@@ -250,12 +250,10 @@ class Upstream:
             if live.draining:
                 await wire.close()
                 return {"ended": "drained", "requests": count}
+            deadline = trio.current_time() + timeout
+            ended = None if leftover else await self._idle(wire, live, deadline)
             reader = RequestReader(wire, leftover)
-            try:
-                live.idle, live.mark = not leftover, wire.bytes_in
-                ended = await self._reading(wire, conn, timeout, reader.read_head)
-            finally:
-                live.idle = False
+            ended = ended or await self._reading(wire, conn, deadline, reader.read_head)
             if ended or reader.head is None:
                 return {"ended": ended or "peer-closed", "requests": count}
             count += 1
@@ -265,11 +263,28 @@ class Upstream:
             leftover = reader.leftover
             timeout = execution.idle_close if execution.idle_close is not None else self.settings.idle_timeout
 
-    async def _reading(self, wire: Wire, conn: int, timeout: float, read: Callable[[], Awaitable[object]]) -> str | None:
-        """Run `read`, a part of reading a request, within `timeout`: None once done, else how the
+    async def _idle(self, wire: Wire, live: _Live, deadline: float) -> str | None:
+        """Wait, reading nothing, until the next request's first bytes can be read (None), a drain
+        ends the wait ("drained") or `deadline` passes ("idle-closed").
+
+        Strategy: a drain cancels only this wait, in which no byte has been taken from the kernel;
+        once a read has taken some, the request is served, however close to the drain it came.
+        """
+        live.idle = trio.CancelScope(deadline=deadline)
+        try:
+            with live.idle:
+                await trio.lowlevel.wait_readable(live.stream.socket)
+                return None
+        finally:
+            live.idle = None
+        await wire.close()
+        return "drained" if live.draining else "idle-closed"
+
+    async def _reading(self, wire: Wire, conn: int, deadline: float, read: Callable[[], Awaitable[object]]) -> str | None:
+        """Run `read`, a part of reading a request, until `deadline`: None once done, else how the
         connection ended (a request the peer got wrong is answered here, and the connection closed)."""
         try:
-            with trio.fail_after(timeout):
+            with trio.fail_at(deadline):
                 await read()
         except trio.TooSlowError:
             await wire.close()
@@ -311,7 +326,8 @@ class Upstream:
             await self._refuse(wire, conn, 404, f"no scenario named {choice.name!r}", record)
             return Execution(ended="closed")
         scenario = self.catalogue.get(choice.name)
-        ended = await self._reading(wire, conn, self.settings.idle_timeout, partial(_read_body, wire, reader, scenario, record))
+        body_deadline = trio.current_time() + self.settings.idle_timeout
+        ended = await self._reading(wire, conn, body_deadline, partial(_read_body, wire, reader, scenario, record))
         if ended:
             return Execution(ended=ended)
         started = trio.current_time()
@@ -369,10 +385,8 @@ class _Live:
     scope: trio.CancelScope
     stream: trio.SocketStream
     wire: Wire
-    idle: bool = False
-    mark: int = 0
-    """While `idle`: the connection's bytes in when it began waiting for its next request; it is
-    truly idle (no byte of that request has come) while `wire.bytes_in` is still `mark`."""
+    idle: trio.CancelScope | None = None
+    """While the connection waits for its next request's first byte: the wait, which drain() cancels."""
     draining: bool = False
     """Close once the current response is out."""
     killed: bool = False

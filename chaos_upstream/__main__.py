@@ -1,5 +1,25 @@
-"""`python -m chaos_upstream` is the `chaos-upstream` command."""
+"""`python -m chaos_upstream` is the `chaos-upstream` command; the console script calls `main` here too.
 
-from chaos_upstream.cli import main
+`health` runs without importing the rest of the command line: container probes start it every few
+seconds, and importing everything costs ten times the CPU that `health` needs.
+"""
 
-raise SystemExit(main())
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["health"]:
+        from chaos_upstream import health
+
+        return health.main(argv[1:])
+    from chaos_upstream import cli
+
+    return cli.main(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,4 +1,5 @@
-"""The `chaos-upstream` command: the only module that parses argv and prints.
+"""The `chaos-upstream` command: with serving.py (the `serve` process: start-up, signals) and
+health.py (`health`, importable alone for probes), the only modules that parse argv and print.
 
 Exit codes: 0 success, 1 a check found a failing verdict, 2 bad usage or configuration (with a
 message saying what and where; nothing is started half-configured).
@@ -14,32 +15,34 @@ import os
 import signal
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import trio
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from chaos_upstream import reports
+from chaos_upstream import __version__, environment, health, reports
 from chaos_upstream.errors import ChaosUpstreamError, ConfigError, UnknownScenario, unwrap
 from chaos_upstream.model.catalogue import Catalogue
 from chaos_upstream.model.durations import Span, Timing, parse_span
 from chaos_upstream.model.loading import load_file, scenario_files
 from chaos_upstream.model.schema import scenario_schema
 from chaos_upstream.plan.selection import Mix
-from chaos_upstream.server.journal import Journal
+from chaos_upstream.server.journal import KEEP_FILES, MEMORY, Journal, parse_size
 from chaos_upstream.server.admin import LOOPBACK_HOSTS, Admin
 from chaos_upstream.server.control import Local
 from chaos_upstream.server.fleet import Fleet
 from chaos_upstream.server.upstream import GRACE, Settings, Upstream
-from chaos_upstream.server.workers import Supervisor, WorkerCrashed, obey, reserve_port
-from chaos_upstream.matrix import FLEET, Run, cell, choose_launchers, run_matrix
+from chaos_upstream.server.workers import Supervisor, WorkerCrashed, reserve_port
+from chaos_upstream.serving import (
+    FORCED, cannot_listen, cause, effective, secret, serve_until_signal, whole_line, worker_environment,
+)
+from chaos_upstream.matrix import FLEET, Run, cell, choose_launchers, run_matrix, worst_first
 from chaos_upstream.model.scenario import Scenario
 from chaos_upstream.proxies import LAUNCHERS, Launcher, install
-from chaos_upstream.verifier.check import Report, choose_scenarios, serve_and_check
+from chaos_upstream.verifier.check import VERSION, Report, Skipped, choose_scenarios, serve_and_check, unchecked
 from chaos_upstream.verifier.judge import PROFILES, RFC
 from chaos_upstream.verifier.probe import Result
 from chaos_upstream.verifier.stream import ROTATION_LIMIT
@@ -47,8 +50,13 @@ from chaos_upstream.verifier.stream import ROTATION_LIMIT
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((word for word in argv if not word.startswith("-")), None)
+    try:
+        parser = _parser(os.environ if environ is None else environ, command)
+    except ConfigError as exc:  # a CHAOS_UPSTREAM_* variable its flag would refuse
+        return _failed(exc.problems, command)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
@@ -59,17 +67,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         if config is None:
             raise
         problems = config.problems
+    except KeyboardInterrupt:  # SIGINT before serve listens or after it stopped: no traceback
+        if command != "serve":
+            raise
+        return FORCED + signal.SIGINT
+    return _failed(problems, command, worker=command == "serve" and args.worker is not None)
+
+
+def _failed(problems: Sequence[object], command: str | None, worker: bool = False) -> int:
+    """Say what is wrong, one line each, and return the exit status for bad usage.
+
+    `serve` and `health` run unattended, their lines in a log beside others', so their own lines say
+    whose they are. A worker says it on stdout, where its supervisor reads it (see workers.py).
+    """
+    prefix = "chaos-upstream: " if command in ("serve", "health") else ""
     for problem in problems:
-        print(problem, file=sys.stderr)
+        line = f"{prefix}{problem}" if isinstance(problem, str) else str(problem)
+        print(line, file=sys.stdout if worker else sys.stderr, flush=True)
     return EXIT_USAGE
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="chaos-upstream", description="An HTTP/1.1 upstream that misbehaves on purpose.")
-    commands = parser.add_subparsers(dest="command", required=True)
+def _parser(environ: Mapping[str, str] | None = None, command: str | None = None) -> argparse.ArgumentParser:
+    """The command line; with `environ`, the CHAOS_UPSTREAM_* variables of `command` (serve, health)
+    become its flags' defaults (ConfigError for a bad one)."""
+    parser = argparse.ArgumentParser(
+        prog="chaos-upstream", description="An HTTP/1.1 upstream that misbehaves on purpose.",
+        epilog=EXIT_CODES[None], formatter_class=Help,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="serve the scenarios on a port")
-    serve.add_argument("--host", default="127.0.0.1")
+    serve.register("action", "append", environment.Append)
+    serve.add_argument("--host", default="127.0.0.1", help="address of the data port(s)")
     serve.add_argument(
         "--port", type=int, action="append", metavar="PORT",
         help="8080 unless given; 0 picks a free port; repeat it for a fleet, one member per port",
@@ -78,11 +108,21 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--default", default="healthy", metavar="NAME", help="scenario for requests that name none")
     _add_timeout(serve)
     serve.add_argument("--seed", type=int, default=None, help="seed of every random draw (mix, distributions)")
-    serve.add_argument("--mix", type=_mix, default=None, metavar="NAME=WEIGHT,...")
+    serve.add_argument("--mix", type=_mix, default=None, metavar="NAME=WEIGHT,...", help="draw the scenario of requests that name none by weight")
     serve.add_argument("--journal", type=Path, default=None, metavar="FILE", help="JSON lines, one per connection and request")
+    serve.add_argument("--journal-memory", type=_size, default=MEMORY, metavar="SIZE",
+                       help="memory the journal's records may take in each process, e.g. 64MiB (the oldest leave first)")
+    serve.add_argument("--journal-max-bytes", type=_size, default=None, metavar="SIZE",
+                       help="rotate the --journal FILE to FILE.1 (FILE.1 to FILE.2, ...) before it grows past SIZE")
+    serve.add_argument("--journal-keep", type=int, default=KEEP_FILES, metavar="K",
+                       help="rotated files kept with --journal-max-bytes (the oldest, FILE.K, is replaced)")
     serve.add_argument("--admin-host", default="127.0.0.1", help="address of the admin API (loopback unless a token is set)")
     serve.add_argument("--admin-port", type=int, default=None, metavar="PORT", help="serve the admin API on this port")
     serve.add_argument("--admin-token", default=None, metavar="TOKEN", help="required as 'Authorization: Bearer TOKEN'")
+    serve.add_argument(
+        "--admin-allow-host", action="append", default=[], metavar="NAME",
+        help="a Host (or Origin host) the admin API accepts beside its address and loopback names (repeatable)",
+    )
     serve.add_argument("--workers", type=int, default=1, metavar="N", help="N processes sharing the port (SO_REUSEPORT)")
     serve.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     serve.add_argument(
@@ -137,7 +177,56 @@ def _parser() -> argparse.ArgumentParser:
 
     schema = commands.add_parser("schema", help="print the JSON Schema of a scenario file")
     schema.set_defaults(func=_schema)
+
+    probe = commands.add_parser("health", help=health.WHAT)  # the entry point runs it without this module (__main__.py)
+    health.add_arguments(probe)
+    probe.set_defaults(func=health.run)
+
+    _describe(commands)
+    if environ is not None and command == "serve":
+        environment.apply(serve, environ)
+    elif environ is not None and command == "health":
+        environment.apply(probe, environ, only=health.SHARED)
     return parser
+
+EXIT_CODES = {
+    None: "exit codes: 0 success; 1 a check found a failing verdict; 2 bad usage or configuration "
+          "(one line on stderr saying what and where; nothing is left running). `COMMAND --help` gives each command's.",
+    "serve": "exit codes: 0 stopped by SIGTERM or SIGINT after the grace period; 2 bad usage, configuration or "
+             "start-up (a port in use, a journal it cannot open: one line naming the flag); 1 a worker of --workers "
+             "ended on its own; 128+N stopped at once by a second signal N (143 SIGTERM, 130 SIGINT), in-flight work cut. "
+             "SIGHUP reopens the --journal file. Every flag also comes from CHAOS_UPSTREAM_<FLAG> (flags win; "
+             "repeatable flags take a comma-separated list; switches 1/0, true/false, yes/no).",
+    "check": "exit codes: 0 every verdict pass; 1 some verdict fail or inconclusive; 2 bad usage or configuration.",
+    "matrix": "exit codes: 0 every run completed with every verdict pass; 1 otherwise; 2 bad usage or configuration.",
+    "validate": "exit codes: 0 every file valid; 2 a problem (one FILE:LINE: field: message line each).",
+    "list": "exit codes: 0; 2 a scenario file is wrong.",
+    "schema": "exit codes: 0.",
+    "install-proxies": "exit codes: 0 (even when it cannot install: the tests that need a proxy skip); 2 an unknown name.",
+    "health": health.EXITS,
+}
+"""Each command's exit codes, for its --help (None: the program's)."""
+
+
+class Help(argparse.HelpFormatter):
+    """Help that ends each option's line with its default, when it has one and the line does not give it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if not action.option_strings or default in (None, False, [], argparse.SUPPRESS) or "default" in text:
+            return text
+        shown = "***" if secret(action.dest) else "%(default)s"
+        return f"{text} (default: {shown})"
+
+
+def _describe(commands: argparse._SubParsersAction) -> None:
+    """Each command's --help: what it does (its line in the list of commands), its defaults, its exit codes."""
+    for choice in commands._choices_actions:
+        command = commands.choices[choice.dest]
+        command.description = command.description or choice.help
+        command.epilog = EXIT_CODES.get(choice.dest, EXIT_CODES[None])
+        command.formatter_class = Help
 
 
 def _add_scenarios(parser: argparse.ArgumentParser) -> None:
@@ -148,7 +237,7 @@ def _add_scenarios(parser: argparse.ArgumentParser) -> None:
 
 def _add_reports(parser: argparse.ArgumentParser) -> None:
     for kind in ("json", "junit", "html"):
-        parser.add_argument(f"--report-{kind}", type=Path, metavar="FILE")
+        parser.add_argument(f"--report-{kind}", type=Path, metavar="FILE", help=f"write the report as {kind.upper()} to FILE")
 
 
 def _names(text: str) -> list[str]:
@@ -175,6 +264,13 @@ def _span(text: str) -> Span:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _mix(text: str) -> Mix:
     try:
         return Mix.parse(text)
@@ -197,6 +293,10 @@ def _serve(args: argparse.Namespace) -> int:
         raise ConfigError("--workers N shares one --port among N processes; a fleet of several ports runs in one")
     if args.every is not None and args.play is None:
         raise ConfigError("--every: give --play NAME, the timeline to play again")
+    if args.journal_max_bytes is not None and args.journal is None:
+        raise ConfigError("--journal-max-bytes: give --journal FILE, the file to rotate")
+    if args.journal_keep < 1:
+        raise ConfigError("--journal-keep must be 1 or more")
     if args.workers > 1 and args.play is not None:
         raise ConfigError("--play: timelines play on the members of one process: serve several --port without --workers")
     if args.workers > 1:
@@ -207,19 +307,22 @@ def _serve(args: argparse.Namespace) -> int:
                  grace=args.grace, reuse_port=args.worker is not None, worker=args.worker)
         for port in args.port
     ]
-    journal = Journal(args.journal)
+    try:
+        journal = Journal(args.journal, memory=args.journal_memory, max_bytes=args.journal_max_bytes,
+                          keep_files=args.journal_keep, say=whole_line)
+    except OSError as exc:  # a missing or read-only folder, a folder given as the file
+        raise ConfigError(f"--journal {args.journal}: {cause(exc)}") from None
     try:
         if args.worker is not None:
-            trio.run(_serve_until_signal, Upstream(catalogue, settings[0], journal), None, args, True)
-        else:
-            fleet = Fleet(catalogue, settings, journal)
-            control = Local(fleet, args.default, timing)
-            admin = Admin(control, args.admin_token) if args.admin_port is not None else None
-            player = _player(control, args, timing)
-            trio.run(_serve_until_signal, fleet, admin, args, False, player)
+            return trio.run(serve_until_signal, Upstream(catalogue, settings[0], journal), None, args, True)
+        fleet = Fleet(catalogue, settings, journal)
+        control = Local(fleet, args.default, timing)
+        admin = Admin(control, args.admin_token, allow_hosts=args.admin_allow_host) if args.admin_port is not None else None
+        player = _player(control, args, timing)
+        print(effective(args), flush=True)
+        return trio.run(serve_until_signal, fleet, admin, args, False, player)
     finally:
         journal.close()
-    return EXIT_OK
 
 
 def _player(control: Local, args: argparse.Namespace, timing: Timing) -> Callable[[], Awaitable[None]] | None:
@@ -244,14 +347,19 @@ def _player(control: Local, args: argparse.Namespace, timing: Timing) -> Callabl
 
 def _supervise(args: argparse.Namespace, catalogue: Catalogue) -> int:
     """`--workers N`: hold the port, start N workers on it, drive them, stop them on a signal."""
-    with reserve_port(args.host, args.port[0]) as reserved:
+    try:
+        reserved = reserve_port(args.host, args.port[0])
+    except OSError as exc:
+        raise cannot_listen(exc, ("--host", "--port"), args.host, args.port[0]) from None
+    with reserved:
         port = reserved.getsockname()[1]
         commands = [_worker_command(args, port, index) for index in range(args.workers)]
-        fleet = Supervisor(catalogue, args.default, (args.host, port), commands)
-        admin = Admin(fleet, args.admin_token) if args.admin_port is not None else None
+        fleet = Supervisor(catalogue, args.default, (args.host, port), commands, env=worker_environment(args))
+        admin = Admin(fleet, args.admin_token, allow_hosts=args.admin_allow_host) if args.admin_port is not None else None
         failure: ChaosUpstreamError | None = None
+        print(effective(args), flush=True)
         try:
-            trio.run(_serve_until_signal, fleet, admin, args, False)
+            status = trio.run(serve_until_signal, fleet, admin, args, False)
         except* (WorkerCrashed, ConfigError) as group:
             failure = group.exceptions[0]  # type: ignore[assignment]
     if isinstance(failure, ConfigError):
@@ -259,7 +367,7 @@ def _supervise(args: argparse.Namespace, catalogue: Catalogue) -> int:
     if failure is not None:
         print(f"chaos-upstream: {failure}", file=sys.stderr)
         return EXIT_FAIL
-    return EXIT_OK
+    return status
 
 
 def _worker_command(args: argparse.Namespace, port: int, index: int) -> list[str]:
@@ -274,48 +382,11 @@ def _worker_command(args: argparse.Namespace, port: int, index: int) -> list[str
     if args.mix is not None:
         command += ["--mix", str(args.mix)]
     if args.journal is not None:
-        command += ["--journal", str(args.journal)]
+        command += ["--journal", str(args.journal), "--journal-keep", str(args.journal_keep)]
+    if args.journal_max_bytes is not None:
+        command += ["--journal-max-bytes", str(args.journal_max_bytes)]
+    command += ["--journal-memory", str(args.journal_memory)]
     return command
-
-
-async def _serve_until_signal(
-    server: Upstream | Fleet | Supervisor, admin: Admin | None, args: argparse.Namespace, worker: bool,
-    player: Callable[[], Awaitable[None]] | None = None,
-) -> None:
-    """Serve (and the admin API) until SIGTERM or SIGINT, then stop accepting and let in-flight work finish.
-
-    A worker also obeys its supervisor's commands on stdin, and stops when the supervisor goes away.
-    """
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with trio.open_nursery() as nursery:
-
-            async def serve_then_quit(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-                await server.run(task_status=task_status)
-                nursery.cancel_scope.cancel()
-
-            for host, port in await nursery.start(serve_then_quit):
-                print(f"chaos-upstream listening on http://{_url_host(host)}:{port}", flush=True)
-            if admin is not None:
-                for host, port in await nursery.start(admin.run, args.admin_host, args.admin_port):
-                    print(f"chaos-upstream admin API on http://{_url_host(host)}:{port}", flush=True)
-            if worker:
-                nursery.start_soon(_obey_then_stop, server)
-            if player is not None:
-                nursery.start_soon(player)
-            async for _ in signals:
-                server.stop()
-                break
-
-
-async def _obey_then_stop(upstream: Upstream) -> None:
-    commands, replies = trio.lowlevel.FdStream(os.dup(0)), trio.lowlevel.FdStream(os.dup(1))
-    async with commands, replies:
-        await obey(upstream, commands, replies)
-    upstream.stop()
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
 
 
 def _address(text: str) -> tuple[str, int]:
@@ -348,18 +419,20 @@ def _check(args: argparse.Namespace) -> int:
     catalogue = Catalogue.load(args.scenarios)
     addresses, ports = _split_upstreams(catalogue, args.upstream)
     scenarios = choose_scenarios(catalogue, args.only, ports, members=len(addresses))
+    skipped = unchecked(catalogue, args.only, ports, members=len(addresses))
     console = _console()
     timing = Timing(args.proxy_timeout)
     with _progress(console, len(scenarios)) as on_result:
         report = trio.run(
             functools.partial(
                 serve_and_check, args.proxy, addresses, catalogue, scenarios, timing=timing, profile=args.profile,
-                ports=ports, on_result=on_result, rotation_limit=args.rotation_wait,
+                ports=ports, on_result=on_result, rotation_limit=args.rotation_wait, skipped=skipped,
             )
         )
     console.print(verdict_table(report))
-    counts = ", ".join(f"{n} {verdict}" for verdict, n in sorted(report.counts().items()))
-    console.print(f"{len(report.results)} scenarios through {report.proxy} in {report.elapsed:.2f} s: {counts}")
+    console.print(f"{len(report.results)} scenarios through {report.proxy} in {report.elapsed:.2f} s: {report.summary()}")
+    for line in _not_checked(report.skipped):
+        console.print(line, highlight=False, markup=False, soft_wrap=True)  # one line each, even in a log
     _write(args.report_json, lambda: reports.to_json(report))
     _write(args.report_junit, lambda: reports.to_junit([report]))
     _write(args.report_html, lambda: reports.to_html([report]))
@@ -389,13 +462,15 @@ def _matrix(args: argparse.Namespace) -> int:
                 console.print(run.config, markup=False, highlight=False)
     ran = [run for run in runs if run.report is not None]
     console.print(matrix_table(scenarios, ran, args.proxy_timeout))
+    for run in ran:
+        for result in run.report.worst_first():
+            if result.verdict != "pass":
+                console.print(f"[bold]{run.label}[/] {result.scenario.name}: {result.reason}", highlight=False)
     for run in runs:
         if run.report is None:
             console.print(f"[yellow]{run.name}: {run.status}[/] ({run.problem})", highlight=False)
-    for run in ran:
-        for result in run.report.results:
-            if result.verdict != "pass":
-                console.print(f"[bold]{run.label}[/] {result.scenario.name}: {result.reason}", highlight=False)
+        else:
+            console.print(f"{run.label}: {run.report.summary()}", highlight=False)
     _write(args.report_json, lambda: reports.matrix_json(runs))
     _write(args.report_junit, lambda: reports.to_junit([run.report for run in ran]))
     _write(args.report_html, lambda: reports.matrix_html(scenarios, runs))
@@ -423,9 +498,10 @@ def _matrix_progress(console: Console, launchers: Sequence[Launcher], total: int
 def matrix_table(scenarios: Sequence[Scenario], runs: Sequence[Run], proxy_timeout: float) -> Table:
     """Scenarios down, proxies across; each cell the verdict and what the client saw."""
     headers = [f"{run.label}\n{run.launcher.profile} profile, T={run.report.timing.proxy_timeout:g}s" for run in runs]
-    table = Table("scenario", "expected (RFC)", *headers, title=f"chaos-upstream matrix (T = {proxy_timeout:g} s asked)",
+    stamp = min((run.report.stamp for run in runs), default="")
+    table = Table("scenario", "expected (RFC)", *headers, title=f"chaos-upstream {VERSION} matrix, {stamp} (T = {proxy_timeout:g} s asked)",
                   caption="pass* = a pass only under the proxy's own profile (its documented behaviour), not under the RFC one")
-    for scenario in scenarios:
+    for scenario in worst_first(scenarios, runs):
         results = [run.result(scenario.name) for run in runs]
         cells = [f"[{VERDICT_COLOURS[r.verdict]}]{cell(r)}[/] {r.seen}" if r else "-" for r in results]
         table.add_row(scenario.name, scenario.expect.text(), *cells)
@@ -444,8 +520,11 @@ def _progress(console: Console, total: int) -> Iterator[Callable[[Result], None]
 
 
 def verdict_table(report: Report) -> Table:
-    table = Table("scenario", "expected", "observed", "verdict", "reason", title=f"{report.proxy} ({report.profile} profile)")
-    for result in report.results:
+    """Failures first; the title names the proxy's version, the caption chaos-upstream's and the date."""
+    title = f"{report.proxy} (proxy version {reports.proxy_version(report)}, {report.profile} profile)"
+    table = Table("scenario", "expected", "observed", "verdict", "reason", title=title,
+                  caption=f"chaos-upstream {VERSION}, {report.stamp}")
+    for result in report.worst_first():
         colour = VERDICT_COLOURS[result.verdict]
         expected = result.scenario.expect.text(result.profile)
         table.add_row(result.scenario.name, expected, result.seen, f"[{colour}]{result.verdict}[/]", result.reason)
@@ -453,6 +532,14 @@ def verdict_table(report: Report) -> Table:
 
 
 VERDICT_COLOURS = {"pass": "green", "fail": "bold red", "inconclusive": "yellow"}
+
+
+def _not_checked(skipped: Sequence[Skipped]) -> list[str]:
+    """One line per cause: the scenarios left out for it, and the option that would include them."""
+    causes: dict[str, list[str]] = {}
+    for one in skipped:
+        causes.setdefault(one.hint, []).append(one.scenario)
+    return [f"not checked: {', '.join(names)} ({hint})" for hint, names in causes.items()]
 
 
 def _write(path: Path | None, text: Callable[[], str]) -> None:
@@ -516,3 +603,4 @@ def _install_proxies(args: argparse.Namespace) -> int:
 def _schema(args: argparse.Namespace) -> int:
     print(json.dumps(scenario_schema(), indent=2))
     return EXIT_OK
+

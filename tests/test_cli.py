@@ -22,13 +22,17 @@ def run(*args: str) -> subprocess.CompletedProcess:
 
 
 class Server:
-    """`chaos-upstream serve --port 0 ...` as a child process, with its printed address."""
+    """`chaos-upstream serve --port 0 ...` as a child process, with its settings line and its printed address."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         self.process = subprocess.Popen(
-            [*COMMAND, "serve", "--port", "0", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT
+            [*COMMAND, "serve", "--port", "0", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+            env=env,
         )
-        self.line = self.process.stdout.readline().strip()
+        self.settings = ""
+        while (line := self.process.stdout.readline()) and "listening on" not in line:
+            self.settings = line.strip()
+        self.line = line.strip()
         self.port = int(self.line.rsplit(":", 1)[1])
 
     def stop(self) -> int:
@@ -76,8 +80,15 @@ def test_sigterm_gives_in_flight_work_its_grace_then_journals_it_as_cancelled(tm
         sock.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nX-Chaos-Scenario: never-respond\r\n\r\n")
         time.sleep(0.2)
         started = time.monotonic()
-        assert server.stop() == 0
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=10) == 0
         assert 0.25 <= time.monotonic() - started <= 3
+    assert server.process.stderr.read().splitlines() == [
+        "chaos-upstream: SIGTERM: stopping: 1 connection open: idle ones close now, busy ones get up to 0.3 s (--grace) "
+        "to finish; a second SIGTERM or SIGINT cuts them at once",
+        "chaos-upstream: SIGTERM: stopped: the 0.3 s grace ran out: 1 request in flight cut (journaled as cancelled)",
+    ]
+    server.process.stdout.close(), server.process.stderr.close()
     request, connection = (json.loads(line) for line in journal.read_text().splitlines())
     assert (request["scenario"], request["ended"]) == ("never-respond", "cancelled")
     assert connection["ended"] == "cancelled"
@@ -146,10 +157,11 @@ def test_serve_with_several_ports_is_a_fleet_whose_members_are_driven_apart(tmp_
     process = subprocess.Popen([*COMMAND, "serve", "--port", "0", "--port", "0", "--admin-port", "0", "--journal", str(journal)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     try:
-        lines = [process.stdout.readline().strip() for _ in range(3)]
+        lines = [process.stdout.readline().strip() for _ in range(4)][1:]  # after the settings line
         ports = [int(line.rsplit(":", 1)[1]) for line in lines]
         assert [line.rsplit(" ", 1)[0] for line in lines] == ["chaos-upstream listening on"] * 2 + ["chaos-upstream admin API on"]
-        put = b'PUT /active HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: 41\r\n\r\n{"scenario": "upstream-502", "member": 0}'
+        put = (b'PUT /active HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nConnection: close\r\n'
+               b'Content-Length: 41\r\n\r\n{"scenario": "upstream-502", "member": 0}')
         assert fetch(ports[2], put).startswith(b"HTTP/1.1 200 ")
         request = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
         assert [fetch(port, request)[:12] for port in ports[:2]] == [b"HTTP/1.1 502", b"HTTP/1.1 200"]

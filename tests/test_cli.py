@@ -193,7 +193,9 @@ def test_serve_plays_a_deploy_on_its_fleet_again_and_again_and_journals_each_cha
     first_two = [(c["member"], c["do"]) for c in changes[:8]]
     assert first_two == [(0, "stop"), (1, "stop"), (0, "start"), (1, "start")] * 2
     starts = [c["t"] for c in changes if c["do"] == "stop" and c["member"] == 0]
-    assert 0.3 <= starts[1] - starts[0] < 0.45  # every 6T, from start to start
+    # every 6T, from start to start; a change's "t" is when it ran, which a loaded machine delays by
+    # a few ms for one play and not the next (0.296 s was seen)
+    assert 0.28 <= starts[1] - starts[0] < 0.45
 
 
 @pytest.mark.parametrize(("options", "message"), [

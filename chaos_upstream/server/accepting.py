@@ -2,9 +2,7 @@
 
 Invariants: running out of file descriptors or kernel memory never ends the loop and never prints:
 it pauses and accepts again, since the connections already open will end and free what is missing
-(every connection has a timeout); any other accept error ends the loop. With a `limit`, no more than
-that many handlers run at once: the loop stops accepting while the limit is reached, and the kernel's
-backlog holds the connections waiting.
+(every connection has a timeout); any other accept error ends the loop.
 """
 
 from __future__ import annotations
@@ -24,20 +22,10 @@ EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 Handler = Callable[[trio.SocketStream], Awaitable[None]]
 
 
-async def accept_forever(
-    listener: trio.SocketListener, handlers: trio.Nursery, handler: Handler, limit: trio.Semaphore | None = None
-) -> None:
+async def accept_forever(listener: trio.SocketListener, handlers: trio.Nursery, handler: Handler) -> None:
     """Accept connections on `listener` until cancelled, starting `handler(stream)` in `handlers` for each."""
     while True:
-        if limit is not None:
-            await limit.acquire()
-        try:
-            stream = await _accept(listener)
-        except BaseException:
-            if limit is not None:
-                limit.release()
-            raise
-        handlers.start_soon(_handle, handler, stream, limit)
+        handlers.start_soon(handler, await _accept(listener))
 
 
 async def _accept(listener: trio.SocketListener) -> trio.SocketStream:
@@ -49,11 +37,3 @@ async def _accept(listener: trio.SocketListener) -> trio.SocketStream:
             if exc.errno not in EXHAUSTED:
                 raise
             await trio.sleep(ACCEPT_RETRY)
-
-
-async def _handle(handler: Handler, stream: trio.SocketStream, limit: trio.Semaphore | None) -> None:
-    try:
-        await handler(stream)
-    finally:
-        if limit is not None:
-            limit.release()

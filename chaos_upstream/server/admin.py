@@ -11,7 +11,7 @@ which turns one parsed request into a Reply, touches no socket. Invariants:
   preflight, which is never answered;
 - with a token configured, every call without `Authorization: Bearer TOKEN` gets a 401 and changes nothing;
 - nothing waits without end: reading a request has a deadline, every send a timeout, and at most
-  MAX_CONNECTIONS connections are served at once;
+  MAX_CONNECTIONS connections are served at once (a new one cuts the oldest);
 - the journal is served in pages of at most MAX_LIMIT records, streamed in batches, so that the data
   ports of the same process keep being served while a page goes out.
 """
@@ -48,9 +48,9 @@ SEND_TIMEOUT = 10.0
 in well under a second to any client that reads at all."""
 
 MAX_CONNECTIONS = 64
-"""Admin connections served at once: a few scrapers and scripts need a handful; beyond it, new
-connections wait in the kernel's backlog, so clients that never read hold at most 64 sockets and
-their pending batches."""
+"""Admin connections served at once: a few scrapers and scripts need a handful. A new connection
+past it cuts the oldest, so clients that never read or never finish a request (slowloris) hold at
+most 64 sockets and their pending batches, and cannot keep a liveness probe out."""
 
 MAX_BODY = 64 * 1024
 """The largest request body accepted: admin calls carry a few bytes of JSON."""
@@ -157,30 +157,38 @@ class Admin:
         self.token = token
         self.hosts = {"localhost", "127.0.0.1", "[::1]", *(_allowed(name) for name in allow_hosts)}
         """Host names (with any port) and name:port values accepted; `run` adds the bound address."""
+        self._open: dict[int, trio.CancelScope] = {}
+        """The connections being served, oldest first, by their stream's id."""
 
     async def run(self, host: str, port: int, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         listeners = await trio.open_tcp_listeners(port, host=host)
         addresses = [listener.socket.getsockname()[:2] for listener in listeners]
         self.hosts |= {_allowed(name) for name in [host, *(a[0] for a in addresses)] if name not in WILDCARDS}
-        limit = trio.Semaphore(MAX_CONNECTIONS)
         try:
             async with trio.open_nursery() as nursery:
                 for listener in listeners:
-                    nursery.start_soon(accept_forever, listener, nursery, self._connection, limit)
+                    nursery.start_soon(accept_forever, listener, nursery, self._connection)
                 task_status.started(addresses)
         finally:
             for listener in listeners:
                 listener.socket.close()
 
     async def _connection(self, stream: trio.SocketStream) -> None:
-        """Serve one connection; nothing escapes (a failure is one line on stderr), the stream is closed."""
+        """Serve one connection; nothing escapes (a failure is one line on stderr), the stream is
+        closed. Past MAX_CONNECTIONS, the oldest connection is cut to make room for this one."""
+        scope = self._open[id(stream)] = trio.CancelScope()
+        if len(self._open) > MAX_CONNECTIONS:
+            self._open.pop(next(iter(self._open))).cancel()
         try:
-            async with stream:
-                await self._converse(stream, h11.Connection(h11.SERVER))
+            with scope:
+                async with stream:
+                    await self._converse(stream, h11.Connection(h11.SERVER))
         except (h11.ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
             pass
         except Exception as exc:  # a bug of ours: this connection ends, the API goes on
             _complain("admin connection", exc)
+        finally:
+            self._open.pop(id(stream), None)
 
     async def _converse(self, stream: trio.SocketStream, connection: h11.Connection) -> None:
         try:

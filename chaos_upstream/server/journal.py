@@ -89,9 +89,12 @@ class Journal:
         """Keep `record`, its strings capped, in memory and in the file (a probe id over FIELD_LIMIT
         too: `page` caps the id it is asked for the same way)."""
         self._running.pop(id(record), None)
-        kept = capped(record)
+        text = json.dumps(record, separators=(",", ":"))
+        if len(text) > FIELD_LIMIT:  # else no string in it can be over the limit: the usual record
+            record = capped(record)
+            text = json.dumps(record, separators=(",", ":"))
         self.total += 1
-        entry = (self.total, kept.get("type"), kept.get("probe"), json.dumps(kept, separators=(",", ":")))
+        entry = (self.total, record.get("type"), record.get("probe"), text)
         self._remember(entry)
         if self._file is not None:
             self._file.write(entry[3].encode() + b"\n")

@@ -41,6 +41,10 @@ IDLE_TIMEOUT = 120.0
 read: longer than nginx's (60 s) and HAProxy's usual upstream keep-alive, so it is the proxy, never
 us, that closes an idle connection unless a scenario says otherwise."""
 
+STALL_CHECKS = 4
+"""Looks per idle timeout for sends waiting on a peer that reads nothing: such a send is cut between
+1 and 1.25 idle timeouts after it began."""
+
 GRACE = 5.0
 """Seconds in-flight connections get to finish after a stop (SIGTERM) before they are cut."""
 
@@ -168,6 +172,7 @@ class Upstream:
                     async with trio.open_nursery() as acceptors:
                         for listener in listeners:
                             acceptors.start_soon(self._accept_loop, listener, handlers)
+                        acceptors.start_soon(self._cut_stalled)
                         self.accepting = True
                         task_status.started(self.addresses)
             finally:
@@ -210,6 +215,24 @@ class Upstream:
                 _abort_on_close(live.stream)
             live.scope.cancel()
 
+    async def _cut_stalled(self) -> None:
+        """Reset each connection whose send has waited longer than the idle timeout for a peer that
+        reads nothing, looking every STALL_CHECKS-th of it: such a peer holds its descriptor no
+        longer than one that never writes.
+
+        Strategy: one watch over every connection, not a cancel scope around every send, which
+        cost a tenth of the healthy path's throughput.
+        """
+        timeout = self.settings.idle_timeout
+        while True:
+            await trio.sleep(timeout / STALL_CHECKS)
+            now = trio.current_time()
+            for live in list(self._live.values()):
+                since = live.wire.sending_since
+                if since is not None and now - since > timeout:
+                    with contextlib.suppress(OSError):  # its plan has just closed it
+                        await live.wire.stall()
+
     async def _accept_loop(self, listener: trio.SocketListener, handlers: trio.Nursery) -> None:
         await accept_forever(listener, handlers, self._connection)
 
@@ -218,7 +241,7 @@ class Upstream:
         self.stats.open += 1
         conn = self.stats.connections
         record: dict[str, Any] = {"type": "connection", "conn": conn, "t": round(self.now(), 6), **self._tag}
-        wire = Wire(stream, lambda: _reset(stream), send_timeout=self.settings.idle_timeout)
+        wire = Wire(stream, lambda: _reset(stream))
         live = self._live[conn] = _Live(trio.CancelScope(), stream, wire)
         try:
             with live.scope:
@@ -250,10 +273,9 @@ class Upstream:
             if live.draining:
                 await wire.close()
                 return {"ended": "drained", "requests": count}
-            deadline = trio.current_time() + timeout
-            ended = None if leftover else await self._idle(wire, live, deadline)
             reader = RequestReader(wire, leftover)
-            ended = ended or await self._reading(wire, conn, deadline, reader.read_head)
+            deadline = trio.current_time() + timeout
+            ended = await self._reading(wire, conn, deadline, reader.read_head, None if leftover else live)
             if ended or reader.head is None:
                 return {"ended": ended or "peer-closed", "requests": count}
             count += 1
@@ -263,37 +285,32 @@ class Upstream:
             leftover = reader.leftover
             timeout = execution.idle_close if execution.idle_close is not None else self.settings.idle_timeout
 
-    async def _idle(self, wire: Wire, live: _Live, deadline: float) -> str | None:
-        """Wait, reading nothing, until the next request's first bytes can be read (None), a drain
-        ends the wait ("drained") or `deadline` passes ("idle-closed").
-
-        Strategy: a drain cancels only this wait, in which no byte has been taken from the kernel;
-        once a read has taken some, the request is served, however close to the drain it came.
-        """
-        live.idle = trio.CancelScope(deadline=deadline)
-        try:
-            with live.idle:
-                await trio.lowlevel.wait_readable(live.stream.socket)
-                return None
-        finally:
-            live.idle = None
-        await wire.close()
-        return "drained" if live.draining else "idle-closed"
-
-    async def _reading(self, wire: Wire, conn: int, deadline: float, read: Callable[[], Awaitable[object]]) -> str | None:
+    async def _reading(
+        self, wire: Wire, conn: int, deadline: float, read: Callable[[], Awaitable[object]], idle: _Live | None = None
+    ) -> str | None:
         """Run `read`, a part of reading a request, until `deadline`: None once done, else how the
-        connection ended (a request the peer got wrong is answered here, and the connection closed)."""
+        connection ended (a request the peer got wrong is answered here, and the connection closed).
+        With `idle`, its connection first waits, reading nothing, until the request's first bytes
+        can be read: a wait that drain() may end ("drained").
+
+        Strategy: a drain cancels only that wait, in which no byte has been taken from the kernel;
+        once a read has taken some, the request is served, however close to the drain it came. One
+        cancel scope serves the wait and the read (trio's scopes are the costly part of a request).
+        """
+        scope = trio.CancelScope(deadline=deadline)
         try:
-            with trio.fail_at(deadline):
+            with scope:
+                if idle is not None:
+                    await _wait_readable(idle, scope)
                 await read()
-        except trio.TooSlowError:
-            await wire.close()
-            return "idle-closed"
         except PeerGone as gone:
             return f"peer-{gone.how}"
         except h11.RemoteProtocolError as exc:
             await self._refuse(wire, conn, exc.error_status_hint, str(exc))
             return "bad-request"
+        if scope.cancelled_caught:
+            await wire.close()
+            return "drained" if idle is not None and idle.draining else "idle-closed"
         return None
 
     async def _respond(self, wire: Wire, conn: int, count: int, reader: RequestReader) -> Execution:
@@ -326,10 +343,12 @@ class Upstream:
             await self._refuse(wire, conn, 404, f"no scenario named {choice.name!r}", record)
             return Execution(ended="closed")
         scenario = self.catalogue.get(choice.name)
-        body_deadline = trio.current_time() + self.settings.idle_timeout
-        ended = await self._reading(wire, conn, body_deadline, partial(_read_body, wire, reader, scenario, record))
-        if ended:
-            return Execution(ended=ended)
+        waiting = reader.awaits_continue()
+        if waiting or not reader.complete:  # a GET's whole "body" came with its head: nothing to wait for
+            deadline = trio.current_time() + self.settings.idle_timeout
+            ended = await self._reading(wire, conn, deadline, partial(_read_body, wire, reader, scenario, record, waiting))
+            if ended:
+                return Execution(ended=ended)
         started = trio.current_time()
         record.update(t=round(started - self._origin, 6), body_bytes=reader.body_bytes)
         self.stats.requests[choice.name] += 1
@@ -386,7 +405,8 @@ class _Live:
     stream: trio.SocketStream
     wire: Wire
     idle: trio.CancelScope | None = None
-    """While the connection waits for its next request's first byte: the wait, which drain() cancels."""
+    """While the connection waits for its next request's first byte: the scope of the wait, which
+    drain() cancels (its deadline is the idle timeout's)."""
     draining: bool = False
     """Close once the current response is out."""
     killed: bool = False
@@ -403,10 +423,19 @@ def _pending(stream: trio.SocketStream) -> bool:
     return bool(poller.poll(0))  # readable, or hung up, or failed: there is something to read
 
 
-async def _read_body(wire: Wire, reader: RequestReader, scenario: Scenario, record: dict[str, Any]) -> None:
-    """Read the body, after a 100 Continue if the client waits for one, unless the scenario withholds
-    it: then its response goes first and the body is never read. Notes which in `record`."""
-    if reader.awaits_continue():
+async def _wait_readable(live: _Live, scope: trio.CancelScope) -> None:
+    """Wait until `live`'s next request can be read, as `live.idle` (`scope`) for drain() to cancel."""
+    live.idle = scope
+    try:
+        await trio.lowlevel.wait_readable(live.stream.socket)
+    finally:
+        live.idle = None
+
+
+async def _read_body(wire: Wire, reader: RequestReader, scenario: Scenario, record: dict[str, Any], waiting: bool) -> None:
+    """Read the body, after a 100 Continue if the client is `waiting` for one, unless the scenario
+    withholds it: then its response goes first and the body is never read. Notes which in `record`."""
+    if waiting:
         withhold = scenario.on_expect == "withhold"
         record["continue"] = "withheld" if withhold else "sent"
         if withhold:

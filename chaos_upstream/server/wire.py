@@ -9,7 +9,6 @@ run is logged with its time.
 from __future__ import annotations
 
 import errno
-import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,25 +32,31 @@ def _peer_gone(exc: BaseException) -> PeerGone:
 class Wire:
     """One connection: counts bytes both ways, turns peer failures into PeerGone, knows how to end."""
 
-    def __init__(self, stream: trio.abc.Stream, abort: Callable[[], Awaitable[None]], send_timeout: float = math.inf) -> None:
+    def __init__(self, stream: trio.abc.Stream, abort: Callable[[], Awaitable[None]]) -> None:
         self.stream = stream
         self._abort = abort
-        self.send_timeout = send_timeout
-        """Seconds one send may wait for a peer that does not read; then the connection is reset
-        (what is queued would never be read) and the peer is gone, "stalled"."""
         self.bytes_in = 0
         self.bytes_out = 0
+        self.sending_since: float | None = None
+        """When (trio time) the send in progress began; None between sends. A send waits as long as
+        the peer reads nothing: whoever watches this may `stall()` the connection."""
+        self._stalled = False
 
     async def send(self, data: bytes) -> None:
-        with trio.move_on_after(self.send_timeout) as waiting:
-            try:
-                await self.stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                raise _peer_gone(exc) from exc
-        if waiting.cancelled_caught:
-            await self.reset()
-            raise PeerGone("stalled")
+        self.sending_since = trio.current_time()
+        try:
+            await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise (PeerGone("stalled") if self._stalled else _peer_gone(exc)) from exc
+        finally:
+            self.sending_since = None
         self.bytes_out += len(data)
+
+    async def stall(self) -> None:
+        """Reset the connection of a peer that stopped reading (what is queued would never be read):
+        the send waiting for it ends in PeerGone("stalled")."""
+        self._stalled = True
+        await self.reset()
 
     async def receive(self) -> bytes:
         """The next bytes from the peer; b"" once it has closed its side."""

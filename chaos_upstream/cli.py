@@ -35,7 +35,7 @@ from chaos_upstream.server.admin import LOOPBACK_HOSTS, Admin
 from chaos_upstream.server.control import Local
 from chaos_upstream.server.fleet import Fleet
 from chaos_upstream.server.upstream import GRACE, Settings, Upstream
-from chaos_upstream.server.workers import Supervisor, WorkerCrashed, reserve_port
+from chaos_upstream.server.workers import Supervisor, WorkerCrashed, reserve_port, to_supervisor
 from chaos_upstream.serving import (
     FORCED, cannot_listen, cause, effective, secret, serve_until_signal, whole_line, worker_environment,
 )
@@ -78,12 +78,15 @@ def _failed(problems: Sequence[object], command: str | None, worker: bool = Fals
     """Say what is wrong, one line each, and return the exit status for bad usage.
 
     `serve` and `health` run unattended, their lines in a log beside others', so their own lines say
-    whose they are. A worker says it on stdout, where its supervisor reads it (see workers.py).
+    whose they are. A worker says it to its supervisor, which says it for both (see workers.py).
     """
     prefix = "chaos-upstream: " if command in ("serve", "health") else ""
     for problem in problems:
         line = f"{prefix}{problem}" if isinstance(problem, str) else str(problem)
-        print(line, file=sys.stdout if worker else sys.stderr, flush=True)
+        if worker:
+            to_supervisor(line)
+        else:
+            print(line, file=sys.stderr, flush=True)
     return EXIT_USAGE
 
 
@@ -101,7 +104,7 @@ def _parser(environ: Mapping[str, str] | None = None, command: str | None = None
     serve.register("action", "append", environment.Append)
     serve.add_argument("--host", default="127.0.0.1", help="address of the data port(s)")
     serve.add_argument(
-        "--port", type=int, action="append", metavar="PORT",
+        "--port", type=health.port(0), action="append", metavar="PORT",
         help="8080 unless given; 0 picks a free port; repeat it for a fleet, one member per port",
     )
     _add_scenarios(serve)
@@ -117,7 +120,7 @@ def _parser(environ: Mapping[str, str] | None = None, command: str | None = None
     serve.add_argument("--journal-keep", type=int, default=KEEP_FILES, metavar="K",
                        help="rotated files kept with --journal-max-bytes (the oldest, FILE.K, is replaced)")
     serve.add_argument("--admin-host", default="127.0.0.1", help="address of the admin API (loopback unless a token is set)")
-    serve.add_argument("--admin-port", type=int, default=None, metavar="PORT", help="serve the admin API on this port")
+    serve.add_argument("--admin-port", type=health.port(0), default=None, metavar="PORT", help="serve the admin API on this port")
     serve.add_argument("--admin-token", default=None, metavar="TOKEN", help="required as 'Authorization: Bearer TOKEN'")
     serve.add_argument(
         "--admin-allow-host", action="append", default=[], metavar="NAME",
@@ -126,7 +129,7 @@ def _parser(environ: Mapping[str, str] | None = None, command: str | None = None
     serve.add_argument("--workers", type=int, default=1, metavar="N", help="N processes sharing the port (SO_REUSEPORT)")
     serve.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     serve.add_argument(
-        "--grace", type=float, default=GRACE, metavar="SECONDS", help="how long in-flight work may finish after SIGTERM"
+        "--grace", type=_lasting, default=GRACE, metavar="SECONDS", help="how long in-flight work may finish after SIGTERM"
     )
     serve.add_argument("--play", default=None, metavar="NAME", help="play this deploy scenario's timeline on the fleet once it listens")
     serve.add_argument("--every", type=_span, default=None, metavar="DURATION",
@@ -254,6 +257,14 @@ def _positive(text: str) -> float:
     value = float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    return value
+
+
+def _lasting(text: str) -> float:
+    """Seconds that may be none at all (0), but not fewer, nor NaN (which no deadline takes)."""
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError("must be 0 or a positive number of seconds")
     return value
 
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import math
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from chaos_upstream import environment
 from chaos_upstream.errors import ConfigError
@@ -24,8 +25,9 @@ Kubernetes' default probe timeout (1 s) is raised to anything usual (Docker's is
 SHARED = {"CHAOS_UPSTREAM_ADMIN_HOST", "CHAOS_UPSTREAM_ADMIN_PORT", "CHAOS_UPSTREAM_ADMIN_TOKEN"}
 """serve's variables that health reads too (its own flags --ready and --timeout have none)."""
 
-WILDCARDS = ("0.0.0.0", "::", "")
-"""Addresses that bind every interface: health asks them on loopback."""
+WILDCARDS = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}
+"""Addresses that bind every interface, and the loopback address health asks instead: one of the same
+family, since serve's IPv6 listeners take IPv6 only (trio sets IPV6_V6ONLY), so `::` is not asked on 127.0.0.1."""
 
 EXIT_OK, EXIT_DOWN, EXIT_USAGE = 0, 1, 2
 
@@ -37,13 +39,30 @@ EXITS = ("exit codes: 0 the admin API answered 200; 1 any other answer, or none 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ready", action="store_true", help="ask /readyz (its ports accept) instead of /healthz (it runs)")
     parser.add_argument("--admin-host", default="127.0.0.1", help="serve's --admin-host (a wildcard address is asked on loopback)")
-    parser.add_argument("--admin-port", type=int, default=None, metavar="PORT", help="serve's --admin-port")
+    parser.add_argument("--admin-port", type=port(), default=None, metavar="PORT", help="serve's --admin-port")
     parser.add_argument("--admin-token", default=None, metavar="TOKEN", help="serve's --admin-token, sent as a bearer token")
     parser.add_argument("--timeout", type=_seconds, default=TIMEOUT, metavar="SECONDS", help="how long to wait for the answer")
 
 
+LAST_PORT = 65535
+"""TCP's highest port number: the system would take a bigger one modulo 65536, a port nobody asked for."""
+
+
+def port(lowest: int = 1) -> Callable[[str], int]:
+    """An argparse type: a TCP port number from `lowest` (0 for a listener: any free port) to LAST_PORT."""
+
+    def convert(text: str) -> int:
+        number = int(text) if text.strip().isdigit() else -1
+        if not lowest <= number <= LAST_PORT:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a port number ({lowest} to {LAST_PORT})")
+        return number
+
+    return convert
+
+
 def _seconds(text: str) -> float:
-    if not float(text) > 0:
+    """A finite positive number of seconds: a socket takes no infinite timeout (OverflowError)."""
+    if not 0 < float(text) < math.inf:
         raise argparse.ArgumentTypeError("must be a positive number of seconds")
     return float(text)
 
@@ -67,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     """GET /healthz (or /readyz) from serve's admin API on this machine: 0 on a 200, 1 otherwise."""
     if args.admin_port is None:
         raise ConfigError("health: give --admin-port (or CHAOS_UPSTREAM_ADMIN_PORT): serve's admin API is where it asks")
-    host = "127.0.0.1" if args.admin_host in WILDCARDS else args.admin_host
+    host = WILDCARDS.get(args.admin_host, args.admin_host)
     path = "/readyz" if args.ready else "/healthz"
     url = f"http://{f'[{host}]' if ':' in host else host}:{args.admin_port}{path}"
     headers = {"Authorization": f"Bearer {args.admin_token}"} if args.admin_token else {}

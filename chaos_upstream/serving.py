@@ -26,7 +26,7 @@ from chaos_upstream.errors import ConfigError, unwrap
 from chaos_upstream.server.admin import Admin
 from chaos_upstream.server.fleet import Fleet
 from chaos_upstream.server.upstream import Stats, Upstream
-from chaos_upstream.server.workers import Supervisor, obey
+from chaos_upstream.server.workers import CHANNEL, Supervisor, obey, to_supervisor
 
 EXIT_OK = 0
 
@@ -81,7 +81,7 @@ async def serve_until_signal(
 
     The admin API listens first and the data ports next, and neither is announced before both
     listen, so a port in use ends start-up with a ConfigError naming its flag and nothing announced.
-    A worker also obeys its supervisor's commands on stdin, and stops when the supervisor goes away.
+    A worker also obeys its supervisor's commands on its channel (stdin), and stops when the supervisor goes away.
     """
     stopping = _Stopping(server, args, "chaos-upstream" if args.worker is None else f"chaos-upstream worker {args.worker}")
     with trio.open_signal_receiver(*STOP_SIGNALS, REOPEN_SIGNAL) as signals:
@@ -96,7 +96,11 @@ async def serve_until_signal(
                 run_admin = functools.partial(admin.run, args.admin_host, args.admin_port)
                 admin_at = await _listen(nursery, run_admin, ("--admin-host", "--admin-port"), args.admin_host, args.admin_port)
             for host, port in await _listen(nursery, serve_then_quit, ("--host", "--port"), args.host, args.port[0]):
-                print(f"chaos-upstream listening on http://{url_host(host)}:{port}", flush=True)
+                line = f"chaos-upstream listening on http://{url_host(host)}:{port}"
+                if worker:
+                    to_supervisor(line)
+                else:
+                    print(line, flush=True)
             for host, port in admin_at:
                 print(f"chaos-upstream admin API on http://{url_host(host)}:{port}", flush=True)
             if worker:
@@ -252,9 +256,8 @@ def _count(n: int, noun: str) -> str:
 
 
 async def _obey_then_stop(upstream: Upstream) -> None:
-    commands, replies = trio.lowlevel.FdStream(os.dup(0)), trio.lowlevel.FdStream(os.dup(1))
-    async with commands, replies:
-        await obey(upstream, commands, replies)
+    async with trio.lowlevel.FdStream(os.dup(CHANNEL)) as channel:  # a socket: both ways
+        await obey(upstream, channel, channel)
     upstream.stop()
 
 

@@ -108,7 +108,7 @@ def test_a_worker_that_cannot_start_ends_the_supervisor_with_its_one_line_and_le
 @pytest.mark.parametrize(
     ("name", "value", "line"),
     [
-        ("CHAOS_UPSTREAM_PORT", "80,eighty", "CHAOS_UPSTREAM_PORT='80,eighty': invalid int value: 'eighty'"),
+        ("CHAOS_UPSTREAM_PORT", "80,eighty", "CHAOS_UPSTREAM_PORT='80,eighty': 'eighty' is not a port number (0 to 65535)"),
         ("CHAOS_UPSTREAM_PROXY_TIMEOUT", "-1", "CHAOS_UPSTREAM_PROXY_TIMEOUT='-1': must be a positive number of seconds"),
         ("CHAOS_UPSTREAM_MIX", "healthy", "CHAOS_UPSTREAM_MIX='healthy': "),
     ],

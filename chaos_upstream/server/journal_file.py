@@ -116,12 +116,18 @@ class JournalFile:
         return now > 0 and now + size > (self.max_bytes or 0)
 
     def _shift(self) -> None:
-        """FILE.K-1 -> FILE.K, ..., FILE -> FILE.1 (the oldest, FILE.K, replaced)."""
-        for index in range(self.keep - 1, 0, -1):
-            older = self.path.with_name(f"{self.path.name}.{index}")
-            with contextlib.suppress(FileNotFoundError):
-                os.replace(older, older.with_name(f"{self.path.name}.{index + 1}"))
-        os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+        """FILE.N-1 -> FILE.N, ..., FILE -> FILE.1, where FILE.N is the first missing one (or FILE.K,
+        the oldest, replaced). Linear in the files there are, not in K: a `--journal-keep` of a
+        billion costs nothing until the billion files exist (the loop runs in the event loop)."""
+        end = 1
+        while end < self.keep and self._rotated(end).exists():
+            end += 1
+        for index in range(end - 1, 0, -1):
+            os.replace(self._rotated(index), self._rotated(index + 1))
+        os.replace(self.path, self._rotated(1))
+
+    def _rotated(self, index: int) -> Path:
+        return self.path.with_name(f"{self.path.name}.{index}")
 
     def _close(self) -> None:
         fd, self._fd = self._fd, None

@@ -1,9 +1,10 @@
 """`serve --workers N`: N processes sharing one port (SO_REUSEPORT), driven by a supervisor.
 
-Protocol: a worker's first line on stdout is its `listening on` line, or `chaos-upstream: PROBLEM`
-when it cannot start (it then exits 2, and the supervisor ends with that one line); after that the supervisor
-writes one JSON command per line to the worker's stdin and the worker answers each with exactly one
-JSON line on stdout, in order. Commands: `{"op": "active", "scenario": NAME or null}`,
+Protocol: on a socket that is the worker's stdin (CHANNEL; its stdout and stderr are the
+supervisor's, so that `--journal /dev/stdout` writes where the supervisor's own stdout goes, not into
+the protocol), a worker's first line is its `listening on` line, or `chaos-upstream: PROBLEM` when it
+cannot start (it then exits 2, and the supervisor ends with that one line); after that the supervisor
+writes one JSON command per line and the worker answers each with exactly one JSON line, in order. Commands: `{"op": "active", "scenario": NAME or null}`,
 `{"op": "stats"}`, `{"op": "journal", "probe": ID or null, "type": TYPE or null, "running": BOOL,
 "since": ORDINAL, "limit": N}` (answered with a `Journal.page` of the worker's journal).
 Invariants: a command is answered by every live worker before the supervisor's call returns; a
@@ -18,9 +19,9 @@ from __future__ import annotations
 import heapq
 import itertools
 import json
+import os
 import signal
 import socket
-import subprocess
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -36,6 +37,16 @@ LINE_LIMIT = 64 * 1024 * 1024
 """The longest line a worker may send: its biggest answer is a journal page, at most PAGE_BYTES
 (8 MiB) of JSON texts and one record more (the requests still running included), which JSON escaping
 as strings at most doubles; a broken worker still cannot make the supervisor buffer without end."""
+
+
+CHANNEL = 0
+"""A worker's end of its socket to the supervisor: its stdin (the protocol above)."""
+
+
+def to_supervisor(line: str) -> None:
+    """One line to the supervisor, from a worker before it obeys commands (its first line). The
+    socket's buffer holds far more than such a line, so one blocking write sends it whole."""
+    os.write(CHANNEL, line.encode() + b"\n")
 
 
 class WorkerCrashed(ChaosUpstreamError):
@@ -117,16 +128,18 @@ class Worker:
     command and its answer (as the other workers' asks are when one fails): the answers still owed
     are read, and dropped, before the next one."""
 
-    def __init__(self, process: trio.Process) -> None:
+    def __init__(self, process: trio.Process, channel: trio.SocketStream) -> None:
         self.process = process
-        self.lines = Lines(process.stdout)  # type: ignore[arg-type]
+        self.channel = channel
+        """The supervisor's end of the socket that is the worker's stdin (CHANNEL)."""
+        self.lines = Lines(channel)
         self.lock = trio.Lock()
         self.owed = 0
         """Commands sent whose answer has not been read yet."""
 
     async def ask(self, command: dict[str, Any]) -> dict[str, Any]:
         async with self.lock:
-            await self.process.stdin.send_all(json.dumps(command).encode() + b"\n")  # type: ignore[union-attr]
+            await self.channel.send_all(json.dumps(command).encode() + b"\n")
             self.owed += 1
             while self.owed > 1:
                 await self._answer()
@@ -219,10 +232,14 @@ class Supervisor:
         """Start one worker per command line, report the address, return once they have all exited."""
         try:
             for command in self.commands:
-                process = await trio.lowlevel.open_process(
-                    list(command), stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=self.env, process_group=0
-                )
-                self.workers.append(Worker(process))
+                ours, theirs = socket.socketpair()
+                with theirs:
+                    try:
+                        process = await trio.lowlevel.open_process(list(command), stdin=theirs.fileno(), env=self.env, process_group=0)
+                    except BaseException:
+                        ours.close()
+                        raise
+                self.workers.append(Worker(process, trio.SocketStream(trio.socket.from_stdlib_socket(ours))))
             for index, worker in enumerate(self.workers):
                 await _listened(index, worker)
             self.ready = True
@@ -255,9 +272,7 @@ class Supervisor:
             self.stop(signum)
         for worker in self.workers:
             await worker.process.wait()
-            for pipe in (worker.process.stdin, worker.process.stdout):
-                if pipe is not None:
-                    await pipe.aclose()
+            await worker.channel.aclose()
 
     @property
     def crashed(self) -> list[int]:

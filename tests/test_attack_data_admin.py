@@ -43,19 +43,18 @@ async def test_a_line_over_the_limit_is_read_through_so_the_next_line_comes_whol
 
 
 class _Worker:
-    """A worker process's pipes: answers each command line with its ordinal, once `go` is set."""
+    """A worker process's end of its channel: answers each command line with its ordinal, once `go` is set."""
 
     def __init__(self) -> None:
-        self.stdin, self.commands = trio.testing.memory_stream_one_way_pair()
-        self.answers, self.stdout = trio.testing.memory_stream_one_way_pair()
+        self.channel, self.end = trio.testing.memory_stream_pair()
         self.go = trio.Event()
 
     async def obey(self) -> None:
-        lines, count = Lines(self.commands), 0
+        lines, count = Lines(self.end), 0
         while await lines.next() is not None:
             await self.go.wait()
             count += 1
-            await self.answers.send_all(json.dumps({"answer": count}).encode() + b"\n")
+            await self.end.send_all(json.dumps({"answer": count}).encode() + b"\n")
 
 
 async def test_an_ask_cancelled_before_its_answer_leaves_every_later_answer_to_its_own_command(nursery):
@@ -63,7 +62,7 @@ async def test_an_ask_cancelled_before_its_answer_leaves_every_later_answer_to_i
     unread must not be taken for the answers to the next commands."""
     fake = _Worker()
     nursery.start_soon(fake.obey)
-    worker = Worker(SimpleNamespace(stdin=fake.stdin, stdout=fake.stdout))  # type: ignore[arg-type]
+    worker = Worker(SimpleNamespace(), fake.channel)  # type: ignore[arg-type]
     with trio.move_on_after(0.05):
         await worker.ask({"op": "stats"})
     fake.go.set()

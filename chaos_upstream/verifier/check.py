@@ -8,7 +8,7 @@ Through a fleet of two or more, a proxy's passive health check carries one fault
 (a member marked down after a reset is not tried for another probe), so there the probes run one at
 a time, each once the proxy sends requests to every member again.
 
-Invariant: a check never judges a catalogue it could not reach. Before any scenario, one plain GET
+Invariant: a check never judges a catalogue it could not reach. Before any scenario, one GET (REACH)
 goes through the proxy; when the proxy answers it without forwarding to any of the upstreams, the
 check stops with a ConfigError naming the addresses, instead of 27 inconclusive verdicts.
 """
@@ -41,6 +41,11 @@ from chaos_upstream.verifier.stream import ROTATION_EVERY, ROTATION_LIMIT, in_ro
 
 VERSION = metadata.version("chaos-upstream")
 """chaos-upstream's own version, from the installed package's metadata: every report carries it."""
+
+REACH = "close-delimited-body"
+"""The scenario of check's opening GET: a 200 whose body ends at the close, so that the proxy cannot
+keep the connection for the probes that follow (on a pooled connection, a proxy retries some faults,
+and keepalive-close-race's rule closes it)."""
 
 WORST_FIRST = {FAIL: 0, INCONCLUSIVE: 1, PASS: 2}
 """The order of verdicts in every report: what needs a look comes first."""
@@ -233,9 +238,8 @@ async def check(
     report = Report(proxy_url, profile, timing, skipped=list(skipped))
     results: dict[str, Result] = {}
     started = trio.current_time()
-    request_level = [scenario for scenario in scenarios if not scenario.connection_level]
-    if members and request_level:
-        report.proxy_version = await reach_members(proxy_url, request_level[0], journal, members, timing=timing)
+    if members and any(not scenario.connection_level for scenario in scenarios):
+        report.proxy_version = await reach_members(proxy_url, journal, members, timing=timing)
 
     async def one(scenario: Scenario, in_rotation_first: bool = False) -> None:
         waited = await in_rotation(proxy_url, scenario, journal, members, timing=timing, every=ROTATION_EVERY,
@@ -265,29 +269,26 @@ async def check(
     return report
 
 
-async def reach_members(
-    proxy_url: str, scenario: Scenario, journal: Journal, members: Sequence[Member], *, timing: Timing
-) -> str | None:
-    """Send one GET naming no scenario through the proxy (a member answers with its default), and
-    return the proxy's `Server` header from the answer (None when there is none, or when the
-    member's default scenario may have sent it). ConfigError when the proxy answered without
-    forwarding to any member; a proxy that cannot be reached at all is left to the probes, whose
-    verdicts say so. `scenario` only sets the path (a request-level one asks for `/`)."""
-    sample = await send_probe(proxy_url, scenario, journal, timing=timing, method="GET", name_scenario=False)
+async def reach_members(proxy_url: str, journal: Journal, members: Sequence[Member], *, timing: Timing) -> str | None:
+    """Send one GET for REACH through the proxy, and return the proxy's `Server` header from the
+    answer (None when there is none, or when REACH itself declares one). ConfigError when the proxy
+    answered without forwarding to any member; a proxy that cannot be reached at all is left to the
+    probes, whose verdicts say so."""
+    reach = members[0].catalogue.get(REACH)
+    sample = await send_probe(proxy_url, reach, journal, timing=timing, method="GET")
     if sample.unreachable:
         return None
     if not sample.attempts:
         where = ", ".join(f"{member.address[0]}:{member.address[1]}" for member in members)
         raise ConfigError(f"--upstream {where}: no probe reached {where} through the proxy at {proxy_url} (it answered "
                           f"{sample.observation.summary()}); give --upstream the address your proxy forwards to")
-    return _server(sample, members[0])
+    return _server(sample, reach)
 
 
-def _server(sample: Sample, member: Member) -> str | None:
-    """The `Server` header of a complete answer, unless the member's own default scenario declares one."""
+def _server(sample: Sample, scenario: Scenario) -> str | None:
+    """The `Server` header of a complete answer, unless `scenario`, which the upstream answered, declares one."""
     value = sample.observation.header(b"server") if sample.observation.kind == STATUS else None
-    default = member.catalogue.get(member.settings.default)
-    steps = [*default.steps, *(step for rule in default.rules for step in rule.steps or ())]
+    steps = [*scenario.steps, *(step for rule in scenario.rules for step in rule.steps or ())]
     own = any(isinstance(step, Headers) and any(name.lower() == "server" for name, _ in step.fields) for step in steps)
     return None if value is None or own else value.decode("latin-1")
 

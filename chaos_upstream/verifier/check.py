@@ -33,9 +33,9 @@ from chaos_upstream.plan.selection import route_prefix
 from chaos_upstream.server.fleet import Fleet, Member
 from chaos_upstream.server.journal import Journal
 from chaos_upstream.server.upstream import Settings, Upstream
-from chaos_upstream.verifier.classify import STATUS
+from chaos_upstream.verifier.classify import STATUS, Observation
 from chaos_upstream.verifier.judge import FAIL, INCONCLUSIVE, PASS, PROFILES, RFC
-from chaos_upstream.verifier.probe import Result, Sample, send_probe
+from chaos_upstream.verifier.probe import Result, send_probe
 from chaos_upstream.verifier.stream import ROTATION_EVERY, ROTATION_LIMIT, in_rotation, not_in_rotation, probe_scenario
 
 
@@ -43,9 +43,10 @@ VERSION = metadata.version("chaos-upstream")
 """chaos-upstream's own version, from the installed package's metadata: every report carries it."""
 
 REACH = "close-delimited-body"
-"""The scenario of check's opening GET: a 200 whose body ends at the close, so that the proxy cannot
-keep the connection for the probes that follow (on a pooled connection, a proxy retries some faults,
-and keepalive-close-race's rule closes it)."""
+"""The scenario of check's opening GET through a single upstream: a 200 whose body ends at the
+close, so that the proxy cannot keep the connection for the probes that follow (on a pooled
+connection, a proxy retries some faults, and keepalive-close-race's rule closes it). Through a
+fleet there is none: it left HAProxy in a state that failed rolling-deploy 5 runs in 5."""
 
 WORST_FIRST = {FAIL: 0, INCONCLUSIVE: 1, PASS: 2}
 """The order of verdicts in every report: what needs a look comes first."""
@@ -231,14 +232,15 @@ async def check(
     """Probe every scenario through the proxy: all at once (one after another through a fleet of two
     or more, each once the fleet is in rotation, waiting at most `rotation_limit` seconds), then the
     timelines one after another (each acts on the whole fleet, `members`); results come back in
-    `scenarios` order. First, a plain GET makes sure that the proxy forwards to `members` at all
-    (ConfigError otherwise) and tells the proxy's version. `skipped` goes into the report as is."""
+    `scenarios` order. First, through one member, a GET makes sure that the proxy forwards to it at
+    all (ConfigError otherwise; a fleet's first probe finds that out as it waits for rotation);
+    the proxy's version is its `Server` header. `skipped` goes into the report as is."""
     if profile not in PROFILES:
         raise ConfigError(f"--profile: {profile!r} is not one of {', '.join(PROFILES)}")
     report = Report(proxy_url, profile, timing, skipped=list(skipped))
     results: dict[str, Result] = {}
     started = trio.current_time()
-    if members and any(not scenario.connection_level for scenario in scenarios):
+    if len(members) == 1 and any(not scenario.connection_level for scenario in scenarios):
         report.proxy_version = await reach_members(proxy_url, journal, members, timing=timing)
 
     async def one(scenario: Scenario, in_rotation_first: bool = False) -> None:
@@ -266,6 +268,8 @@ async def check(
             await one(scenario)
     report.results = [results[scenario.name] for scenario in scenarios]
     report.elapsed = trio.current_time() - started
+    answers = (_server(result.observation, result.scenario) for result in report.results)
+    report.proxy_version = report.proxy_version or next((server for server in answers if server), None)
     return report
 
 
@@ -282,12 +286,12 @@ async def reach_members(proxy_url: str, journal: Journal, members: Sequence[Memb
         where = ", ".join(f"{member.address[0]}:{member.address[1]}" for member in members)
         raise ConfigError(f"--upstream {where}: no probe reached {where} through the proxy at {proxy_url} (it answered "
                           f"{sample.observation.summary()}); give --upstream the address your proxy forwards to")
-    return _server(sample, reach)
+    return _server(sample.observation, reach)
 
 
-def _server(sample: Sample, scenario: Scenario) -> str | None:
+def _server(observation: Observation, scenario: Scenario) -> str | None:
     """The `Server` header of a complete answer, unless `scenario`, which the upstream answered, declares one."""
-    value = sample.observation.header(b"server") if sample.observation.kind == STATUS else None
+    value = observation.header(b"server") if observation.kind == STATUS else None
     steps = [*scenario.steps, *(step for rule in scenario.rules for step in rule.steps or ())]
     own = any(isinstance(step, Headers) and any(name.lower() == "server" for name, _ in step.fields) for step in steps)
     return None if value is None or own else value.decode("latin-1")

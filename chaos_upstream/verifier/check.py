@@ -8,9 +8,10 @@ Through a fleet of two or more, a proxy's passive health check carries one fault
 (a member marked down after a reset is not tried for another probe), so there the probes run one at
 a time, each once the proxy sends requests to every member again.
 
-Invariant: a check never judges a catalogue it could not reach. Before any scenario, one GET (REACH)
-goes through the proxy; when the proxy answers it without forwarding to any of the upstreams, the
-check stops with a ConfigError naming the addresses, instead of 27 inconclusive verdicts.
+Invariant: a check never judges a catalogue it could not reach. When the proxy answers the probe of
+REACH without forwarding it to the single upstream, the check stops at once with a ConfigError
+naming the address, instead of 27 inconclusive verdicts (a fleet's first probe finds the same as it
+waits for rotation). Check sends no request of its own beyond the probes.
 """
 
 from __future__ import annotations
@@ -35,18 +36,17 @@ from chaos_upstream.server.journal import Journal
 from chaos_upstream.server.upstream import Settings, Upstream
 from chaos_upstream.verifier.classify import STATUS, Observation
 from chaos_upstream.verifier.judge import FAIL, INCONCLUSIVE, PASS, PROFILES, RFC
-from chaos_upstream.verifier.probe import Result, send_probe
+from chaos_upstream.verifier.probe import Result
 from chaos_upstream.verifier.stream import ROTATION_EVERY, ROTATION_LIMIT, in_rotation, not_in_rotation, probe_scenario
 
 
 VERSION = metadata.version("chaos-upstream")
 """chaos-upstream's own version, from the installed package's metadata: every report carries it."""
 
-REACH = "close-delimited-body"
-"""The scenario of check's opening GET through a single upstream: a 200 whose body ends at the
-close, so that the proxy cannot keep the connection for the probes that follow (on a pooled
-connection, a proxy retries some faults, and keepalive-close-race's rule closes it). Through a
-fleet there is none: it left HAProxy in a state that failed rolling-deploy 5 runs in 5."""
+REACH = "healthy"
+"""The scenario whose probe tells that the proxy forwards to the single upstream at all: any proxy
+passes it on. No request of check's own does: an opening GET changed what came after it (a
+connection in the proxy's pool, Squid's coarse clock set going, HAProxy's view of a fleet)."""
 
 WORST_FIRST = {FAIL: 0, INCONCLUSIVE: 1, PASS: 2}
 """The order of verdicts in every report: what needs a look comes first."""
@@ -232,16 +232,30 @@ async def check(
     """Probe every scenario through the proxy: all at once (one after another through a fleet of two
     or more, each once the fleet is in rotation, waiting at most `rotation_limit` seconds), then the
     timelines one after another (each acts on the whole fleet, `members`); results come back in
-    `scenarios` order. First, through one member, a GET makes sure that the proxy forwards to it at
-    all (ConfigError otherwise; a fleet's first probe finds that out as it waits for rotation);
-    the proxy's version is its `Server` header. `skipped` goes into the report as is."""
+    `scenarios` order. Through a single upstream, `healthy`'s probe tells whether the proxy forwards
+    there at all (ConfigError at once otherwise, the verdicts before it held back; a fleet's first
+    probe finds that out as it waits for rotation). The proxy's version is the `Server` header of
+    its answers. `skipped` goes into the report as is."""
     if profile not in PROFILES:
         raise ConfigError(f"--profile: {profile!r} is not one of {', '.join(PROFILES)}")
     report = Report(proxy_url, profile, timing, skipped=list(skipped))
     results: dict[str, Result] = {}
     started = trio.current_time()
-    if len(members) == 1 and any(not scenario.connection_level for scenario in scenarios):
-        report.proxy_version = await reach_members(proxy_url, journal, members, timing=timing)
+    held: list[Result] | None = [] if len(members) == 1 and any(s.name == REACH for s in scenarios) else None
+
+    def show(result: Result) -> None:
+        """on_result, once REACH's probe shows the proxy forwards to the single upstream."""
+        nonlocal held
+        if held is not None and result.scenario.name != REACH:
+            held.append(result)
+            return
+        if held is not None:
+            if not result.attempts and result.capture is not None:
+                raise _never_reached(proxy_url, members, result)
+            for earlier in held:
+                on_result(earlier)
+            held = None
+        on_result(result)
 
     async def one(scenario: Scenario, in_rotation_first: bool = False) -> None:
         waited = await in_rotation(proxy_url, scenario, journal, members, timing=timing, every=ROTATION_EVERY,
@@ -251,7 +265,7 @@ async def check(
         if waited is None:
             result = replace(result, judgement=not_in_rotation(result.judgement, rotation_limit))
         results[scenario.name] = result
-        on_result(result)
+        show(result)
 
     single = [scenario for scenario in scenarios if not scenario.timeline]
     if len(members) > 1:
@@ -273,20 +287,10 @@ async def check(
     return report
 
 
-async def reach_members(proxy_url: str, journal: Journal, members: Sequence[Member], *, timing: Timing) -> str | None:
-    """Send one GET for REACH through the proxy, and return the proxy's `Server` header from the
-    answer (None when there is none, or when REACH itself declares one). ConfigError when the proxy
-    answered without forwarding to any member; a proxy that cannot be reached at all is left to the
-    probes, whose verdicts say so."""
-    reach = members[0].catalogue.get(REACH)
-    sample = await send_probe(proxy_url, reach, journal, timing=timing, method="GET")
-    if sample.unreachable:
-        return None
-    if not sample.attempts:
-        where = ", ".join(f"{member.address[0]}:{member.address[1]}" for member in members)
-        raise ConfigError(f"--upstream {where}: no probe reached {where} through the proxy at {proxy_url} (it answered "
-                          f"{sample.observation.summary()}); give --upstream the address your proxy forwards to")
-    return _server(sample.observation, reach)
+def _never_reached(proxy_url: str, members: Sequence[Member], result: Result) -> ConfigError:
+    where = ", ".join(f"{member.address[0]}:{member.address[1]}" for member in members)
+    return ConfigError(f"--upstream {where}: no probe reached {where} through the proxy at {proxy_url} (it answered "
+                       f"{result.observation.summary()}); give --upstream the address your proxy forwards to")
 
 
 def _server(observation: Observation, scenario: Scenario) -> str | None:

@@ -10,14 +10,13 @@ import contextlib
 import os
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from chaos_upstream.cli import main
-from test_cli import ROOT, run
+from test_cli import run
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from typing import Any
 import h11
 import trio
 
-from chaos_upstream.errors import PeerGone, UnknownScenario
+from chaos_upstream.errors import PeerGone
 from chaos_upstream.model.catalogue import Catalogue
 from chaos_upstream.model.durations import Timing
 from chaos_upstream.model.scenario import Scenario

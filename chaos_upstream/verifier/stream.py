@@ -18,7 +18,7 @@ import trio
 
 from chaos_upstream.model.durations import Timing
 from chaos_upstream.model.scenario import Scenario
-from chaos_upstream.plan.timeline import Change, schedule, stream_length, windows
+from chaos_upstream.plan.timeline import schedule, stream_length, windows
 from chaos_upstream.server.fleet import Member, play
 from chaos_upstream.server.journal import Journal
 from chaos_upstream.verifier.classify import CLOSED, STATUS, Observation

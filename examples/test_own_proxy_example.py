@@ -9,6 +9,7 @@ and the upstream's T must agree: `timeout server 500ms` here, and T = 0.5 s in p
 import http.client
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -59,8 +60,12 @@ def my_haproxy(chaos_upstream, tmp_path):
             pytest.fail(f"haproxy did not listen on port {port} (exit status {process.poll()})")
         yield f"http://127.0.0.1:{port}"
     finally:
-        process.terminate()
-        process.wait()
+        process.send_signal(signal.SIGUSR1)  # a soft stop: requests still ending get their log line first
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def test_a_hung_upstream_becomes_a_504(chaos_upstream, my_haproxy):

@@ -9,6 +9,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from chaos_upstream.errors import unwrap
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -16,9 +18,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         from chaos_upstream import health
 
         return health.main(argv[1:])
-    from chaos_upstream import cli
+    try:
+        from chaos_upstream import cli
 
-    return cli.main(argv)
+        return cli.main(argv)
+    except BaseException as exc:  # Ctrl-C in a command with no SIGINT of its own (check, matrix), or while importing
+        if unwrap(exc, KeyboardInterrupt) is None:  # trio's nurseries wrap it in exception groups
+            raise
+        print("chaos-upstream: interrupted", file=sys.stderr)
+        return INTERRUPTED
+
+
+INTERRUPTED = 130
+"""The exit status after Ctrl-C: 128 + SIGINT, as a shell reports a process that SIGINT ended."""
 
 
 if __name__ == "__main__":

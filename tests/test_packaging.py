@@ -272,3 +272,14 @@ def test_the_readme_names_every_command_and_every_option():
 def _mentions(command: str, option: str) -> list[str]:
     """How the README may name a command (`serve`, chaos-upstream serve) or one of its options."""
     return [option] if option else [f"`{command}`", f"chaos-upstream {command}"]
+
+
+def test_ctrl_c_in_a_command_without_a_sigint_handler_is_one_line_and_exit_130(monkeypatch, capsys):
+    from chaos_upstream import cli
+
+    def interrupted(argv):
+        raise BaseExceptionGroup("as a trio nursery raises it", [KeyboardInterrupt()])
+
+    monkeypatch.setattr(cli, "main", interrupted)
+    assert entry_point(["check", "--proxy", "http://127.0.0.1:1", "--upstream", "127.0.0.1:2"]) == 130
+    assert capsys.readouterr().err == "chaos-upstream: interrupted\n"

@@ -155,7 +155,7 @@ class Admin:
     def __init__(self, control: Control, token: str | None = None, *, allow_hosts: Sequence[str] = ()) -> None:
         self.control = control
         self.token = token
-        self.hosts = {"localhost", "127.0.0.1", "[::1]", *(_allowed(name) for name in allow_hosts)}
+        self.hosts = {_allowed(name) for name in [*LOOPBACK_HOSTS, *allow_hosts]}
         """Host names (with any port) and name:port values accepted; `run` adds the bound address."""
         self._open: dict[int, trio.CancelScope] = {}
         """The connections being served, oldest first, by their stream's id."""

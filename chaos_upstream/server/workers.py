@@ -102,8 +102,7 @@ def answer(upstream: Upstream, command: dict[str, Any]) -> dict[str, Any]:
     if command["op"] == "journal":
         wanted = {key: command[key] for key in ("probe", "type", "since", "limit")}
         page = upstream.journal.page(**wanted, running=bool(command["running"]), budget=PAGE_BYTES)
-        return {"texts": page.texts, "ordinals": page.ordinals, "next": page.next, "more": page.more,
-                "skipped": page.skipped, "running": page.running}
+        return vars(page)  # its fields as they are: JSON texts, ordinals, the cursor, counts, running records
     return {"error": f"unknown op {command['op']!r}"}
 
 

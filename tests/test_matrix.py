@@ -72,7 +72,7 @@ async def test_a_missing_or_broken_proxy_is_a_column_saying_so_and_the_others_st
     scenarios = choose_scenarios(CATALOGUE, ["healthy", "accept-then-close"], ["accept-then-close"])
     runs = await run_matrix([missing, broken, NginxLauncher()], CATALOGUE, scenarios, proxy_timeout=0.5, workdir=tmp_path)
     assert [r.status for r in runs] == [NOT_INSTALLED, FAILED, RAN]
-    assert runs[0].problem == "package nginx-light is not installed" and runs[0].passed
+    assert runs[0].problem == "Debian package nginx-light is not installed" and runs[0].passed
     assert "unknown directive \"this\"" in runs[1].problem and not runs[1].passed
     assert [r.verdict for r in runs[2].report.results] == ["pass", "pass"]
     assert runs[2].to_json()["proxy"] == "nginx" and runs[0].to_json()["status"] == "not installed"

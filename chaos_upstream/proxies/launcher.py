@@ -301,6 +301,11 @@ class Launcher(ABC):
         """Files the proxy reads besides `config_name`, by path relative to workdir (none by default)."""
         return {}
 
+    def env(self, settings: ProxySettings) -> dict[str, str]:
+        """Variables added to the proxy's environment, for its validation and its run (none by
+        default): e.g. a HOME inside workdir for a proxy that keeps state there."""
+        return {}
+
     def prepare(self, settings: ProxySettings) -> None:
         """Anything workdir needs once the files are written, before the proxy checks them and runs."""
 
@@ -417,7 +422,8 @@ class Launcher(ABC):
 
     def _validate(self, binary: str, conf: Path, settings: ProxySettings) -> None:
         ran = subprocess.run([binary, *self.check_args(conf, settings)], capture_output=True,
-                             text=True, cwd=settings.workdir, stdin=subprocess.DEVNULL, check=False)
+                             text=True, cwd=settings.workdir, stdin=subprocess.DEVNULL, check=False,
+                             env={**os.environ, **self.env(settings)})
         if ran.returncode != 0:
             raise ProxyFailed(f"{self.name} rejected its configuration {conf} "
                               f"(status {ran.returncode}):\n{ran.stdout}{ran.stderr}")
@@ -426,4 +432,5 @@ class Launcher(ABC):
         workdir = settings.workdir
         with open(workdir / ACCESS_LOG, "wb") as out, open(workdir / ERROR_LOG, "wb") as err:
             return subprocess.Popen([binary, *self.run_args(conf, settings)], stdin=subprocess.DEVNULL,
-                                    stdout=out, stderr=err, cwd=workdir, start_new_session=True)
+                                    stdout=out, stderr=err, cwd=workdir, start_new_session=True,
+                                    env={**os.environ, **self.env(settings)})

@@ -301,6 +301,10 @@ class Launcher(ABC):
         """Files the proxy reads besides `config_name`, by path relative to workdir (none by default)."""
         return {}
 
+    def accepted(self, ran: subprocess.CompletedProcess[str], settings: ProxySettings) -> bool:
+        """Whether the run of `check_args` accepted the configuration: exit status 0 by default."""
+        return ran.returncode == 0
+
     def env(self, settings: ProxySettings) -> dict[str, str]:
         """Variables added to the proxy's environment, for its validation and its run (none by
         default): e.g. a HOME inside workdir for a proxy that keeps state there."""
@@ -424,7 +428,7 @@ class Launcher(ABC):
         ran = subprocess.run([binary, *self.check_args(conf, settings)], capture_output=True,
                              text=True, cwd=settings.workdir, stdin=subprocess.DEVNULL, check=False,
                              env={**os.environ, **self.env(settings)})
-        if ran.returncode != 0:
+        if not self.accepted(ran, settings):
             raise ProxyFailed(f"{self.name} rejected its configuration {conf} "
                               f"(status {ran.returncode}):\n{ran.stdout}{ran.stderr}")
 

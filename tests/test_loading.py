@@ -129,8 +129,8 @@ def test_the_connection_level_scenarios_of_the_interface_need_ports_of_their_own
 
 
 def test_an_unknown_profile_is_named():
-    text = GOOD.replace("  outcomes: [aborted, 502]\n", "  outcomes: [aborted, 502]\n  profiles:\n    envoy: [503]\n")
-    assert problems(text) == ["demo.yaml:5: expect: profiles: 'envoy' is not a profile to override; known: varnish, haproxy, apache"]
+    text = GOOD.replace("  outcomes: [aborted, 502]\n", "  outcomes: [aborted, 502]\n  profiles:\n    traefik: [500]\n")
+    assert problems(text) == ["demo.yaml:5: expect: profiles: 'traefik' is not a profile to override; known: varnish, haproxy, apache, envoy"]
 
 
 @pytest.mark.parametrize(

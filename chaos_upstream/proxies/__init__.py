@@ -1,4 +1,5 @@
-"""Real reverse proxies (nginx, HAProxy, Apache, Varnish, Squid, Traffic Server, lighttpd) started in front of chaos-upstream, one uniform API.
+"""Real reverse proxies (nginx, HAProxy, Apache, Varnish, Squid, Traffic Server, lighttpd, Envoy,
+Traefik, Caddy, nghttpx) started in front of chaos-upstream, one uniform API.
 
     launcher = get_launcher("nginx")
     with launcher.launch(upstreams=[("127.0.0.1", 8081)], proxy_timeout=0.5, workdir=path) as proxy:
@@ -14,6 +15,8 @@ import dataclasses
 import os
 
 from chaos_upstream.proxies.apache import ApacheLauncher
+from chaos_upstream.proxies.caddy import CaddyDebianLauncher, CaddyLauncher
+from chaos_upstream.proxies.envoy import EnvoyLauncher
 from chaos_upstream.proxies.haproxy import HaproxyLauncher
 from chaos_upstream.proxies.launcher import (
     Launcher,
@@ -24,9 +27,11 @@ from chaos_upstream.proxies.launcher import (
     UnknownProxy,
 )
 from chaos_upstream.proxies.lighttpd import LighttpdLauncher
+from chaos_upstream.proxies.nghttpx import NghttpxLauncher
 from chaos_upstream.proxies.nginx import NginxLauncher
 from chaos_upstream.proxies.squid import SquidLauncher
 from chaos_upstream.proxies.trafficserver import TrafficServerLauncher
+from chaos_upstream.proxies.traefik import TraefikLauncher
 from chaos_upstream.proxies.varnish import VarnishLauncher
 
 __all__ = [
@@ -37,7 +42,8 @@ __all__ = [
 LAUNCHERS: dict[str, Launcher] = {
     launcher.name: launcher
     for launcher in (NginxLauncher(), HaproxyLauncher(), ApacheLauncher(), VarnishLauncher(),
-                     SquidLauncher(), TrafficServerLauncher(), LighttpdLauncher())
+                     SquidLauncher(), TrafficServerLauncher(), LighttpdLauncher(), EnvoyLauncher(),
+                     TraefikLauncher(), CaddyLauncher(), CaddyDebianLauncher(), NghttpxLauncher())
 }
 """Every supported proxy, nginx and HAProxy (the required two) first; the matrix keeps this order."""
 

@@ -163,6 +163,8 @@ def _parser(environ: Mapping[str, str] | None = None, command: str | None = None
     matrix.add_argument("--only", action="append", default=[], metavar="NAME", help="check only these scenarios (repeatable)")
     _add_timeout(matrix)
     _add_reports(matrix)
+    matrix.add_argument("--report-markdown", type=Path, metavar="FILE",
+                        help="write the matrix as a Markdown table, scenarios in name order (the README's)")
     matrix.add_argument("--show-config", action="store_true", help="print each proxy's generated configuration")
     matrix.set_defaults(func=_matrix)
 
@@ -485,6 +487,7 @@ def _matrix(args: argparse.Namespace) -> int:
     _write(args.report_json, lambda: reports.matrix_json(runs))
     _write(args.report_junit, lambda: reports.to_junit([run.report for run in ran]))
     _write(args.report_html, lambda: reports.matrix_html(scenarios, runs))
+    _write(args.report_markdown, lambda: reports.matrix_markdown(scenarios, runs))
     return EXIT_OK if all(run.passed for run in runs) else EXIT_FAIL
 
 

@@ -74,11 +74,12 @@ class Run:
         return next((r for r in self.report.results if r.scenario.name == scenario), None)
 
     def to_json(self) -> dict[str, Any]:
-        """The interface's run object: proxy and version, then the check report or why there is none."""
-        head = {"proxy": self.launcher.name, "variant": self.launcher.variant, "version": self.version, "status": self.status}
+        """The interface's run object: proxy (the launcher's name, with `:VARIANT` for a variant) and
+        version, then the check report or why there is none."""
+        head = {"proxy": self.name, "variant": self.launcher.variant, "version": self.version, "status": self.status}
         if self.report is None:
             return {**head, "problem": self.problem}
-        return {**head, **self.report.to_json(), "proxy_url": self.report.proxy, "proxy": self.launcher.name}
+        return {**head, **self.report.to_json(), "proxy_url": self.report.proxy, "proxy": self.name}
 
 
 def choose_launchers(names: Sequence[str]) -> list[Launcher]:

@@ -1,4 +1,5 @@
-"""Check reports as files: JSON (the interface's format), JUnit XML for CI, and a self-contained HTML page.
+"""Check reports as files: JSON (the interface's format), JUnit XML for CI, a self-contained HTML
+page, and the matrix as a Markdown table (the README's).
 
 Pure: each function turns Reports into text. Invariants: every failing or inconclusive verdict
 carries its reason into every format, so no one has to open a log to know what the proxy did; every
@@ -116,6 +117,30 @@ def matrix_html(scenarios: Sequence[Scenario], runs: Sequence[Run]) -> str:
         + "\n".join(_section(run.report, run.label, anchor=_anchor(run)) for run in ran)
     )
     return _page("chaos-upstream matrix", _first_stamp([run.report for run in ran if run.report]), body)
+
+
+def matrix_markdown(scenarios: Sequence[Scenario], runs: Sequence[Run]) -> str:
+    """The matrix as a Markdown table, scenarios in name order (so two runs diff cell by cell): a
+    row of each proxy's profile and T, then a cell per verdict with what the client saw, left out
+    for a plain 200 ("pass", "**fail** (status 500)", "pass* (status 503)")."""
+    ran = [run for run in runs if run.report is not None]
+    lines = [
+        "| scenario | expected (RFC) | " + " | ".join(run.label for run in ran) + " |",
+        "|---|---|" + "---|" * len(ran),
+        "| *profile, T* | | " + " | ".join(f"*{run.launcher.profile}, {run.report.timing.proxy_timeout:g} s*"
+                                           for run in ran if run.report) + " |",
+    ]
+    for scenario in sorted(scenarios, key=lambda scenario: scenario.name):
+        cells = [_markdown_cell(run.result(scenario.name)) for run in ran]
+        lines.append(f"| `{scenario.name}` | {scenario.expect.text()} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _markdown_cell(result: Result | None) -> str:
+    if result is None:
+        return "-"
+    verdict = f"**{result.verdict}**" if result.verdict != "pass" else cell(result)
+    return verdict if result.seen == "status 200" and result.verdict == "pass" else f"{verdict} ({result.seen})"
 
 
 def _matrix_cell(run: Run, scenario: str) -> str:

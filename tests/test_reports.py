@@ -10,6 +10,7 @@ from chaos_upstream import reports
 from chaos_upstream.cli import matrix_table, verdict_table
 from chaos_upstream.matrix import RAN, Run
 from chaos_upstream.model.durations import Timing
+from chaos_upstream.proxies import get_launcher
 from chaos_upstream.proxies.nginx import NginxLauncher
 from chaos_upstream.verifier.check import Report, left_out
 from chaos_upstream.verifier.classify import Observation
@@ -82,6 +83,21 @@ def test_the_matrix_puts_the_scenarios_a_proxy_failed_first_and_says_when_and_wi
     assert (document["date"], document["chaos_upstream_version"]) == ("2025-05-01T09:30:07Z", VERSION)
     [run] = document["runs"]
     assert (run["proxy"], run["version"], run["date"]) == ("nginx", "1.22.1", "2025-05-01T09:30:07Z")
+    variant = Run(get_launcher("nginx:deploy-safe"), RAN, "1.22.1", report())
+    assert json.loads(reports.matrix_json([variant]))["runs"][0]["proxy"] == "nginx:deploy-safe"
+
+
+def test_the_matrix_in_markdown_is_the_readmes_table_in_name_order():
+    runs = [Run(NginxLauncher(), RAN, "1.22.1", report()), Run(get_launcher("nginx:deploy-safe"), RAN, "1.22.1", report())]
+    table = reports.matrix_markdown([CATALOGUE.get(name) for name in VERDICTS], runs).splitlines()
+    assert table[0] == "| scenario | expected (RFC) | nginx 1.22.1 | nginx:deploy-safe 1.22.1 |"
+    assert table[2] == "| *profile, T* | | *rfc, 0.5 s* | *rfc, 0.5 s* |"
+    assert [line.split("`")[1] for line in table[3:]] == sorted(VERDICTS)
+    cells = {line.split("`")[1]: line.split(" | ")[2] for line in table[3:]}
+    for name, result in ((r.scenario.name, r) for r in runs[0].report.results):
+        shown = cells[name]
+        assert shown.startswith(result.verdict if result.verdict == "pass" else f"**{result.verdict}**"), shown
+        assert (shown == "pass") == (result.verdict == "pass" and result.seen == "status 200"), shown
 
 
 def test_the_scenarios_left_out_are_listed_with_the_option_that_would_include_them():

@@ -51,9 +51,9 @@ EXPECTED = {
         (0, 0.5),
     ),
     "reset-mid-body": (None, "rst", (0, 0.5)),
-    "slow-headers": (OK_HEAD + TEXT_24 + b"\r\nchaos-upstream: toolate\n", "timeout", (2, 2.6)),
+    "slow-headers": (OK_HEAD + TEXT_24 + b"\r\nchaos-upstream: toolate\n", "timeout", (4, 4.6)),
     "never-respond": (b"", "timeout", None),
-    "stall-mid-body": (OK_HEAD + OCTETS + b"Content-Length: 100000\r\n\r\n" + filler(0, 1000), "fin", (2, 2.6)),
+    "stall-mid-body": (OK_HEAD + OCTETS + b"Content-Length: 100000\r\n\r\n" + filler(0, 1000), "fin", (4, 4.6)),
     "drip-body": (OK_HEAD + OCTETS + b"Content-Length: 704\r\n\r\n" + filler(0, 704), "timeout", (3, 3.6)),
     "interim-then-final": (
         b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload; as=style\r\n\r\n"
@@ -78,8 +78,15 @@ EXPECTED = {
     "post-not-retried": (b"", "rst", (0, 0.5)),
 }
 
-LIMIT = 4.5 * T
-"""The client's own time limit: past the slowest scenario's last byte (drip-body, 3T)."""
+LIMIT = 5 * T
+"""The client's own time limit: past the slowest scenario's last byte (slow-headers' and
+stall-mid-body's, at 4T)."""
+
+
+def limit(window: tuple[float, float] | None) -> float:
+    """How long to watch: 0.5T past the window's end (a connection kept open is seen to stay open),
+    or LIMIT for a scenario that never ends."""
+    return LIMIT if window is None else (window[1] + 0.5) * T
 
 
 @pytest.mark.realtime
@@ -88,7 +95,7 @@ async def test_scenario_bytes_on_a_real_socket(name, start_upstream):
     upstream = await start_upstream()
     host, port = upstream.addresses[0]
     expected, ending, window = EXPECTED[name]
-    seen = await capture(host, port, get(scenario=name), limit=LIMIT)
+    seen = await capture(host, port, get(scenario=name), limit=limit(window))
     assert seen.ending == ending
     if expected is not None:
         assert seen.data == expected

@@ -9,6 +9,7 @@ from xml.etree import ElementTree
 import pytest
 
 from chaos_upstream.proxies import require
+from conftest import CATALOGUE
 from test_cli import run
 
 T = "0.5"
@@ -125,3 +126,34 @@ def test_an_upstream_the_proxy_never_forwards_to_exits_2_after_its_first_probe(t
                         "502, \\d+ B body, \\w+ at [.\\d]+ s\\); give --upstream the address your proxy forwards to\n",
                         result.stderr), result.stderr
     assert result.stdout == ""
+
+
+CONNECTION_LEVEL = ["accept-then-close", "accept-then-hang", "accept-then-reset", "connection-refused"]
+CAVEAT = "had not sent requests to every member"
+
+
+@pytest.mark.proxy
+def test_a_fleet_and_ports_of_their_own_check_the_whole_catalogue_in_one_run(tmp_path):
+    """Through a fleet, the probes that wait for the proxy to send requests to every member go to
+    `/`: they used to go to the next scenario's path, which the proxy routes to a connection-level
+    scenario's own port, never to a member (exit 2 when it came first; else 12 s and a false caveat
+    before each). nginx's deploy-safe variant holds no member out after a fault, so the run is short."""
+    members = [f"127.0.0.1:{free_port()}" for _ in range(2)]
+    ports = {name: ("127.0.0.1", free_port()) for name in CONNECTION_LEVEL}
+    fleet = [("127.0.0.1", int(member.rsplit(":", 1)[1])) for member in members]
+    routes = {f"/_chaos/{name}/": address for name, address in ports.items()}
+    upstreams = [arg for member in members for arg in ("--upstream", member)]
+    upstreams += [arg for name, (host, port) in ports.items() for arg in ("--upstream", f"{name}={host}:{port}")]
+    report = tmp_path / "report.json"
+    with require("nginx:deploy-safe").launch(fleet, float(T), tmp_path / "nginx", routes=routes) as proxy:
+        first = run("check", "--proxy", proxy.url, "--proxy-timeout", T, *upstreams, "--only", "accept-then-close",
+                    "--only", "healthy", "--rotation-wait", "3")
+        whole = run("check", "--proxy", proxy.url, "--proxy-timeout", T, *upstreams, "--report-json", str(report))
+    assert first.returncode == 0 and CAVEAT not in first.stdout, first.stdout + first.stderr
+    assert whole.returncode in (0, 1), whole.stdout + whole.stderr
+    document = json.loads(report.read_text())
+    results = {result["scenario"]: result for result in document["results"]}
+    assert document["skipped"] == [] and len(results) == len(CATALOGUE)
+    assert [name for name, result in results.items() if CAVEAT in result["reason"]] == []
+    assert [name for name, result in results.items() if result["verdict"] == "inconclusive"] == []
+    assert {name: results[name]["verdict"] for name in CONNECTION_LEVEL} == dict.fromkeys(CONNECTION_LEVEL, "pass")

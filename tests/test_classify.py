@@ -72,3 +72,24 @@ def test_a_head_request_needs_no_body():
 def test_the_parser_complaint_is_kept_for_malformed_responses():
     seen = classify(recorded(CHUNKED_HEAD + b"zz\r\n"))
     assert seen.kind == "malformed" and "chunk" in seen.detail
+
+
+def test_the_final_heads_fields_are_kept_as_they_arrived_even_those_h11_refuses():
+    data = b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nBad Header: x\r\nX-Case:  v a l \r\nContent-Length: 5\r\n\r\nhello"
+    for one_byte in (False, True):
+        seen = classify(recorded(data, one_byte=one_byte))
+        assert seen.kind == "malformed"
+        assert seen.fields == ((b"Bad Header", b"x"), (b"X-Case", b"v a l"), (b"Content-Length", b"5"))
+
+
+def test_the_body_is_digested_without_its_chunk_framing():
+    import hashlib
+
+    chunked = classify(recorded(CHUNKED_HEAD + b"2\r\nhe\r\n3\r\nllo\r\n0\r\n\r\n"))
+    assert chunked.body_digest == classify(recorded(OK)).body_digest == hashlib.sha256(b"hello").hexdigest()
+    assert classify(recorded(OK.replace(b"hello", b"hellO"))).body_digest != chunked.body_digest
+
+
+def test_bytes_that_are_not_http_have_no_fields():
+    assert classify(recorded(b"<html>0.9</html>\n\n: x\r\n\r\n")).fields == ()
+    assert classify(recorded(b"HTTP/1.1 200 OK\r\nContent-Le", "fin")).fields == ()

@@ -128,3 +128,136 @@ def test_failing_reasons_say_what_the_client_saw(data, ending, words):
     verdict = judge(CATALOGUE.get("bad-status-line"), seen(data, ending), [attempt(status=None)], timing=T)
     assert verdict.verdict == "fail" and verdict.reason.startswith("expected the client to see a 502; it saw ")
     assert words in verdict.reason
+
+
+def upstream_bytes(name: str) -> bytes:
+    """The exact bytes the scenario's steps put on the wire (what a proxy relays when it relays)."""
+    import random
+
+    from chaos_upstream.plan.actions import Send
+    from chaos_upstream.plan.planner import plan
+    from chaos_upstream.plan.request import RequestInfo
+
+    actions = plan(CATALOGUE.get(name), RequestInfo("GET", "/"), random.Random(0), T, CATALOGUE.get).actions
+    return b"".join(action.data for action in actions if isinstance(action, Send))
+
+
+def relayed_by_go(data: bytes, *, drop: bytes = b"", keep_after: int | None = None, alter: bytes = b"", body: bytes | None = None) -> bytes:
+    """`data` as a Go proxy relays it: fields sorted by name, names in canonical case, its own Date
+    and Connection added; optionally a field dropped, the head cut after `keep_after` fields, one
+    value altered, another body."""
+    head, _, rest = data.partition(b"\r\n\r\n")
+    _, *lines = head.split(b"\r\n")
+    fields = [line.split(b": ", 1) for line in lines if not (drop and line.startswith(drop + b":"))]
+    fields = sorted(([b"-".join(p.capitalize() for p in name.split(b"-")), value] for name, value in fields), key=lambda f: f[0])
+    if keep_after is not None:
+        fields = [f for f in fields if f[0] in (b"Content-Type", b"Content-Length")] + [f for f in fields if f[0].startswith(b"X-")][:keep_after]
+    if alter:
+        fields = [[name, b"altered" if name == alter else value] for name, value in fields]
+    lines = [b"HTTP/1.1 200 OK", b"Date: Mon, 01 Dec 2025 00:00:00 GMT", b"Connection: keep-alive"]
+    lines += [name + b": " + value for name, value in fields]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + (rest if body is None else body)
+
+
+def test_an_oversized_head_relayed_whole_by_a_proxy_that_reorders_and_adds_fields_passes_as_relayed():
+    scenario = CATALOGUE.get("oversized-headers")
+    verdict = judge(scenario, seen(relayed_by_go(upstream_bytes("oversized-headers")), "open"), [attempt(content_length=24, body_bytes=24)], timing=T)
+    assert (verdict.verdict, verdict.kind) == ("pass", "relayed"), verdict.reason
+    assert verdict.reason == ("the client saw the upstream's complete 200 relayed intact (its 258 fields byte for byte, "
+                              "and its 24-byte body), as expected")
+    assert verdict.expected == "a 502 or the upstream's response relayed intact"
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"keep_after": 100}, "156 of the 258 field names the upstream sent are missing (first 'X-Chaos-Pad-00100')"),
+        ({"alter": b"X-Chaos-Pad-00007"}, "1 field(s) altered (first 'X-Chaos-Pad-00007': b'ppp"),
+        ({"body": b"chaos-upstream: BIGHEAD\n"}, "its 24-byte body is not the upstream's 24 bytes"),
+    ],
+)
+def test_an_oversized_head_cut_or_altered_on_the_way_is_a_failure_that_says_what_was_lost(change, words):
+    data = relayed_by_go(upstream_bytes("oversized-headers"), **change)
+    verdict = judge(CATALOGUE.get("oversized-headers"), seen(data, "open"), [attempt(content_length=24, body_bytes=24)], timing=T)
+    assert (verdict.verdict, verdict.kind) == ("fail", "status")
+    assert verdict.reason.startswith("expected the client to see a 502 or the upstream's response relayed intact; it saw a "
+                                     "complete 200 with a 24-byte body, not the upstream's response intact: ")
+    assert words in verdict.reason
+
+
+def test_an_oversized_head_refused_with_a_502_passes_and_a_hang_fails():
+    assert judge(CATALOGUE.get("oversized-headers"), seen(BAD_GATEWAY), [attempt()], timing=T).verdict == "pass"
+    hang = judge(CATALOGUE.get("oversized-headers"), seen(b"", "timeout", at=4.5), [attempt()], timing=T)
+    assert (hang.verdict, hang.kind) == ("fail", "timeout")
+
+
+def test_an_invalid_field_removed_and_the_rest_relayed_passes_and_says_so():
+    data = relayed_by_go(upstream_bytes("invalid-header-name"), drop=b"Bad Header")
+    verdict = judge(CATALOGUE.get("invalid-header-name"), seen(data, "open"), [attempt(content_length=24, body_bytes=24)], timing=T)
+    assert (verdict.verdict, verdict.kind) == ("pass", "relayed"), verdict.reason
+    assert verdict.reason == ("the client saw the upstream's complete 200 relayed intact without its 'Bad Header' field "
+                              "(its 2 other fields byte for byte, and its 24-byte body), as expected")
+
+
+def test_an_invalid_field_relayed_to_the_client_fails_and_the_reason_names_it():
+    data = relayed_by_go(upstream_bytes("invalid-header-name")).replace(b"Bad header:", b"Bad Header:")
+    verdict = judge(CATALOGUE.get("invalid-header-name"), seen(data, "open"), [attempt(content_length=24, body_bytes=24)], timing=T)
+    assert (verdict.verdict, verdict.kind) == ("fail", "malformed")
+    assert verdict.reason.endswith("its head relaying the field the proxy should have rejected or removed ('Bad Header: chaos')")
+    assert judge(CATALOGUE.get("invalid-header-name"), seen(BAD_GATEWAY), [attempt()], timing=T).verdict == "pass"
+
+
+def test_a_relay_that_renames_the_invalid_field_or_loses_another_is_not_intact():
+    renamed = relayed_by_go(upstream_bytes("invalid-header-name")).replace(b"Bad header:", b"Bad-Header:")
+    verdict = judge(CATALOGUE.get("invalid-header-name"), seen(renamed, "open"), [attempt(content_length=24, body_bytes=24)], timing=T)
+    assert (verdict.verdict, verdict.kind) == ("fail", "status")
+    assert verdict.reason.endswith("not the upstream's response intact: the field 'Bad Header' is there renamed 'Bad-Header', "
+                                   "which the proxy should have rejected or removed")
+    lost = relayed_by_go(upstream_bytes("invalid-header-name").replace(b"Content-Type: text/plain\r\n", b""), drop=b"Bad Header")
+    verdict = judge(CATALOGUE.get("invalid-header-name"), seen(lost, "open"), [attempt(content_length=24, body_bytes=24)], timing=T)
+    assert verdict.verdict == "fail" and "1 of the 2 field names the upstream sent are missing (first 'Content-Type')" in verdict.reason
+
+
+def test_a_relay_that_reframes_the_body_chunked_may_drop_the_content_length():
+    data = relayed_by_go(upstream_bytes("invalid-header-name"), drop=b"Bad Header")
+    head, _, body = data.partition(b"\r\n\r\n")
+    head = head.replace(b"Content-Length: 24", b"Transfer-Encoding: chunked")
+    verdict = judge(CATALOGUE.get("invalid-header-name"), seen(head + b"\r\n\r\n18\r\n" + body + b"\r\n0\r\n\r\n", "open"),
+                    [attempt(content_length=24, body_bytes=24)], timing=T)
+    assert (verdict.verdict, verdict.kind) == ("pass", "relayed"), verdict.reason
+
+
+ABORTED_STALL = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000
+
+
+@pytest.mark.parametrize(
+    ("at", "verdict", "reason"),
+    [
+        (1.1, "pass", "as expected; it came after 1.10 s, before the upstream closed (at 4.00 s): the proxy's timeout fired"),
+        (2.0, "fail", "expected an aborted body or a 504 within 1.60 s (1.6T); it came after 2.00 s, before the upstream "
+                      "closed (at 4.00 s): the proxy's timeout fired, late"),
+        (4.02, "fail", "expected an aborted body or a 504 within 1.60 s (1.6T); it came after 4.02 s, when the upstream "
+                       "closed (at 4.00 s): the proxy never timed out"),
+    ],
+)
+def test_a_stalled_body_aborted_says_whether_the_proxy_timed_out_or_passed_the_upstreams_close_on(at, verdict, reason):
+    result = judge(CATALOGUE.get("stall-mid-body"), seen(ABORTED_STALL, at=at), [attempt(content_length=100000, body_bytes=1000)], timing=T)
+    assert result.verdict == verdict and result.reason.endswith(reason), result.reason
+
+
+def test_a_late_head_passed_on_is_told_apart_from_a_late_504():
+    late_200 = b"HTTP/1.1 200 OK\r\nContent-Length: 24\r\n\r\n" + b"x" * 24
+    relayed = judge(CATALOGUE.get("slow-headers"), seen(late_200, "open", at=4.01), [attempt(content_length=24, body_bytes=24)], timing=T)
+    assert relayed.verdict == "fail" and relayed.reason == (
+        "expected the client to see a 504; it saw a complete 200 with a 24-byte body; it came after 4.01 s, when the "
+        "upstream answered (at 4.00 s): the proxy never timed out")
+    timeout = b"HTTP/1.1 504 Gateway Time-out\r\nContent-Length: 0\r\n\r\n"
+    late_504 = judge(CATALOGUE.get("slow-headers"), seen(timeout, "open", at=3.0), [attempt(status=None)], timing=Timing(1.0))
+    assert late_504.verdict == "fail" and late_504.reason.endswith("it came after 3.00 s, before the upstream answered "
+                                                                   "(at 4.00 s): the proxy's timeout fired, late")
+
+
+def test_a_hang_with_no_end_of_its_own_gets_no_word_on_the_upstreams_end():
+    timeout = b"HTTP/1.1 504 Gateway Time-out\r\nContent-Length: 0\r\n\r\n"
+    result = judge(CATALOGUE.get("never-respond"), seen(timeout, "open", at=1.0), [attempt(status=None)], timing=T)
+    assert result.reason == "the client saw a complete 504 with a 0-byte body, as expected"

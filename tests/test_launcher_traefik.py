@@ -102,7 +102,7 @@ def test_the_access_log_goes_to_stdout_and_traefiks_own_log_to_stderr(tmp_path: 
 @pytest.mark.realtime
 async def test_an_upstream_quiet_mid_body_is_cut_after_the_read_timeout(tmp_path: Path) -> None:
     """The undocumented `forwardingTimeouts.readTimeout` is decoded from the file and works: the
-    body is aborted T after its last byte, not when the upstream closes (2T)."""
+    body is aborted T after its last byte, not when the upstream closes (4T)."""
     report, _ = await check_through("traefik", tmp_path, only=["stall-mid-body"])
     [result] = report.results
     assert result.verdict == "pass", result.explain()

@@ -19,7 +19,7 @@ import pytest
 from test_cli import Server
 
 STALL = b"GET /slow HTTP/1.1\r\nHost: a\r\nX-Chaos-Scenario: stall-mid-body\r\n\r\n"
-"""A response that stops after its head and 1000 bytes, for 2T: 20 s with the --proxy-timeout 10 used
+"""A response that stops after its head and 1000 bytes, for 4T: 40 s with the --proxy-timeout 10 used
 here, far past the 5 s grace, and the client sees that it began, so the test knows it is in flight."""
 HEALTHY = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
 

@@ -50,6 +50,9 @@ async def test_every_scenario_gets_its_verdict(name, tmp_path):
     for scenario, words in failures.items():
         assert words in verdicts[scenario].reason, verdicts[scenario].explain()
     assert {n for n, r in verdicts.items() if r.judgement.profile_only} == PROFILE_PASSES[name]
+    for timed in ("stall-mid-body", "slow-headers"):  # the upstream ends its silence at 4T: long after T
+        assert verdicts[timed].reason.endswith(f"before the upstream {'closed' if timed == 'stall-mid-body' else 'answered'} "
+                                               f"(at {4 * T:.2f} s): the proxy's timeout fired"), verdicts[timed].explain()
     assert all(r.observed["upstream_attempts"] == (n != "connection-refused") for n, r in verdicts.items() if not r.scenario.timeline)
     assert all(result.judgement.kind != "masked-truncation" for result in run.report.results)
     slowest = max(result.elapsed for result in run.report.results)

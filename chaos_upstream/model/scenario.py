@@ -14,7 +14,7 @@ from pydantic import Field, model_validator
 
 from chaos_upstream.model.base import Model
 from chaos_upstream.model.durations import FixedDuration
-from chaos_upstream.model.steps import TERMINAL_STEPS, Step
+from chaos_upstream.model.steps import TERMINAL_STEPS, Headers, Step, Text
 from chaos_upstream.model.timeline import Event, Probing
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
@@ -23,14 +23,18 @@ Phase = Literal["connection", "head", "body", "timing", "deploy"]
 """Where the fault strikes: before any response byte, in the status line or headers, in the body,
 in the timing of an otherwise valid response, or across restarts of the upstream."""
 
-Kind = Literal["aborted", "masked-truncation", "malformed", "closed", "reset", "timeout"]
-"""What a client can see other than a complete response (the verifier's classification)."""
+Kind = Literal["aborted", "masked-truncation", "malformed", "closed", "reset", "timeout", "relayed"]
+"""What a client can see other than a complete response with a status code (the verifier's
+classification); `relayed` is a complete response that is the upstream's own, intact (`Relay`)."""
+
+RELAYED = "relayed"
 
 RFC = "rfc"
-PROFILES = (RFC, "varnish", "haproxy", "apache")
+PROFILES = (RFC, "varnish", "haproxy", "apache", "envoy")
 """Profiles a verdict can be judged under: the RFCs', and proxies' documented, defensible deviations
 (Varnish: 503 for every failed fetch; HAProxy: 503 when no server could be reached after its
-retries; Apache httpd: 503 for connection failures, 502 for backend timeouts)."""
+retries; Apache httpd: 503 for connection failures, 502 for backend timeouts; Envoy: 503 for a
+connection that failed, or was closed or reset before the response head)."""
 
 Outcome = Union[Annotated[int, Field(ge=100, le=599)], Kind]
 """A complete response with this status code, or one of the other kinds."""
@@ -82,6 +86,18 @@ class Rule(Model):
         return self
 
 
+class Relay(Model):
+    """What the `relayed` outcome asks of a complete response, against the one the scenario's steps
+    send: the upstream's status, every field it sent but those in `without` (names in any case, in
+    any order across names, values byte for byte and in order within a name), none of `without`, and
+    the whole body. A proxy may add fields of its own and rewrite the hop-by-hop ones and the framing
+    (Connection, Keep-Alive, Transfer-Encoding; Content-Length when it re-frames the body)."""
+
+    without: list[Text] = []
+    """Names of fields the steps send that must not reach the client: a field a recipient must
+    reject or remove (RFC 9110 §5.5), e.g. `["Bad Header"]`."""
+
+
 class Expectation(Model):
     """What a client behind a correct proxy should see (any of `outcomes`)."""
 
@@ -98,13 +114,22 @@ class Expectation(Model):
     error at all, `while-down` allows errors while a member is down and for `recovery` after."""
     recovery: FixedDuration | None = None
     """With `errors: while-down`: how long after a member is back errors are still allowed."""
+    relay: Relay = Relay()
+    """What the `relayed` outcome checks of the response the client got (see Relay)."""
 
     @model_validator(mode="after")
     def _known_profiles(self) -> Expectation:
         unknown = sorted(set(self.profiles) - set(PROFILES[1:]))  # `outcomes` are the RFC profile's
         if unknown:
             raise ValueError(f"profiles: {unknown[0]!r} is not a profile to override; known: {', '.join(PROFILES[1:])}")
+        if self.relay.without and not self.relays:
+            raise ValueError("relay: it says what a relayed response lacks, and no outcome is relayed")
         return self
+
+    @property
+    def relays(self) -> bool:
+        """Whether `relayed` is an outcome under some profile."""
+        return any(RELAYED in outcomes for outcomes in (self.outcomes, *self.profiles.values()))
 
     def for_profile(self, profile: str) -> list[Outcome]:
         return self.profiles.get(profile, self.outcomes)
@@ -164,12 +189,25 @@ class Scenario(Model):
             raise ValueError("steps: a refusing scenario has no steps; any other needs at least one")
         if self.expect.errors == "while-down" and (not self.timeline or self.expect.recovery is None):
             raise ValueError("expect.errors: while-down needs a timeline and expect.recovery")
+        if self.expect.relays:
+            check_relayable(self)
         return self
 
     @property
     def connection_level(self) -> bool:
         """Whether the fault strikes before any request is read, so it needs a port of its own."""
         return self.trigger != "request"
+
+
+def check_relayable(scenario: Scenario) -> None:
+    """Raise unless a `relayed` outcome can be judged: against the one response the steps send,
+    whose fields include every name `relay.without` gives."""
+    if not scenario.steps or scenario.rules or scenario.trigger != "request":
+        raise ValueError("expect: a relayed response is compared with what the steps send: give steps, and no rules")
+    sent = {name.lower() for step in scenario.steps if isinstance(step, Headers) for name, _ in step.fields}
+    missing = [name for name in scenario.expect.relay.without if name.lower() not in sent]
+    if missing:
+        raise ValueError(f"expect.relay.without: the steps send no field named {missing[0].decode('latin-1')!r}")
 
 
 def check_terminal_last(steps: list[Step]) -> None:

@@ -8,11 +8,13 @@ close-delimited body ended by a FIN); a response that began and ended early is `
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 
 import h11
 
+from chaos_upstream.plan.sent import read_head
 from chaos_upstream.verifier.capture import Capture
 
 STATUS, ABORTED, MALFORMED, CLOSED, RESET, TIMEOUT = "status", "aborted", "malformed", "closed", "reset", "timeout"
@@ -43,6 +45,12 @@ class Observation:
     """Bytes after a complete response."""
     detail: str = ""
     """The parser's complaint, for malformed responses and aborted heads."""
+    fields: tuple[tuple[bytes, bytes], ...] = ()
+    """The final head's field lines as they arrived (names in their own case), read without h11's
+    checks, so that a field h11 refuses (a name with a space) still shows: what a relayed response is
+    judged on. Empty when no final head arrived whole."""
+    body_digest: str = ""
+    """SHA-256 (hex) of the body bytes received, chunk framing not counted."""
 
     def header(self, name: bytes) -> bytes | None:
         return next((value for key, value in self.headers if key == name.lower()), None)
@@ -80,6 +88,7 @@ class ResponseParser:
         self.interim: list[int] = []
         self.head: h11.Response | None = None
         self.body_bytes = 0
+        self.body_hash = hashlib.sha256()
         self.complete = False
         self.error = ""
         self.at_eof = False
@@ -114,6 +123,7 @@ class ResponseParser:
                 self.head = event
             elif isinstance(event, h11.Data):
                 self.body_bytes += len(event.data)
+                self.body_hash.update(event.data)
             elif isinstance(event, h11.EndOfMessage):
                 self.complete = True
                 return True
@@ -127,7 +137,7 @@ def classify(seen: Capture, method: str = "GET") -> Observation:
     parser = ResponseParser(method)
     pieces = [piece for _, piece in seen.pieces] + ([b""] if seen.ending == "fin" else [])
     any(parser.feed(piece) for piece in pieces)
-    head = parser.head
+    head, lenient = parser.head, read_head(seen.data) if _http_prefix(seen.data) else None
     fields = {
         "status": head.status_code if head else None,
         "interim": tuple(parser.interim),
@@ -135,6 +145,8 @@ def classify(seen: Capture, method: str = "GET") -> Observation:
         "framing": _framing(head, method) if head else None,
         "body_bytes": parser.body_bytes,
         "detail": _BYTEARRAY.sub(r"\1", parser.error),
+        "fields": lenient.fields if lenient is not None else (),
+        "body_digest": parser.body_hash.hexdigest(),
         **timing,
     }
     if parser.complete:

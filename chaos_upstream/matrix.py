@@ -3,7 +3,8 @@
 Each proxy gets upstreams of its own (the catalogue on one free port, each connection-level scenario
 on another, routed by its path prefix), its own journal, its own timeout (the asked one rounded up
 to what the proxy can be told) and its own profile; the proxies are started and checked at once,
-so the whole matrix takes about as long as its slowest proxy.
+within `Limits` (three proxies' request-level scenarios and three timelines at a time), so that
+no probe is judged late because the machine was busy with the others.
 
 Invariants: a proxy that is not installed is a column saying so, never an error; a proxy that does
 not start is a column carrying the proxy's own words, and the others still run; every proxy started
@@ -39,6 +40,24 @@ TIMELINES_AT_ONCE = 3
 """Timelines run at the same time across the matrix: each sends 40 probes a second, all from this
 one process, which also serves the upstreams; more at once would lag the probes behind their
 schedule on a 2-core machine and blur what was in flight when a member went down."""
+
+SINGLES_AT_ONCE = 3
+"""Proxies whose request-level scenarios (some 30 probes at once, and their upstream) are checked at
+the same time: the probes and the upstreams of every proxy share this one process, and with twelve
+proxies at once on a 2-core machine answers due at 0.5T came after T (slow-response judged a 504)
+and aborts due at T after 1.6T."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a matrix runs at once, shared by every proxy of it."""
+
+    timelines: trio.CapacityLimiter
+    singles: trio.CapacityLimiter
+
+    @classmethod
+    def default(cls) -> Limits:
+        return cls(trio.CapacityLimiter(TIMELINES_AT_ONCE), trio.CapacityLimiter(SINGLES_AT_ONCE))
 
 
 @dataclass
@@ -98,7 +117,7 @@ async def run_proxy(
     proxy_timeout: float,
     workdir: Path,
     on_result: Callable[[Launcher, Result], None] = lambda launcher, result: None,
-    timelines: trio.CapacityLimiter | None = None,
+    limits: Limits | None = None,
 ) -> Run:
     """Check every scenario through the proxy, in parallel parts, each with a proxy instance of its
     own: the request- and connection-level scenarios in front of a single upstream (so passive
@@ -114,10 +133,10 @@ async def run_proxy(
     if not parts:
         raise ConfigError("no scenario to check")
     done: dict[str, tuple[Report, RunningProxy]] = {}
-    limiter = timelines or trio.CapacityLimiter(TIMELINES_AT_ONCE)
+    limits = limits or Limits.default()
 
     async def part(name: str, members: int, chosen: list[Scenario]) -> None:
-        async with limiter if chosen[0].timeline else contextlib.nullcontext():
+        async with limits.timelines if chosen[0].timeline else limits.singles:
             done[name] = await check_through(launcher, catalogue, chosen, timing, workdir / name, members,
                                              lambda result: on_result(launcher, result))
 
@@ -182,14 +201,14 @@ async def run_matrix(
     workdir: Path,
     on_result: Callable[[Launcher, Result], None] = lambda launcher, result: None,
 ) -> list[Run]:
-    """Every proxy at once; the runs come back in the order of `launchers`."""
+    """Every proxy at once, within `Limits`; the runs come back in the order of `launchers`."""
     runs: dict[str, Run] = {}
-    timelines = trio.CapacityLimiter(TIMELINES_AT_ONCE)
+    limits = Limits.default()
 
     async def one(launcher: Launcher) -> None:
         runs[launcher.key] = await run_proxy(
             launcher, catalogue, scenarios, proxy_timeout=proxy_timeout, workdir=workdir / launcher.slug,
-            on_result=on_result, timelines=timelines,
+            on_result=on_result, limits=limits,
         )
 
     async with trio.open_nursery() as nursery:

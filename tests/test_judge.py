@@ -257,6 +257,19 @@ def test_a_late_head_passed_on_is_told_apart_from_a_late_504():
                                                                    "(at 4.00 s): the proxy's timeout fired, late")
 
 
+def test_a_504_that_comes_with_the_upstreams_late_head_is_still_the_proxys_own_timeout():
+    """Caddy with lb_retries and two members: three attempts, each cut at T, a 504 at 4T. The answer
+    coming with the upstream's end says nothing then: the retries, or a status the upstream never
+    sends, show the proxy's timeout fired."""
+    timeout = b"HTTP/1.1 504 Gateway Time-out\r\nContent-Length: 0\r\n\r\n"
+    scenario = CATALOGUE.get("slow-headers")
+    retried = judge(scenario, seen(timeout, "open", at=3.99), [attempt(status=None)] * 3, timing=Timing(1.0))
+    assert retried.verdict == "fail" and retried.reason.endswith(
+        "it came after 3.99 s, after 3 attempts at the upstream: the proxy's timeout fired, and it tried again")
+    once = judge(scenario, seen(timeout, "open", at=3.99), [attempt(status=None)], timing=Timing(1.0))
+    assert once.verdict == "fail" and once.reason.endswith("the proxy's timeout fired, late"), once.reason
+
+
 def test_a_hang_with_no_end_of_its_own_gets_no_word_on_the_upstreams_end():
     timeout = b"HTTP/1.1 504 Gateway Time-out\r\nContent-Length: 0\r\n\r\n"
     result = judge(CATALOGUE.get("never-respond"), seen(timeout, "open", at=1.0), [attempt(status=None)], timing=T)

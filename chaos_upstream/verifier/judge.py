@@ -79,7 +79,7 @@ def judge(
     if method in NON_IDEMPOTENT and len(attempts) > 1:
         reason = f"the proxy replayed a {method} to the upstream ({len(attempts)} attempts); the client saw {seen}"
         return Verdict(FAIL, kind, expected, reason)
-    silence = _silence(scenario, observation, kind, timing)
+    silence = _silence(scenario, observation, kind, timing, len(attempts))
     if not matches(kind, observation.status, outcomes):
         came = f"; it came after {_when(observation, kind):.2f} s{silence}" if silence else ""
         return Verdict(FAIL, kind, expected, f"expected the client to see {expected}; it saw {seen}{came}")
@@ -229,17 +229,22 @@ def _when(observation: Observation, kind: str) -> float:
     return observation.first_byte if kind == STATUS and observation.first_byte is not None else observation.elapsed
 
 
-def _silence(scenario: Scenario, observation: Observation, kind: str, timing: Timing) -> str:
+def _silence(scenario: Scenario, observation: Observation, kind: str, timing: Timing, attempts: int) -> str:
     """Where the outcome came against the end of the upstream's longest silence, when that end lies
-    past `max_elapsed`: ", before the upstream closed (at 4.00 s): the proxy's timeout fired" or
-    ", when the upstream closed (at 4.00 s): the proxy never timed out"; "" otherwise."""
+    past `max_elapsed`: ", before the upstream closed (at 4.00 s): the proxy's timeout fired",
+    ", when the upstream closed (at 4.00 s): the proxy never timed out", or, when the proxy tried
+    again or answered with a status of its own, that its timeout fired whenever the answer came;
+    "" otherwise."""
     high = scenario.expect.max_elapsed
     if high is None or kind not in (STATUS, ABORTED, CLOSED, RESET, MASKED):
         return ""
     silence = longest_silence(scenario, timing)
     if silence is None or silence.ends <= high.seconds(timing):
         return ""
-    if _when(observation, kind) >= CAUGHT_UP * silence.ends:
+    if attempts > 1:
+        return f", after {attempts} attempts at the upstream: the proxy's timeout fired, and it tried again"
+    own = kind == STATUS and observation.status != sent(scenario, timing=timing).status
+    if _when(observation, kind) >= CAUGHT_UP * silence.ends and not own:
         return f", when the upstream {silence.then} (at {silence.ends:.2f} s): the proxy never timed out"
     return f", before the upstream {silence.then} (at {silence.ends:.2f} s): the proxy's timeout fired"
 

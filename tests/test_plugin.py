@@ -63,6 +63,16 @@ def test_a_started_proxy_is_judged_by_its_own_profile_and_a_url_by_the_rfc(chaos
 
 
 @pytest.mark.proxy
+@pytest.mark.chaos_upstream(proxy_timeout=0.5)
+@pytest.mark.parametrize("name", ["envoy", "traefik", "caddy", "caddy-debian", "nghttpx"])
+def test_each_new_proxy_comes_from_the_factory_with_its_routes_and_its_profile(chaos_upstream, chaos_proxy, name):
+    proxy = chaos_proxy(name, chaos_upstream)
+    assert chaos_upstream.probe(proxy, "healthy").verdict == "pass"
+    hang = chaos_upstream.probe(proxy, "accept-then-hang")  # through its own routed port
+    assert (hang.verdict, hang.observed["status"], hang.profile) == ("pass", 504, LAUNCHERS[name].profile), hang.explain()
+
+
+@pytest.mark.proxy
 @pytest.mark.chaos_upstream(members=2)
 def test_a_proxy_balances_over_every_member_of_a_fleet(chaos_upstream, chaos_proxy):
     haproxy = chaos_proxy("haproxy", chaos_upstream)

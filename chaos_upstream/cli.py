@@ -164,7 +164,7 @@ def _parser(environ: Mapping[str, str] | None = None, command: str | None = None
     _add_timeout(matrix)
     _add_reports(matrix)
     matrix.add_argument("--report-markdown", type=Path, metavar="FILE",
-                        help="write the matrix as a Markdown table, scenarios in name order (the README's)")
+                        help="write the matrix as a Markdown table, scenarios in name order (that of docs/proxies.md)")
     matrix.add_argument("--show-config", action="store_true", help="print each proxy's generated configuration")
     matrix.set_defaults(func=_matrix)
 

@@ -77,7 +77,7 @@ def test_the_oversized_head_is_larger_than_the_buffers_it_names_and_within_gos_l
     data = sent(CATALOGUE.get("oversized-headers"))
     head = sum(len(name) + len(value) + 4 for name, value in data.fields)
     assert 256 * 1024 <= head < 10 * 1024 * 1024  # Squid's 64 KB, Traffic Server's 128 KiB; Go's 10 MiB
-    assert "not Apache's or Go's" in CATALOGUE.get("oversized-headers").description  # both relay it (README)
+    assert "not Apache's or Go's" in CATALOGUE.get("oversized-headers").description  # both relay it (docs/proxies.md)
 
 
 @pytest.mark.parametrize("timing", [Timing(0.5), Timing(1.0), Timing(3.0)])

@@ -1,5 +1,5 @@
 """Deploys through real nginx and HAProxy in front of a fleet of two: their defaults, and the
-settings that make a deploy invisible (the `deploy-safe` variants); README, "Deploys, as measured"."""
+settings that make a deploy invisible (the `deploy-safe` variants); docs/proxies.md, "Deploys, and the settings that make them invisible"."""
 
 import functools
 

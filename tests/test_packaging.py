@@ -256,21 +256,22 @@ def test_the_licence_is_the_mit_one_pyproject_names_and_the_trio_extra_brings_py
     assert any(requirement.startswith("pytest-trio") for requirement in project["optional-dependencies"]["trio"])
 
 
-def test_the_readme_names_every_command_and_every_option():
-    """The README is the manual's entry point: a command or an option it never names is one a user cannot find."""
-    readme = (ROOT / "README.md").read_text()
+def test_the_documentation_names_every_command_and_every_option():
+    """The README and the pages of docs/ are the manual: a command or an option they never name is one a user
+    cannot find."""
+    documentation = "\n".join(path.read_text() for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
     commands = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
     unnamed = [
         f"{name} {option}" if option else name
         for name, parser in commands.items()
         for option in ["", *(o for a in parser._actions if a.help != argparse.SUPPRESS for o in a.option_strings)]
-        if option not in ("-h", "--help") and not any(word in readme for word in _mentions(name, option))
+        if option not in ("-h", "--help") and not any(word in documentation for word in _mentions(name, option))
     ]
     assert unnamed == []
 
 
 def _mentions(command: str, option: str) -> list[str]:
-    """How the README may name a command (`serve`, chaos-upstream serve) or one of its options."""
+    """How the documentation may name a command (`serve`, chaos-upstream serve) or one of its options."""
     return [option] if option else [f"`{command}`", f"chaos-upstream {command}"]
 
 

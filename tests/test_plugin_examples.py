@@ -1,4 +1,4 @@
-"""The example test files of examples/ (the README's), run by pytest as a user runs them, through real
+"""The example test files of examples/ (those docs/pytest.md shows), run by pytest as a user runs them, through real
 nginx and HAProxy: they pass and fail exactly where the proxies are right and wrong, and say why."""
 
 from __future__ import annotations
@@ -14,15 +14,19 @@ from chaos_upstream.proxies import require
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
-README = ROOT / "README.md"
-"""Where the examples are shown, verbatim."""
+SHOWN_IN = {
+    **{name: "pytest.md" for name in ("test_nginx_example.py", "test_own_proxy_example.py", "test_trio_example.py",
+                                      "pytest.ini", "scenarios/slow-login.yaml")},
+    "locustfile.py": "locust.md",
+}
+"""Each example file, by the page of docs/ that shows it verbatim."""
 
 WRONG = {
     "test_a_broken_status_line_becomes_a_502[nginx-bad-status-line]",
     "test_a_broken_status_line_becomes_a_502[nginx-invalid-status-code]",
     "test_a_broken_status_line_becomes_a_502[haproxy-invalid-status-code]",
 }
-"""Where the proxies are wrong (README, "Real proxies, as measured"): nginx 1.22 forwards a broken
+"""Where the proxies are wrong (docs/proxies.md, "Real proxies, as measured"): nginx 1.22 forwards a broken
 status line, and both forward a four-digit status code."""
 
 OUTCOMES = {
@@ -96,7 +100,13 @@ def test_the_own_proxy_example_shows_its_proxy_log_through_pytest(runs):
     assert re.search(r'app/app1 .* 504 .* sH-- .* "GET /api/orders HTTP/1.1"', output)  # -rA shows captured stderr
 
 
-@pytest.mark.parametrize("name", [*OUTCOMES, "pytest.ini", "scenarios/slow-login.yaml", "locustfile.py"])
+def test_every_example_file_is_shown_in_the_documentation():
+    shown = {str(path.relative_to(EXAMPLES)) for path in EXAMPLES.rglob("*")
+             if path.is_file() and not any(part == "__pycache__" or part.startswith(".") for part in path.relative_to(EXAMPLES).parts)}
+    assert shown == set(SHOWN_IN)
+
+
+@pytest.mark.parametrize("name", SHOWN_IN)
 def test_the_documentation_shows_each_example_file_as_it_is_run(name):
     text = (EXAMPLES / name).read_text()
-    assert text in README.read_text(), f"examples/{name} differs from its copy in the README"
+    assert text in (ROOT / "docs" / SHOWN_IN[name]).read_text(), f"examples/{name} differs from its copy in docs/{SHOWN_IN[name]}"

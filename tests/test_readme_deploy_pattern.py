@@ -1,5 +1,6 @@
-"""The README's own deploy pattern ("3 members, maxUnavailable 1, 2 s per pod, readiness 1 s late"),
-run as the README says, through real nginx with the deploy-safe settings."""
+"""The documentation's own deploy pattern (docs/deploys.md, "Your own deploy pattern": "3 members,
+maxUnavailable 1, 2 s per pod, readiness 1 s late"), run as the page says, through real nginx with the
+deploy-safe settings."""
 
 import json
 import re
@@ -8,15 +9,15 @@ from pathlib import Path
 import pytest
 
 from chaos_upstream.proxies import get_launcher, require
-from chaos_upstream.proxies.launcher import free_port
+from chaos_upstream.proxies.ports import free_port
 
 from test_cli import run
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+PAGE = Path(__file__).resolve().parents[1] / "docs" / "deploys.md"
 
 
-def readme_pattern() -> str:
-    text = README.read_text()
+def documented_pattern() -> str:
+    text = PAGE.read_text()
     [block] = [b for b in re.findall(r"```yaml\n(.*?)```", text, re.S) if "name: three-pods" in b]
     return block
 
@@ -24,7 +25,7 @@ def readme_pattern() -> str:
 @pytest.mark.proxy
 def test_a_pod_that_answers_503_while_starting_shows_through_nginx(tmp_path):
     require("nginx")
-    (tmp_path / "three-pods.yaml").write_text(readme_pattern())
+    (tmp_path / "three-pods.yaml").write_text(documented_pattern())
     members = [("127.0.0.1", free_port()) for _ in range(3)]
     with get_launcher("nginx:deploy-safe").launch(members, 0.5, tmp_path / "nginx") as proxy:
         result = run("check", "--proxy", proxy.url, "--proxy-timeout", "0.5", "--scenarios", str(tmp_path),

@@ -1,6 +1,7 @@
-"""The README's tables say what the code does: the catalogue table names every built-in scenario
-with its description and the profiles that override it; the table of real proxies has a column
-for every launcher and a row for every scenario."""
+"""The documentation's tables say what the code does: the catalogue table (docs/scenarios.md) names
+every built-in scenario with its description and the profiles that override it; the table of real
+proxies (docs/proxies.md) has a column for every launcher and a row for every scenario; the variants
+paragraph (docs/check.md) names every proxy with a deploy-safe variant."""
 
 from __future__ import annotations
 
@@ -11,12 +12,16 @@ from chaos_upstream.proxies import LAUNCHERS
 
 from conftest import CATALOGUE
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
-def section(title: str) -> str:
-    start = README.index(f"\n## {title}\n")
-    return README[start : README.index("\n## ", start + 1)]
+def section(page: str, title: str) -> str:
+    """The section of docs/PAGE under the heading `title` (`# ` or `## `), up to the next one of its level."""
+    text = (DOCS / page).read_text()
+    level = "# " if text.startswith(f"# {title}\n") else "## "
+    start = 0 if level == "# " else text.index(f"\n## {title}\n")
+    end = text.find(f"\n{level}", start + 1)
+    return text[start : end if end != -1 else len(text)]
 
 
 def rows(text: str) -> dict[str, list[str]]:
@@ -26,7 +31,7 @@ def rows(text: str) -> dict[str, list[str]]:
 
 
 def test_the_catalogue_table_has_each_scenario_with_its_description_and_profiles() -> None:
-    table = rows(section("The catalogue"))
+    table = rows(section("scenarios.md", "The catalogue"))
     assert sorted(table) == sorted(scenario.name for scenario in CATALOGUE)
     for scenario in CATALOGUE:
         name, _, description, _, profiles = table[scenario.name]
@@ -36,7 +41,7 @@ def test_the_catalogue_table_has_each_scenario_with_its_description_and_profiles
 
 
 def test_the_table_of_real_proxies_has_a_column_per_launcher_and_a_row_per_scenario() -> None:
-    text = section("Real proxies, as measured")
+    text = section("proxies.md", "Real proxies, as measured")
     header = next(line for line in text.splitlines() if line.startswith("| scenario | expected (RFC) |"))
     columns = [cell.strip() for cell in header.strip("|").split(" | ")][2:]
     assert [column.split(" ")[0] for column in columns] == list(LAUNCHERS)
@@ -47,7 +52,7 @@ def test_the_table_of_real_proxies_has_a_column_per_launcher_and_a_row_per_scena
 
 
 def test_the_variants_paragraph_names_every_proxy_with_a_deploy_safe_variant() -> None:
-    paragraph = README.split("**Variants.** `NAME:deploy-safe` (for ", 1)[1].split(")", 1)[0]
+    paragraph = (DOCS / "check.md").read_text().split("**Variants.** `NAME:deploy-safe` (for ", 1)[1].split(")", 1)[0]
     named = {"nginx": "nginx", "HAProxy": "haproxy", "Traffic Server": "trafficserver", "Envoy": "envoy",
              "Traefik": "traefik", "both Caddys": "caddy", "nghttpx": "nghttpx"}
     said = {named[word.strip()] for word in " ".join(paragraph.split()).replace(" and ", ", ").split(",")}

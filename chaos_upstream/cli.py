@@ -31,7 +31,8 @@ from chaos_upstream.model.loading import load_file, scenario_files
 from chaos_upstream.model.schema import scenario_schema
 from chaos_upstream.plan.selection import Mix
 from chaos_upstream.server.journal import KEEP_FILES, MEMORY, Journal, parse_size
-from chaos_upstream.server.admin import LOOPBACK_HOSTS, Admin
+from chaos_upstream.server.admin import Admin
+from chaos_upstream.server.admin_guard import LOOPBACK_HOSTS
 from chaos_upstream.server.control import Local
 from chaos_upstream.server.fleet import Fleet
 from chaos_upstream.server.upstream import GRACE, Settings, Upstream

@@ -27,7 +27,9 @@ import pytest
 from chaos_upstream.errors import ConfigError
 from chaos_upstream.proxies import RunningProxy, require
 from chaos_upstream.testing.failures import failure_sections
-from chaos_upstream.testing.upstream import ChaosUpstream, load_catalogue, open_chaos_upstream, proxy_targets, watching
+from chaos_upstream.testing.in_loop import open_chaos_upstream
+from chaos_upstream.testing.in_thread import ChaosUpstream
+from chaos_upstream.testing.upstream import load_catalogue, proxy_targets, watching
 
 OPENED = pytest.StashKey[list[Any]]()
 """The chaos upstreams opened during the test."""

@@ -12,7 +12,8 @@ import trio
 import trio.testing
 
 from chaos_upstream.model.durations import Timing
-from chaos_upstream.server.admin import MAX_CONNECTIONS, REQUEST_DEADLINE, SEND_TIMEOUT, Admin
+from chaos_upstream.server.admin import MAX_CONNECTIONS, Admin
+from chaos_upstream.server.admin_http import REQUEST_DEADLINE, SEND_TIMEOUT
 from chaos_upstream.server.control import Local
 from chaos_upstream.server.fleet import Fleet
 from chaos_upstream.server.journal import Journal

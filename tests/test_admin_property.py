@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chaos_upstream.model.durations import Timing
-from chaos_upstream.server.admin import MAX_BODY, Admin, Reply
+from chaos_upstream.server.admin import Admin
+from chaos_upstream.server.admin_http import MAX_BODY, Reply
 from chaos_upstream.server.control import JournalPage, Local
 from chaos_upstream.server.fleet import Fleet
 from chaos_upstream.server.journal import Journal

@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 
 from chaos_upstream.cli import _check, _parser
-from chaos_upstream.matrix import FAILED, NOT_INSTALLED, RAN, run_matrix
+from chaos_upstream.errors import ConfigError
+from chaos_upstream.matrix import FAILED, NOT_INSTALLED, RAN, Limits, run_matrix
 from chaos_upstream.proxies import require
-from chaos_upstream.proxies.launcher import free_port
+from chaos_upstream.proxies.haproxy import HaproxyLauncher
 from chaos_upstream.proxies.nginx import NginxLauncher
+from chaos_upstream.proxies.ports import free_port
 from chaos_upstream.verifier.check import choose_scenarios
 
 from conftest import CATALOGUE
@@ -76,6 +78,30 @@ async def test_a_missing_or_broken_proxy_is_a_column_saying_so_and_the_others_st
     assert "unknown directive \"this\"" in runs[1].problem and not runs[1].passed
     assert [r.verdict for r in runs[2].report.results] == ["pass", "pass"]
     assert runs[2].to_json()["proxy"] == "nginx" and runs[0].to_json()["status"] == "not installed"
+
+
+def test_a_matrix_runs_as_much_at_once_as_this_process_has_cpus_unless_told(monkeypatch):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {3})  # taskset -c 3, on a machine of many
+    assert (Limits.fitting().singles.total_tokens, Limits.fitting().timelines.total_tokens) == (1, 1)
+    assert (Limits.fitting(5).singles.total_tokens, Limits.fitting(5).timelines.total_tokens) == (5, 5)
+
+
+async def test_a_concurrency_below_one_is_refused_before_anything_starts(tmp_path):
+    with pytest.raises(ConfigError, match=r"--concurrency: 0 is not a number of proxies to check at once \(1 or more\)"):
+        await run_matrix([NginxLauncher()], CATALOGUE, [CATALOGUE.get("healthy")], proxy_timeout=0.5, workdir=tmp_path,
+                         concurrency=0)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.proxy
+async def test_a_concurrency_of_one_checks_one_proxy_at_a_time(tmp_path):
+    require("nginx"), require("haproxy")
+    seen: list[str] = []
+    scenarios = [CATALOGUE.get("slow-response"), CATALOGUE.get("healthy")]  # the slow one first: overlapping runs would interleave
+    runs = await run_matrix([NginxLauncher(), HaproxyLauncher()], CATALOGUE, scenarios, proxy_timeout=0.5, workdir=tmp_path,
+                            on_result=lambda launcher, result: seen.append(launcher.name), concurrency=1)
+    assert [run.report.summary() for run in runs] == ["2 pass, 0 fail, 0 inconclusive"] * 2
+    assert seen in (["nginx", "nginx", "haproxy", "haproxy"], ["haproxy", "haproxy", "nginx", "nginx"]), seen
 
 
 @pytest.mark.proxy

@@ -17,18 +17,13 @@ import os
 from chaos_upstream.proxies.apache import ApacheLauncher
 from chaos_upstream.proxies.caddy import CaddyDebianLauncher, CaddyLauncher
 from chaos_upstream.proxies.envoy import EnvoyLauncher
+from chaos_upstream.proxies.errors import ProxyError, ProxyFailed, ProxyNotInstalled, UnknownProxy
 from chaos_upstream.proxies.haproxy import HaproxyLauncher
-from chaos_upstream.proxies.launcher import (
-    Launcher,
-    ProxyError,
-    ProxyFailed,
-    ProxyNotInstalled,
-    RunningProxy,
-    UnknownProxy,
-)
+from chaos_upstream.proxies.launcher import Launcher
 from chaos_upstream.proxies.lighttpd import LighttpdLauncher
 from chaos_upstream.proxies.nghttpx import NghttpxLauncher
 from chaos_upstream.proxies.nginx import NginxLauncher
+from chaos_upstream.proxies.running import RunningProxy
 from chaos_upstream.proxies.squid import SquidLauncher
 from chaos_upstream.proxies.trafficserver import TrafficServerLauncher
 from chaos_upstream.proxies.traefik import TraefikLauncher

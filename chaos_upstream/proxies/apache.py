@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
-from chaos_upstream.proxies.launcher import Launcher, ProxySettings, quotable
+from chaos_upstream.proxies.launcher import Launcher
+from chaos_upstream.proxies.settings import ProxySettings, quotable
 
 MODULES_DIR = "/usr/lib/apache2/modules"
 """Where Debian installs Apache's shared modules (log_config and unixd are built in)."""

@@ -44,7 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
-from chaos_upstream.proxies.launcher import Launcher, ProxySettings, quotable
+from chaos_upstream.proxies.launcher import Launcher
+from chaos_upstream.proxies.settings import ProxySettings, quotable
 
 GRACE_PERIOD_MS = 500
 """How long a stopping Caddy waits for requests in flight: a test's stop must not wait for a hung

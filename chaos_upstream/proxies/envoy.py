@@ -50,7 +50,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
-from chaos_upstream.proxies.launcher import Launcher, ProxySettings, host_port
+from chaos_upstream.proxies.launcher import Launcher
+from chaos_upstream.proxies.ports import host_port
+from chaos_upstream.proxies.settings import ProxySettings
 
 LOG_FORMAT = ('[%START_TIME%] \\"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\\" '
               '%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %BYTES_RECEIVED% %BYTES_SENT% '

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
-from chaos_upstream.proxies.launcher import Launcher, ProxySettings
+from chaos_upstream.proxies.launcher import Launcher
+from chaos_upstream.proxies.settings import ProxySettings
 
 RETRIES = {
     "default": "",

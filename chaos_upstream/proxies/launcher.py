@@ -1,10 +1,11 @@
-"""Shared machinery to run a real reverse proxy in front of chaos-upstream, as a child process.
+"""The `Launcher` base class: a real reverse proxy, found, configured, validated and started.
 
 A `Launcher` knows one proxy product: its binary, how to read its version, how to render its
-configuration and which command lines validate and run it.  Everything else lives here, once.
+configuration and which command lines validate and run it.  Everything else lives here, once;
+ports and readiness are in `ports`, the settings a configuration is rendered from in `settings`,
+the started process in `running`.
 
 Invariants:
-- Everything listens on 127.0.0.1 only; the proxy's port is picked by the kernel (bind to port 0).
 - Every file of a run (configuration, logs, pid and temp files) lives in `workdir`; the proxy's
   working directory is `workdir` too, so a relative path lands there as well.
 - A workdir serves one running proxy at a time (pid file, temp directories and logs would clash).
@@ -14,59 +15,35 @@ Invariants:
 - The proxy runs in the foreground, in a session of its own, so it can be stopped as a whole.
 - A configuration is validated by the proxy itself before the proxy is started with it.
 - A `RunningProxy` handed out is listening; leaving `Launcher.launch` stops and reaps it.
-- Readiness is "a TCP connect to the port succeeds", which cannot tell our proxy from another
-  process that bound the port between `free_port` and the proxy's own bind; `free_port` makes
-  that unlikely, and a proxy that then fails to bind exits, which later requests will show.
+- A proxy that lost its port to another process is started again on another (BIND_ATTEMPTS in all).
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import functools
 import math
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from chaos_upstream.errors import ChaosUpstreamError
 from chaos_upstream.proxies import wheels
-
-LOOPBACK = "127.0.0.1"
-"""The only address anything here listens on: a test harness must not be reachable from outside."""
+from chaos_upstream.proxies.errors import PortTaken, ProxyFailed, ProxyNotInstalled
+from chaos_upstream.proxies.ports import LOOPBACK as LOOPBACK  # matrix.py's import, until it takes it from ports
+from chaos_upstream.proxies.ports import free_port
+from chaos_upstream.proxies.running import RunningProxy
+from chaos_upstream.proxies.settings import ProxySettings, timeout_ms
 
 SEARCH_DIRS = ("/usr/sbin", "/usr/local/sbin")
 """Searched after PATH: distributions install daemons there, and a non-root PATH often lacks them."""
 
-CLIENT_TIMEOUT_S = 30
-"""Client-side timeouts, far above any proxy_timeout under test: only the upstream side may expire."""
-
-STARTUP_TIMEOUT_S = 5.0
-"""How long a started proxy has to accept a connection: both take ~50 ms; the rest absorbs a loaded
-CI machine and nginx's own bind retries (5 tries, 0.5 s apart) when its port was taken."""
-
-READY_POLL_S = 0.02
-"""Pause between two readiness probes: short, because startup is the bulk of a fast test's time."""
-
-PROBE_TIMEOUT_S = 0.5
-"""One readiness probe's connect timeout; a loopback connect answers at once or is refused."""
-
-STOP_GRACE_S = 3.0
-"""How long SIGTERM may take before SIGKILL: both proxies stop in milliseconds when healthy."""
-
 BIND_ATTEMPTS = 3
 """Ports tried before giving up: losing the race for a just-freed port twice in a row is unheard of."""
-
-ADDRESS_IN_USE = os.strerror(errno.EADDRINUSE)
-"""strerror(EADDRINUSE), which nginx and HAProxy both quote when their bind fails."""
 
 ACCESS_LOG = "access.log"
 """In workdir: the proxy's stdout, where both proxies are configured to log every request."""
@@ -78,168 +55,11 @@ VERSION_NUMBER = r"(\d+(?:\.\d+)+)"
 """A dotted release number; distribution suffixes such as "-1+deb12u4" are left out."""
 
 
-class ProxyError(ChaosUpstreamError):
-    """A real reverse proxy could not be used."""
-
-
-class ProxyNotInstalled(ProxyError):
-    """The proxy's binary is not installed; the message says where it was looked for."""
-
-
-class ProxyFailed(ProxyError):
-    """The proxy rejected its configuration, or did not start; the message carries its output."""
-
-
-class UnknownProxy(ChaosUpstreamError, KeyError):
-    """No launcher is known by that name."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-
-class _PortTaken(ProxyFailed):
-    """The proxy exited because another process bound its port first; another port may do."""
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on, parked in TIME_WAIT.
-
-    The kernel does not hand a port in TIME_WAIT to other `bind(("127.0.0.1", 0))` callers (such
-    as a test's upstream) for a minute, while a SO_REUSEADDR bind, which both proxies make, takes
-    it at once: the window in which another process can grab the port nearly closes.
-    """
-    with socket.socket() as listener:
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((LOOPBACK, 0))
-        listener.listen(1)
-        with socket.create_connection(listener.getsockname()):
-            listener.accept()[0].close()  # the side that closes first is left in TIME_WAIT
-        return listener.getsockname()[1]
-
-
-def host_port(host: str, port: int) -> str:
-    """`host:port` as both proxies write an address, with IPv6 literals in brackets."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-UNQUOTABLE = frozenset('"\\\n\r')
-"""Characters a double-quoted path cannot hold without escaping, in nginx, Apache and lighttpd alike."""
-
-
-def quotable(workdir: Path, product: str) -> str:
-    """workdir as text to put between double quotes in a configuration; such a workdir is refused."""
-    text = str(workdir)
-    if UNQUOTABLE & set(text):
-        raise ValueError(f"{product} cannot be given a workdir containing quotes, backslashes "
-                         f"or line breaks: {text!r}")
-    return text
-
-
-def timeout_ms(seconds: float) -> int:
-    """Seconds as whole milliseconds, at least 1: both proxies read `500ms` but no fractions."""
-    if seconds <= 0:
-        raise ValueError(f"proxy_timeout must be positive, not {seconds!r}")
-    return max(1, round(seconds * 1000))
-
-
-@dataclass(frozen=True)
-class ProxySettings:
-    """What a configuration is rendered from; built and checked by `Launcher.config`."""
-
-    listen_port: int
-    upstreams: tuple[tuple[str, int], ...]
-    proxy_timeout_ms: int
-    workdir: Path
-    variant: str = "default"
-    """Which of the launcher's configurations (see `Launcher.variants`)."""
-    routes: tuple[tuple[str, tuple[str, int]], ...] = ()
-    """(path prefix, upstream address) pairs: requests whose path begins with the prefix go to that
-    address alone, everything else to `upstreams`.  Prefixes begin and end with "/"."""
-    client_timeout_s: int = CLIENT_TIMEOUT_S
-
-    @property
-    def listen(self) -> str:
-        return host_port(LOOPBACK, self.listen_port)
-
-    @property
-    def servers(self) -> list[str]:
-        return [host_port(host, port) for host, port in self.upstreams]
-
-    @property
-    def proxy_timeout_s(self) -> int:
-        """The timeout in whole seconds, for a proxy that takes no fraction (its `timeout_step_ms`
-        of 1000 has rounded it up already)."""
-        return self.proxy_timeout_ms // 1000
-
-    @property
-    def routed(self) -> list[tuple[str, str]]:
-        """(path prefix, `host:port`) of each route, in order."""
-        return [(prefix, host_port(*address)) for prefix, address in self.routes]
-
-
-@dataclass
-class RunningProxy:
-    """A started proxy process; `stop` ends it (and every process it forked) and reaps it."""
-
-    name: str
-    version: str
-    port: int
-    config_text: str
-    log_path: Path
-    process: subprocess.Popen[bytes]
-    proxy_timeout: float
-    """The upstream timeout the proxy was configured with, in seconds (see `effective_timeout`)."""
-
-    @property
-    def url(self) -> str:
-        return f"http://{host_port(LOOPBACK, self.port)}"
-
-    def error_log(self) -> str:
-        """The proxy's error log so far, for failure reports."""
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL to the whole session if it lingers; idempotent."""
-        if self.process.poll() is None:
-            self.process.terminate()
-        try:
-            self.process.wait(STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)  # not reaped yet: the group id is still ours
-            self.process.wait()
-
-    def wait_listening(self) -> None:
-        """Return once the port accepts a connection; raise with the error log if it never does."""
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                self._exited()
-            if _accepts(self.port):
-                return
-            time.sleep(READY_POLL_S)
-        raise ProxyFailed(f"{self.name} did not listen on {self.url} within {STARTUP_TIMEOUT_S} s; "
-                          f"error log:\n{self.error_log()}")
-
-    def _exited(self) -> None:
-        log = self.error_log()
-        error = _PortTaken if ADDRESS_IN_USE in log else ProxyFailed
-        raise error(f"{self.name} exited with status {self.process.returncode} while starting "
-                    f"on {self.url}; error log:\n{log}")
-
-
 def _joined(files: dict[str, str]) -> str:
     """A configuration's files as one text: the first as it is, then each after a `# ==> NAME <==`
     line (as `tail` shows several files)."""
     (_, first), *others = files.items()
     return first + "".join(f"# ==> {name} <==\n{text}" for name, text in others)
-
-
-def _accepts(port: int) -> bool:
-    try:
-        socket.create_connection((LOOPBACK, port), timeout=PROBE_TIMEOUT_S).close()
-    except OSError:
-        return False
-    return True
 
 
 @dataclass(frozen=True)
@@ -399,7 +219,7 @@ class Launcher(ABC):
                                      version=self.version(), upstreams=upstreams,
                                      proxy_timeout=proxy_timeout, workdir=workdir, routes=routes)
         for _ in range(BIND_ATTEMPTS - 1):
-            with contextlib.suppress(_PortTaken):
+            with contextlib.suppress(PortTaken):
                 return start_on(free_port())
         return start_on(free_port())
 

@@ -29,7 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
-from chaos_upstream.proxies.launcher import ACCESS_LOG, Launcher, ProxySettings, host_port, quotable
+from chaos_upstream.proxies.launcher import ACCESS_LOG, Launcher
+from chaos_upstream.proxies.ports import host_port
+from chaos_upstream.proxies.settings import ProxySettings, quotable
 
 
 TEMPLATE = Template("""\

@@ -50,7 +50,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
-from chaos_upstream.proxies.launcher import Launcher, ProxySettings, host_port
+from chaos_upstream.proxies.launcher import Launcher
+from chaos_upstream.proxies.ports import host_port
+from chaos_upstream.proxies.settings import ProxySettings
 
 CHECK_FRONTEND = "unix:{conf}/check;no-tls"
 """The check's first frontend: a UNIX socket "inside" the configuration file, a regular file, so

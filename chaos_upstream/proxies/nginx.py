@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
-from chaos_upstream.proxies.launcher import Launcher, ProxySettings, quotable
+from chaos_upstream.proxies.launcher import Launcher
+from chaos_upstream.proxies.settings import ProxySettings, quotable
 
 UPSTREAM_KEEPALIVE = 16
 """Idle upstream connections each worker keeps: more than a test opens at once, so reuse is seen."""

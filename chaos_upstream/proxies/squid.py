@@ -34,7 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
-from chaos_upstream.proxies.launcher import ACCESS_LOG, ERROR_LOG, Launcher, ProxySettings, host_port
+from chaos_upstream.proxies.launcher import ACCESS_LOG, ERROR_LOG, Launcher
+from chaos_upstream.proxies.ports import host_port
+from chaos_upstream.proxies.settings import ProxySettings
 
 EFFECTIVE_USER = "proxy"
 """The user Debian's Squid drops to when started as root (its compiled-in cache_effective_user)."""

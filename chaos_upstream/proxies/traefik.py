@@ -3,30 +3,9 @@
 Traefik reads two configurations: the static one (traefik.yaml, the rendered text: entry point,
 providers, logs), read once at start, and the dynamic one (dynamic.yaml, `files`: routers,
 services, middlewares, transports), which the file provider loads after the entry point is
-already listening.
+already listening; `traefik_config` renders both and states what they promise.
 
-Invariants of the generated configuration:
-- One entry point, `web`, on 127.0.0.1; no API, no dashboard, no metrics, no version check and no
-  anonymous usage report.
-- The default router (`PathPrefix(`/`)`, priority 1) sends everything to one service holding every
-  upstream, round robin (Traefik's `wrr` with equal weights), no health check (Traefik's default),
-  with the client's Host header passed on (`passHostHeader`, Traefik's default, written out).
-- Each route is a router of its own (`PathPrefix` on its prefix, priority 100, above the default
-  router whatever the rules' lengths) to a service holding its single address.
-- A last router, on `READY_PATH` only, answers from Traefik's own `ping@internal` service: it comes
-  with the others in the dynamic configuration, so a 200 there proves the routers are loaded.  The
-  launcher waits for it (see `TraefikLauncher.start`); without it the first requests after the TCP
-  port opens get Traefik's 404 for "no router matches".
-- Upstream-side timeouts are set in the servers transport every service uses, all `proxy_timeout`:
-  `forwardingTimeouts.dialTimeout` (connect), `responseHeaderTimeout` (from the request's last byte
-  to the response's head), and `readTimeout`/`writeTimeout` (between two reads from, or two writes
-  to, the upstream connection).  The last two are undocumented: Traefik 3.7 added them for its
-  Kubernetes ingress-nginx provider and hid them from encoding (`yaml:"-"` in
-  pkg/config/dynamic/http_config.go), but the file provider decodes them all the same, and
-  without them nothing in Traefik notices an upstream that goes quiet mid-body before it closes.
-  Go's transport has no default response timeout at all: without `responseHeaderTimeout` (or
-  `readTimeout`) a silent upstream would hang the client forever.  `readTimeout` also ends a pooled
-  upstream connection left idle for T (its pending read expires), well before `idleConnTimeout`'s 90 s.
+Invariants of Traefik under that configuration, and of its start:
 - Responses are forwarded as Traefik does by default: a body with a Content-Length is flushed to the
   client every 100 ms (`responseForwarding.flushInterval`), a chunked one at once (Go's
   `httputil.ReverseProxy`), so an upstream that fails within 100 ms of its head can leave the
@@ -36,15 +15,6 @@ Invariants of the generated configuration:
   else, such as a response head Go's parser rejects.  Its FAQ promises 502 for "an error [that]
   happens while contacting the upstream service" and documents no 500: the generic `rfc` profile
   judges it, and the 500s show as failures.
-- Client-side timeouts are generous (`respondingTimeouts` read and idle); there is no write
-  timeout, which in Go's server is a total deadline on the whole response.
-- The access log (Common Log Format plus router, server and duration) goes to stdout; Traefik's
-  own log goes to stderr at DEBUG, the only level at which it says why a request failed ("502 Bad
-  Gateway error=..."): Traefik writes its log to stdout unless given a file, so it is given
-  /proc/self/fd/2, through which it reopens the launcher's error.log for appending (not /dev/stderr,
-  which a log rotation would rename), with a size limit of 1 TiB so that it is never rotated.
-- Traefik writes no other file: no ACME storage (no certificate resolver), no plugin directory (no
-  plugin), nothing under $HOME.
 - Traefik has no command that checks a configuration (issues #6222, #6451, #6694 and #9916 were
   closed without one).  `traefik healthcheck` is the nearest: it decodes the static configuration
   with the server's own loader (YAML, field names, types) and fails with "command healthcheck
@@ -53,159 +23,28 @@ Invariants of the generated configuration:
   dynamic configuration has no check at all: Traefik runs on without what it rejects (a router,
   or the whole file), logging an error; the launcher fails the start on any error line logged
   before `READY_PATH` answers.
-- `deploy-safe` adds the retry middleware (3 attempts) to the default router.  Traefik 3.7 retries
-  a request only when its connection failed before a byte of it was written (a refused connect), so
-  a POST that reached an upstream is never replayed; with no `status` option, no answer is retried.
-  It passes a rolling deploy that fails without it (502s for requests sent to the member down).
 """
 
 from __future__ import annotations
 
+import functools
 import http.client
-import json
 import subprocess
-import time
 from collections.abc import Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from string import Template
 
-from chaos_upstream.proxies.launcher import (
-    LOOPBACK,
-    PROBE_TIMEOUT_S,
-    READY_POLL_S,
-    STARTUP_TIMEOUT_S,
-    Launcher,
-    ProxyFailed,
-    ProxySettings,
-    RunningProxy,
-)
-
-DYNAMIC = "dynamic.yaml"
-"""In workdir: the file provider's configuration (routers, services, middlewares, transport)."""
-
-READY_PATH = "/_chaos-upstream/traefik-ready"
-"""Routed to `ping@internal` by the dynamic configuration: 200 once its routers are loaded.
-Outside `/_chaos/`, where the routes are, and never sent by a probe."""
-
-ROUTE_PRIORITY = 100
-"""Above the default router's 1: Traefik otherwise ranks routers by the length of their rule."""
+from chaos_upstream.proxies.errors import ProxyFailed
+from chaos_upstream.proxies.launcher import Launcher
+from chaos_upstream.proxies.ports import LOOPBACK, PROBE_TIMEOUT_S, STARTUP_TIMEOUT_S, poll
+from chaos_upstream.proxies.running import RunningProxy
+from chaos_upstream.proxies.settings import ProxySettings
+from chaos_upstream.proxies.traefik_config import DYNAMIC, READY_PATH, dynamic, static
 
 LOGGED_ERROR = " ERR "
 """How an error line of Traefik's console log is marked ("2026-01-01T00:00:00Z ERR ..."); a
 configuration Traefik accepts logs none while it starts."""
-
-READY_PRIORITY = 1000
-"""Above every route: the readiness path is never proxied."""
-
-RETRY = {"default": "", "deploy-safe": "      middlewares: [retry]\n"}
-"""Per variant: the default router's middlewares (none by default)."""
-
-RETRY_MIDDLEWARE = {
-    "default": "",
-    "deploy-safe": (
-        "  middlewares:\n"
-        "    retry:\n"
-        "      retry:\n"
-        "        # Retried only when no byte of the request was written to the upstream (a refused or\n"
-        "        # failed connect), whatever the method; no `status`, so an answer is never retried.\n"
-        "        attempts: 3  # three servers tried at most: each retry goes to the next in the rotation\n"
-    ),
-}
-"""Per variant: the middleware that makes a member going away invisible, or none."""
-
-STATIC = Template("""\
-# Generated by chaos-upstream: Traefik's static configuration, a reverse proxy in front of the
-# upstream(s) under test.  Traefik writes no file in $workdir: logs go to stdout/stderr.
-global:
-  checkNewVersion: false  # no request to Traefik Labs at start
-  sendAnonymousUsage: false
-
-entryPoints:
-  web:
-    address: "$listen"
-    transport:
-      # Client-side timeouts are generous so that only the upstream side can time out in a test.
-      respondingTimeouts:
-        readTimeout: ${client_timeout_s}s  # to read the whole request
-        idleTimeout: ${client_timeout_s}s  # a kept-alive client connection between requests
-        writeTimeout: 0s  # none: in Go's server it is a deadline on the whole response
-      lifeCycle:
-        graceTimeOut: 0s  # in-flight requests are cut at once on SIGTERM (10 s by default)
-
-providers:
-  providersThrottleDuration: 0s  # one file, read once; the default (2 s) also delays the exit by 1 s
-  file:
-    filename: $dynamic
-    watch: false  # read once: the launcher writes it before Traefik starts
-
-ping:
-  entryPoint: web
-  manualRouting: true  # no /ping router of its own: the dynamic configuration routes $ready_path
-
-log:
-  level: DEBUG  # failed requests are logged at DEBUG only ("502 Bad Gateway error=...")
-  filePath: /proc/self/fd/2  # stderr: without a file path Traefik logs to stdout
-  maxSize: 1048576  # MB: never rotate (renaming /proc/self/fd/2 fails, and the log would be lost)
-  noColor: true
-
-accessLog: {}  # every request, in Common Log Format, to stdout
-""")
-
-DYNAMIC_TEMPLATE = Template("""\
-# Generated by chaos-upstream: Traefik's dynamic configuration (file provider).
-http:
-  routers:
-    ready:  # answered by Traefik itself: a 200 here means these routers are loaded
-      rule: "Path(`$ready_path`)"
-      priority: $ready_priority
-      entryPoints: [web]
-      service: ping@internal
-    default:
-      rule: "PathPrefix(`/`)"
-      priority: 1
-      entryPoints: [web]
-$retry      service: upstreams
-$route_routers
-  services:
-    upstreams:
-      loadBalancer:  # round robin (weighted, equal weights); no health check: Traefik's default
-        passHostHeader: true  # the client's Host, not the server's address (Traefik's default)
-        serversTransport: upstream
-        servers:
-$servers
-$route_services
-$middlewares
-  serversTransports:
-    upstream:
-      forwardingTimeouts:
-        # The upstream-side timeouts are the proxy_timeout under test:
-        dialTimeout: ${timeout_ms}ms  # to establish the TCP connection to an upstream
-        responseHeaderTimeout: ${timeout_ms}ms  # from the request's last byte to the response head
-        # Undocumented, and hidden from encoding (`yaml:"-"`), but decoded from this file all the
-        # same: per-read and per-write deadlines on the upstream connection, without which an
-        # upstream that goes quiet mid-body is waited for until it closes.
-        readTimeout: ${timeout_ms}ms  # between two reads from the upstream, head and body alike
-        writeTimeout: ${timeout_ms}ms  # between two writes of the request to the upstream
-        idleConnTimeout: 90s  # Traefik's default; readTimeout ends an idle pooled connection after T
-""")
-
-
-def _quoted(text: str) -> str:
-    """A YAML double-quoted scalar (JSON's string syntax is a subset of YAML's)."""
-    return json.dumps(text)
-
-
-def _rule_path(prefix: str) -> str:
-    """A route prefix as it goes between backquotes in a Traefik rule; one with a backquote is refused."""
-    if "`" in prefix:
-        raise ValueError(f"traefik cannot be given a route prefix containing a backquote: {prefix!r}")
-    return prefix
-
-
-def _server(address: str) -> str:
-    return f"          - url: {_quoted(f'http://{address}')}"
 
 
 @dataclass(frozen=True)
@@ -227,30 +66,10 @@ class TraefikLauncher(Launcher):
     )
 
     def render(self, settings: ProxySettings) -> str:
-        return STATIC.substitute(
-            workdir=settings.workdir, listen=settings.listen, ready_path=READY_PATH,
-            dynamic=_quoted(str(settings.workdir / DYNAMIC)), client_timeout_s=settings.client_timeout_s)
+        return static(settings)
 
     def files(self, settings: ProxySettings) -> dict[str, str]:
-        return {DYNAMIC: DYNAMIC_TEMPLATE.substitute(
-            ready_path=READY_PATH, ready_priority=READY_PRIORITY,
-            retry=RETRY[settings.variant], middlewares=RETRY_MIDDLEWARE[settings.variant],
-            servers="\n".join(_server(server) for server in settings.servers),
-            route_routers="".join(
-                f"    route{index}:  # a connection-level scenario's own port\n"
-                f"      rule: {_quoted(f'PathPrefix(`{_rule_path(prefix)}`)')}\n"
-                f"      priority: {ROUTE_PRIORITY}\n"
-                f"      entryPoints: [web]\n"
-                f"      service: route{index}\n"
-                for index, (prefix, _) in enumerate(settings.routed)),
-            route_services="".join(
-                f"    route{index}:\n"
-                f"      loadBalancer:\n"
-                f"        passHostHeader: true\n"
-                f"        serversTransport: upstream\n"
-                f"        servers:\n{_server(server)}\n"
-                for index, (_, server) in enumerate(settings.routed)),
-            timeout_ms=settings.proxy_timeout_ms)}
+        return {DYNAMIC: dynamic(settings)}
 
     def check_args(self, conf: Path, settings: ProxySettings) -> list[str]:
         return ["healthcheck", f"--configFile={conf}"]
@@ -289,20 +108,21 @@ def _wait_routed(proxy: RunningProxy) -> None:
     """Return once `READY_PATH` answers 200; raise with the error log if it never does, or if
     Traefik logged an error while loading its configuration (it then runs on without the part it
     rejected: a router, a service, or the whole dynamic file)."""
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proxy.process.poll() is not None:
-            raise ProxyFailed(f"{proxy.name} exited with status {proxy.process.returncode} while loading "
-                              f"its routers; error log:\n{proxy.error_log()}")
-        routed = _routed(proxy.port)
-        if LOGGED_ERROR in (log := proxy.error_log()):
-            raise ProxyFailed(f"{proxy.name} logged an error while loading its configuration on {proxy.url}; "
-                              f"error log:\n{log}")
-        if routed:
-            return
-        time.sleep(READY_POLL_S)
-    raise ProxyFailed(f"{proxy.name} did not route {READY_PATH} on {proxy.url} within {STARTUP_TIMEOUT_S} s "
-                      f"(its dynamic configuration was not loaded); error log:\n{proxy.error_log()}")
+    if not poll(functools.partial(_loaded, proxy)):
+        raise ProxyFailed(f"{proxy.name} did not route {READY_PATH} on {proxy.url} within {STARTUP_TIMEOUT_S} s "
+                          f"(its dynamic configuration was not loaded); error log:\n{proxy.error_log()}")
+
+
+def _loaded(proxy: RunningProxy) -> bool:
+    """Whether `READY_PATH` answers 200 now; raises if Traefik exited or logged an error."""
+    if proxy.process.poll() is not None:
+        raise ProxyFailed(f"{proxy.name} exited with status {proxy.process.returncode} while loading "
+                          f"its routers; error log:\n{proxy.error_log()}")
+    routed = _routed(proxy.port)
+    if LOGGED_ERROR in (log := proxy.error_log()):
+        raise ProxyFailed(f"{proxy.name} logged an error while loading its configuration on {proxy.url}; "
+                          f"error log:\n{log}")
+    return routed
 
 
 def _routed(port: int) -> bool:

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
-from chaos_upstream.proxies.launcher import Launcher, ProxySettings
+from chaos_upstream.proxies.launcher import Launcher
+from chaos_upstream.proxies.settings import ProxySettings
 
 BALANCED = "127.0.0.2"
 """The catch-all rule's target when parent.config balances several upstreams, never connected to

@@ -30,7 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
-from chaos_upstream.proxies.launcher import Launcher, ProxySettings, host_port
+from chaos_upstream.proxies.launcher import Launcher
+from chaos_upstream.proxies.ports import host_port
+from chaos_upstream.proxies.settings import ProxySettings
 
 STATE_DIR = "varnishd"
 """Inside workdir: varnishd's working directory (`-n`)."""

@@ -4,9 +4,10 @@ The pytest plugin (`chaos_upstream.pytest_plugin`) builds its fixtures on these;
 pytest too.  Nothing here imports pytest.
 """
 
-from chaos_upstream.proxies.launcher import free_port
+from chaos_upstream.proxies.ports import free_port
 from chaos_upstream.testing.failures import assert_verdict
-from chaos_upstream.testing.upstream import AsyncChaosUpstream, ChaosUpstream, UpstreamCrashed, UpstreamStopped, open_chaos_upstream
+from chaos_upstream.testing.in_loop import AsyncChaosUpstream, open_chaos_upstream
+from chaos_upstream.testing.in_thread import ChaosUpstream, UpstreamCrashed, UpstreamStopped
 
 __all__ = ["AsyncChaosUpstream", "ChaosUpstream", "UpstreamCrashed", "UpstreamStopped", "assert_verdict", "free_port",
            "open_chaos_upstream"]

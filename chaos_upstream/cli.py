@@ -164,6 +164,9 @@ def _parser(environ: Mapping[str, str] | None = None, command: str | None = None
     matrix.add_argument("--only", action="append", default=[], metavar="NAME", help="check only these scenarios (repeatable)")
     _add_timeout(matrix)
     _add_reports(matrix)
+    matrix.add_argument("--concurrency", type=int, default=None, metavar="N",
+                        help="proxies whose request-level scenarios are checked at once, and timelines played at once "
+                             "(default: the CPUs this process may use)")
     matrix.add_argument("--report-markdown", type=Path, metavar="FILE",
                         help="write the matrix as a Markdown table, scenarios in name order (that of docs/proxies.md)")
     matrix.add_argument("--show-config", action="store_true", help="print each proxy's generated configuration")
@@ -466,7 +469,8 @@ def _matrix(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="chaos-upstream-matrix-") as workdir, _matrix_progress(console, launchers, len(scenarios)) as on_result:
         runs = trio.run(
             functools.partial(
-                run_matrix, launchers, catalogue, scenarios, proxy_timeout=args.proxy_timeout, workdir=Path(workdir), on_result=on_result
+                run_matrix, launchers, catalogue, scenarios, proxy_timeout=args.proxy_timeout, workdir=Path(workdir), on_result=on_result,
+                concurrency=args.concurrency
             )
         )
     if args.show_config:

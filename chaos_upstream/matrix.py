@@ -3,8 +3,9 @@
 Each proxy gets upstreams of its own (the catalogue on one free port, each connection-level scenario
 on another, routed by its path prefix), its own journal, its own timeout (the asked one rounded up
 to what the proxy can be told) and its own profile; the proxies are started and checked at once,
-within `Limits` (three proxies' request-level scenarios and three timelines at a time), so that
-no probe is judged late because the machine was busy with the others.
+within `Limits` (by default as many proxies' request-level scenarios, and as many timelines, at a
+time as this process has CPUs), so that no probe is judged late because the machine was busy with
+the others; a probe that still comes late is probed once more, alone (see `verifier.check`).
 
 Invariants: a proxy that is not installed is a column saying so, never an error; a proxy that does
 not start is a column carrying the proxy's own words, and the others still run; every proxy started
@@ -14,6 +15,7 @@ is stopped before `run_matrix` returns.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +28,7 @@ from chaos_upstream.model.catalogue import Catalogue
 from chaos_upstream.model.durations import Timing
 from chaos_upstream.model.scenario import Scenario
 from chaos_upstream.proxies import LAUNCHERS, Launcher, ProxyError, RunningProxy, get_launcher
-from chaos_upstream.proxies.launcher import LOOPBACK
+from chaos_upstream.proxies.ports import LOOPBACK
 from chaos_upstream.verifier.check import WORST_FIRST, Report, check, serving
 from chaos_upstream.verifier.judge import PASS
 from chaos_upstream.verifier.probe import Result
@@ -36,28 +38,35 @@ RAN, NOT_INSTALLED, FAILED = "ran", "not installed", "failed to start"
 FLEET = 2
 """Upstreams behind each proxy for the timelines: a rolling deploy needs two."""
 
-TIMELINES_AT_ONCE = 3
-"""Timelines run at the same time across the matrix: each sends 40 probes a second, all from this
-one process, which also serves the upstreams; more at once would lag the probes behind their
-schedule on a 2-core machine and blur what was in flight when a member went down."""
 
-SINGLES_AT_ONCE = 3
-"""Proxies whose request-level scenarios (some 30 probes at once, and their upstream) are checked at
-the same time: the probes and the upstreams of every proxy share this one process, and with twelve
-proxies at once on a 2-core machine answers due at 0.5T came after T (slow-response judged a 504)
-and aborts due at T after 1.6T."""
+def cpus() -> int:
+    """The CPUs this process may run on (its affinity, which taskset or a container's cpuset narrows),
+    else every CPU the machine has."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
 class Limits:
-    """What a matrix runs at once, shared by every proxy of it."""
+    """What a matrix runs at once, shared by every proxy of it: `concurrency` proxies' request-level
+    scenarios (some 30 probes at once each, and their upstream) and `concurrency` timelines (40
+    probes a second each). The probes and the upstreams of every proxy share this one process: with
+    twelve proxies at once on a 2-core machine, answers due at 0.5T came after T (slow-response
+    judged a 504) and aborts due at T after 1.6T, and with three of each kind seven proxies still
+    earned timing verdicts that differed from run to run: by default, one of each kind per CPU."""
 
     timelines: trio.CapacityLimiter
     singles: trio.CapacityLimiter
 
     @classmethod
-    def default(cls) -> Limits:
-        return cls(trio.CapacityLimiter(TIMELINES_AT_ONCE), trio.CapacityLimiter(SINGLES_AT_ONCE))
+    def fitting(cls, concurrency: int | None = None) -> Limits:
+        """`concurrency` of each kind at once (default: `cpus()`); fewer than 1 is a ConfigError."""
+        concurrency = cpus() if concurrency is None else concurrency
+        if concurrency < 1:
+            raise ConfigError(f"--concurrency: {concurrency} is not a number of proxies to check at once (1 or more)")
+        return cls(trio.CapacityLimiter(concurrency), trio.CapacityLimiter(concurrency))
 
 
 @dataclass
@@ -133,7 +142,7 @@ async def run_proxy(
     if not parts:
         raise ConfigError("no scenario to check")
     done: dict[str, tuple[Report, RunningProxy]] = {}
-    limits = limits or Limits.default()
+    limits = limits or Limits.fitting()
 
     async def part(name: str, members: int, chosen: list[Scenario]) -> None:
         async with limits.timelines if chosen[0].timeline else limits.singles:
@@ -200,10 +209,11 @@ async def run_matrix(
     proxy_timeout: float,
     workdir: Path,
     on_result: Callable[[Launcher, Result], None] = lambda launcher, result: None,
+    concurrency: int | None = None,
 ) -> list[Run]:
-    """Every proxy at once, within `Limits`; the runs come back in the order of `launchers`."""
+    """Every proxy at once, within `Limits.fitting(concurrency)`; the runs come back in the order of `launchers`."""
     runs: dict[str, Run] = {}
-    limits = Limits.default()
+    limits = Limits.fitting(concurrency)
 
     async def one(launcher: Launcher) -> None:
         runs[launcher.key] = await run_proxy(

@@ -1,8 +1,9 @@
 """Check reports as files: JSON (the interface's format), JUnit XML for CI, a self-contained HTML
-page, and the matrix as a Markdown table (the README's).
+page, and the matrix as a Markdown table (that of docs/proxies.md).
 
 Pure: each function turns Reports into text. Invariants: every failing or inconclusive verdict
-carries its reason into every format, so no one has to open a log to know what the proxy did; every
+carries its reason into every format, so no one has to open a log to know what the proxy did (and a
+verdict that took a second probe says so, with the first one's reason, in every format); every
 format lists failures first, then inconclusive verdicts, then passes; every format carries the
 date, chaos-upstream's version and the proxy's ("unknown" when it does not say).
 """
@@ -148,7 +149,12 @@ def _matrix_cell(run: Run, scenario: str) -> str:
     if result is None:
         return "<td>-</td>"
     return (f"<td><a class={result.verdict} href=#{_anchor(run)}{html.escape(scenario)}>{cell(result)}</a> "
-            f"<small>{html.escape(result.seen)}</small></td>")
+            f"<small>{html.escape(result.seen)}{_twice(result)}</small></td>")
+
+
+def _twice(result: Result) -> str:
+    """A note for a verdict that took a second probe (the first failed only by coming late)."""
+    return " (probed twice)" if result.reprobed else ""
 
 
 def _anchor(run: Run) -> str:
@@ -190,6 +196,6 @@ def _row(result: Result, anchor: str) -> str:
         f"<tr id={html.escape(anchor + result.scenario.name)}><td><code>{html.escape(result.scenario.name)}</code></td>"
         f"<td>{html.escape(result.scenario.expect.text(result.profile))}</td>"
         f"<td>{html.escape(result.seen)} <small>({observed['elapsed_s']:.2f} s)</small></td>"
-        f"<td>{observed['upstream_attempts']}</td><td class={result.verdict}>{result.verdict}</td>"
+        f"<td>{observed['upstream_attempts']}</td><td class={result.verdict}>{result.verdict}{_twice(result)}</td>"
         f"<td>{html.escape(result.reason)}<details><summary>evidence</summary><pre>{evidence}</pre></details></td></tr>"
     )

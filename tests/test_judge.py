@@ -94,11 +94,25 @@ def test_a_post_replayed_to_the_upstream_fails_whatever_the_client_saw():
     assert retried_get.verdict == "pass"
 
 
-@pytest.mark.parametrize(("at", "verdict", "words"), [(0.05, "fail", "no sooner than 0.80 s (0.8T)"), (1.0, "pass", "as expected"), (2.0, "fail", "within 1.60 s (1.6T)")])
-def test_a_504_must_come_near_the_timeout(at, verdict, words):
+@pytest.mark.parametrize(("at", "verdict", "words", "late_only"), [
+    (0.05, "fail", "no sooner than 0.80 s (0.8T)", False), (1.0, "pass", "as expected", False),
+    (2.0, "fail", "within 1.60 s (1.6T)", True),
+])
+def test_a_504_must_come_near_the_timeout_and_only_a_late_one_may_owe_its_fail_to_timing_alone(at, verdict, words, late_only):
     timeout = b"HTTP/1.1 504 Gateway Time-out\r\nContent-Length: 0\r\n\r\n"
     result = judge(CATALOGUE.get("never-respond"), seen(timeout, "open", at=at), [attempt(status=None)], timing=T)
     assert result.verdict == verdict and words in result.reason
+    assert result.late_only is late_only  # a busy machine delays an answer, never hastens it
+
+
+def test_a_fail_for_anything_but_coming_late_is_not_late_only_even_when_it_also_came_late():
+    """What the client saw decides first: a wrong status, a replay or a masked truncation is a
+    finding however late it came."""
+    late_502 = judge(CATALOGUE.get("never-respond"), seen(BAD_GATEWAY, "open", at=2.0), [attempt(status=None)], timing=T)
+    replayed = judge(CATALOGUE.get("stall-mid-body"), seen(ABORTED_STALL, at=2.0),
+                     [attempt(content_length=100000, body_bytes=1000)] * 2, method="POST", timing=T)
+    assert (late_502.verdict, replayed.verdict) == ("fail", "fail")
+    assert not late_502.late_only and not replayed.late_only
 
 
 def test_a_profile_pass_says_it_is_one():

@@ -1,6 +1,8 @@
 """Every report, in every format, shows failures first and says when, with which chaos-upstream and
 through which proxy version it was made."""
 
+import dataclasses
+import html
 import json
 from datetime import datetime, timezone
 from importlib import metadata
@@ -105,3 +107,24 @@ def test_the_scenarios_left_out_are_listed_with_the_option_that_would_include_th
             "address the proxy forwards to")
     assert json.loads(reports.to_json(report()))["skipped"] == [{"scenario": "rolling-deploy", "reason": need}]
     assert f"<li><code>rolling-deploy</code>: {need}</li>" in reports.to_html([report()])
+
+
+def test_a_verdict_that_took_a_second_probe_says_so_with_the_first_ones_reason_in_every_format():
+    first = result("never-respond", "fail")
+    first = dataclasses.replace(first, judgement=Verdict("fail", "status", "a 504", "expected a 504 within 1.60 s (1.6T); it came "
+                                                         "after 1.77 s", late_only=True))
+    second = dataclasses.replace(result("never-respond", "pass"), probe_id="never-respond-1", first=first)
+    checked = Report("http://127.0.0.1:8080", "rfc", Timing(0.5), [second, result("healthy", "pass")], 1.0, date=DATE)
+    reason = "first probe: expected a 504 within 1.60 s (1.6T); it came after 1.77 s; probed again alone: never-respond was pass"
+    document = json.loads(reports.to_json(checked))
+    [twice, once] = document["results"]
+    assert (twice["verdict"], twice["reason"], twice["reprobed"], twice["first_probe"]["probe"]) == ("pass", reason, True, "never-respond-0")
+    assert once["reprobed"] is False and "first_probe" not in once
+    case = ElementTree.fromstring(reports.to_junit([checked]).encode()).find("testsuite/testcase[@name='never-respond']")
+    assert f"  verdict:      {reason}" in case.find("system-out").text
+    assert "  first probe:  never-respond-0: " in case.find("system-out").text
+    page = reports.to_html([checked])
+    assert "<td class=pass>pass (probed twice)</td>" in page and "<td class=pass>pass</td>" in page
+    assert html.escape(reason) in page
+    matrix = reports.matrix_html([CATALOGUE.get("never-respond")], [Run(NginxLauncher(), RAN, "1.22.1", checked)])
+    assert "<small>status 200 (probed twice)</small>" in matrix

@@ -1,7 +1,7 @@
 """Through real nginx and HAProxy, as the matrix runs them: every scenario gets the verdict these proxies earn.
 
 Where a proxy is wrong, the test asserts the `fail` verdict and what its reason says: those are
-findings about the proxy (README, "Real proxies, as measured"), not tests to loosen.
+findings about the proxy (docs/proxies.md, "Real proxies, as measured"), not tests to loosen.
 """
 
 import pytest

@@ -34,7 +34,6 @@ from pathlib import Path
 
 from chaos_upstream.proxies import wheels
 from chaos_upstream.proxies.errors import PortTaken, ProxyFailed, ProxyNotInstalled
-from chaos_upstream.proxies.ports import LOOPBACK as LOOPBACK  # matrix.py's import, until it takes it from ports
 from chaos_upstream.proxies.ports import free_port
 from chaos_upstream.proxies.running import RunningProxy
 from chaos_upstream.proxies.settings import ProxySettings, timeout_ms

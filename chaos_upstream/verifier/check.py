@@ -8,6 +8,12 @@ Through a fleet of two or more, a proxy's passive health check carries one fault
 (a member marked down after a reset is not tried for another probe), so there the probes run one at
 a time, each once the proxy sends requests to every member again.
 
+A single probe that failed only because its answer came late (`Verdict.late_only`: a 504 or an
+abort after `max_elapsed`) may owe that to a busy machine, which delays and never hastens: once its
+batch is done, it is probed once more, alone, and that second verdict stands, the first kept with it
+(`Result.first`). Any other fail (a wrong status, a replay, a masked truncation, an early answer) is
+a finding and is never probed again; nor is a stream.
+
 Invariant: a check never judges a catalogue it could not reach. When the proxy answers the probe of
 REACH without forwarding it to the single upstream, the check stops at once with a ConfigError
 naming the address, instead of 27 inconclusive verdicts (a fleet's first probe finds the same as it
@@ -235,7 +241,8 @@ async def check(
     `scenarios` order. Through a single upstream, `healthy`'s probe tells whether the proxy forwards
     there at all (ConfigError at once otherwise, the verdicts before it held back; a fleet's first
     probe finds that out as it waits for rotation). The proxy's version is the `Server` header of
-    its answers. `skipped` goes into the report as is."""
+    its answers. A single probe that failed only by coming late is probed once more, alone, once
+    the others are done (see the module's header). `skipped` goes into the report as is."""
     if profile not in PROFILES:
         raise ConfigError(f"--profile: {profile!r} is not one of {', '.join(PROFILES)}")
     report = Report(proxy_url, profile, timing, skipped=list(skipped))
@@ -257,15 +264,22 @@ async def check(
             held = None
         on_result(result)
 
-    async def one(scenario: Scenario, in_rotation_first: bool = False) -> None:
+    late: list[Result] = []
+
+    async def one(scenario: Scenario, in_rotation_first: bool = False, first: Result | None = None) -> None:
+        """Probe `scenario` and show its result, or, when it failed late the first time, keep it in
+        `late` for a second probe (`first`) after the batch."""
         waited = await in_rotation(proxy_url, scenario, journal, members, timing=timing, every=ROTATION_EVERY,
                                    limit=rotation_limit) if in_rotation_first else 0.0
         result = await probe_scenario(proxy_url, scenario, journal, timing=timing, profile=profile, members=members,
                                       rotation_limit=rotation_limit)
         if waited is None:
             result = replace(result, judgement=not_in_rotation(result.judgement, rotation_limit))
-        results[scenario.name] = result
-        show(result)
+        if first is None and result.judgement.late_only:
+            late.append(result)
+            return
+        results[scenario.name] = replace(result, first=first)
+        show(results[scenario.name])
 
     single = [scenario for scenario in scenarios if not scenario.timeline]
     if len(members) > 1:
@@ -277,6 +291,8 @@ async def check(
         async with trio.open_nursery() as nursery:
             for scenario in single:
                 nursery.start_soon(one, scenario)
+    for first in late:  # one at a time, the batch done: the machine is quieter
+        await one(first.scenario, in_rotation_first=len(members) > 1, first=first)
     for scenario in scenarios:
         if scenario.timeline:
             await one(scenario)

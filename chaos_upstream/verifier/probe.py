@@ -59,6 +59,9 @@ class Result:
     stream: dict[str, Any] | None = None
     """For a stream of probes: its counts (the tally); the fields above are then its first error's,
     or its first probe's when there was none."""
+    first: Result | None = None
+    """When this is a second probe, made alone because the first failed only on timing
+    (`Verdict.late_only`): the first one's result. This one's verdict stands."""
 
     @property
     def verdict(self) -> str:
@@ -70,8 +73,15 @@ class Result:
         return self.stream["duration_s"] if self.stream is not None else self.observation.elapsed
 
     @property
+    def reprobed(self) -> bool:
+        return self.first is not None
+
+    @property
     def reason(self) -> str:
-        return self.judgement.reason
+        """The verdict's reason; for a second probe, the first's too: "first probe: ...; probed again alone: ..."."""
+        if self.first is None:
+            return self.judgement.reason
+        return f"first probe: {self.first.reason}; probed again alone: {self.judgement.reason}"
 
     @property
     def seen(self) -> str:
@@ -107,6 +117,8 @@ class Result:
             "reason": self.reason,
             "profile_only": self.judgement.profile_only,
             "probe": self.probe_id,
+            "reprobed": self.reprobed,
+            **({"first_probe": {"probe": self.first.probe_id, "observed": self.first.observed}} if self.first else {}),
         }
 
     def explain(self) -> str:
@@ -124,6 +136,8 @@ class Result:
         if self.stream is not None:
             lines.insert(4, f"  stream:       {_stream_line(self.stream)}")
             lines.append("  (below: the first error's probe, or the first probe)")
+        if self.first is not None:
+            lines.insert(4, f"  first probe:  {self.first.probe_id}: {self.first.observation.summary()} (probed again alone)")
         lines.append(f"  upstream:     {len(self.attempts)} attempt(s)")
         lines += [f"    - {_attempt_line(attempt)}" for attempt in self.attempts]
         return "\n".join(lines)

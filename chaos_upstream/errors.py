@@ -1,7 +1,11 @@
-"""The one exception tree of chaos-upstream.
+"""The one exception tree of chaos-upstream: every error it raises on purpose derives from
+ChaosUpstreamError, and is defined here.
 
 Configuration errors (the user's input is wrong: exit 2, nothing started) are kept apart from peer
-errors (the other end of a connection misbehaved: normal, journaled, never fatal).
+errors (the other end of a connection misbehaved: normal, journaled, never fatal), from a worker of
+`serve --workers` that ended on its own, and from a real reverse proxy that could not be used (the
+errors of `chaos_upstream.proxies`, which re-exports them). `UnknownProxy` is also a KeyError, as a
+failed lookup in `LAUNCHERS` would be.
 """
 
 from __future__ import annotations
@@ -48,6 +52,33 @@ class PeerGone(ChaosUpstreamError):
     def __init__(self, how: str) -> None:
         self.how = how
         super().__init__(f"peer {how} the connection")
+
+
+class WorkerCrashed(ChaosUpstreamError):
+    """A worker process of `serve --workers` ended without being asked to."""
+
+
+class ProxyError(ChaosUpstreamError):
+    """A real reverse proxy could not be used."""
+
+
+class ProxyNotInstalled(ProxyError):
+    """The proxy's binary is not installed; the message says where it was looked for."""
+
+
+class ProxyFailed(ProxyError):
+    """The proxy rejected its configuration, or did not start; the message carries its output."""
+
+
+class PortTaken(ProxyFailed):
+    """The proxy exited because another process bound its port first; another port may do."""
+
+
+class UnknownProxy(ChaosUpstreamError, KeyError):
+    """No launcher is known by that name."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 def unwrap(exc: BaseException, kind: type[E]) -> E | None:

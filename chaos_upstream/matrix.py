@@ -24,12 +24,13 @@ from typing import Any
 import trio
 
 from chaos_upstream.errors import ConfigError, unwrap
+from chaos_upstream.harness.serving import serving
 from chaos_upstream.model.catalogue import Catalogue
 from chaos_upstream.model.durations import Timing
 from chaos_upstream.model.scenario import Scenario
 from chaos_upstream.proxies import LAUNCHERS, Launcher, ProxyError, RunningProxy, get_launcher
 from chaos_upstream.proxies.ports import LOOPBACK
-from chaos_upstream.verifier.check import WORST_FIRST, Report, check, serving
+from chaos_upstream.verifier.check import WORST_FIRST, Report, check
 from chaos_upstream.verifier.judge import PASS
 from chaos_upstream.verifier.probe import Result
 

@@ -22,13 +22,12 @@ from typing import Any
 import trio
 
 from chaos_upstream import environment
+from chaos_upstream.commands import EXIT_OK
 from chaos_upstream.errors import ConfigError, unwrap
 from chaos_upstream.server.admin import Admin
 from chaos_upstream.server.fleet import Fleet
 from chaos_upstream.server.upstream import Stats, Upstream
 from chaos_upstream.server.workers import CHANNEL, Supervisor, obey, to_supervisor
-
-EXIT_OK = 0
 
 FORCED = 128
 """`serve` stopped at once by a second signal N exits FORCED + N (143 for SIGTERM, 130 for SIGINT):
@@ -36,9 +35,8 @@ what a shell or a supervisor reports for a process that signal ended, because in
 
 
 def worker_environment(args: argparse.Namespace) -> dict[str, str]:
-    """The supervisor's environment without serve's own variables: a worker's command line carries
-    its settings, and CHAOS_UPSTREAM_WORKERS or _ADMIN_PORT would make each worker a supervisor or an
-    admin API of its own."""
+    """The supervisor's environment without serve's own variables: a worker's settings come whole
+    from its supervisor (commands/worker_settings.py), and no variable may stand beside them."""
     own = {environment.PREFIX + dest.upper() for dest in vars(args)}
     return {name: value for name, value in os.environ.items() if name not in own}
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from chaos_upstream.cli import _check, _parser
+from chaos_upstream.cli import _parser
+from chaos_upstream.commands.check import check
 from chaos_upstream.errors import ConfigError
 from chaos_upstream.matrix import FAILED, NOT_INSTALLED, RAN, Limits, run_matrix
 from chaos_upstream.proxies import require
@@ -155,4 +156,4 @@ def test_make_demo_ends_with_the_command_that_checks_your_own_proxy():
     program, *argv = shlex.split(said)
     assert (root / program).is_file() and Path(program).name == "chaos-upstream", said
     args = _parser().parse_args(argv)
-    assert (args.func, args.proxy, args.upstream) == (_check, "http://127.0.0.1:8080", [("", ("127.0.0.1", 9000))])
+    assert (args.func, args.proxy, args.upstream) == (check, "http://127.0.0.1:8080", [("", ("127.0.0.1", 9000))])

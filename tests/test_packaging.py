@@ -84,7 +84,7 @@ def test_a_switch_takes_yes_no_words_and_refuses_others_naming_its_variable():
 
 
 def test_workers_get_the_supervisors_environment_without_serves_variables(monkeypatch):
-    """Their command line carries the settings; CHAOS_UPSTREAM_WORKERS would make each a supervisor."""
+    """Their settings come whole from the supervisor; CHAOS_UPSTREAM_WORKERS would make each a supervisor."""
     monkeypatch.setenv("CHAOS_UPSTREAM_WORKERS", "4")
     monkeypatch.setenv("CHAOS_UPSTREAM_ADMIN_PORT", "9090")
     monkeypatch.setenv("CHAOS_UPSTREAM_REQUIRE_PROXIES", "1")

@@ -9,7 +9,8 @@ from importlib import metadata
 from xml.etree import ElementTree
 
 from chaos_upstream import reports
-from chaos_upstream.cli import matrix_table, verdict_table
+from chaos_upstream.commands.check import verdict_table
+from chaos_upstream.commands.matrix import matrix_table
 from chaos_upstream.matrix import RAN, Run
 from chaos_upstream.model.durations import Timing
 from chaos_upstream.proxies import get_launcher

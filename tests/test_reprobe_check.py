@@ -17,7 +17,8 @@ from chaos_upstream.model.catalogue import Catalogue
 from chaos_upstream.matrix import running
 from chaos_upstream.model.durations import Timing
 from chaos_upstream.proxies import require
-from chaos_upstream.verifier.check import check, serving
+from chaos_upstream.harness import serving
+from chaos_upstream.verifier.check import check
 from chaos_upstream.verifier.probe import Result
 
 T = Timing(0.2)

@@ -8,10 +8,11 @@ from chaos_upstream.errors import ConfigError
 from chaos_upstream.matrix import running
 from chaos_upstream.model.durations import Timing
 from chaos_upstream.proxies import require
-from chaos_upstream.verifier.check import check, serving
+from chaos_upstream.harness import serving
+from chaos_upstream.verifier.check import check
 from chaos_upstream.verifier.classify import classify
 from chaos_upstream.verifier.capture import capture
-from chaos_upstream.verifier.stream import in_rotation
+from chaos_upstream.verifier.series import in_rotation
 
 from conftest import CATALOGUE, T, get
 

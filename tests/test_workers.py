@@ -4,9 +4,15 @@ import http.client
 import json
 import os
 import signal
+import socket
 import time
 
-from test_cli import Server, fetch
+from chaos_upstream.cli import _command, _parser
+from chaos_upstream.commands.worker_settings import OWN, for_worker, received
+from chaos_upstream.plan.selection import Mix
+from chaos_upstream.server import workers
+
+from test_cli import ROOT, Server, fetch
 
 
 def children(pid: int) -> list[int]:
@@ -65,3 +71,43 @@ def test_a_worker_that_dies_stops_every_worker_with_exit_1():
     time.sleep(0.1)
     assert not os.path.exists(f"/proc/{first}")
     server.stop()
+
+
+SAMPLES = {
+    "--host": "127.0.0.2", "--port": "0", "--scenarios": str(ROOT / "scenarios"), "--default": "upstream-502",
+    "--proxy-timeout": "0.25", "--seed": "7", "--mix": "healthy=1,upstream-502=3", "--journal": "/tmp/j.jsonl",
+    "--journal-memory": "1MiB", "--journal-max-bytes": "512KiB", "--journal-keep": "3", "--admin-host": "::1",
+    "--admin-port": "9999", "--admin-token": "s3cret", "--admin-allow-host": "a.example", "--workers": "3",
+    "--grace": "0.5", "--play": "rolling-deploy", "--every": "90s",
+}
+"""A value other than its default for every flag of `serve` (a flag added later must be given one here)."""
+
+
+def test_every_serve_setting_reaches_each_worker_as_the_supervisor_has_it():
+    """Sent whole as JSON (no flag rebuilt one by one): every attribute of the supervisor's parsed
+    namespace arrives equal, but each worker's own (OWN); a new flag cannot be left out."""
+    parser = _parser({}, "serve")
+    serve = _command(parser, "serve")
+    flags = {action.option_strings[-1]: action.dest for action in serve._actions
+             if action.option_strings and action.dest not in ("help", "worker")}
+    assert set(flags) == set(SAMPLES), "give every serve flag a sample value"
+    argv = [word for flag, value in SAMPLES.items() for word in (flag, value)]
+    args = parser.parse_args(["serve", *argv])
+    assert all(getattr(args, dest) not in (serve.get_default(dest), [serve.get_default(dest)]) for dest in flags.values())
+    assert isinstance(args.mix, Mix)
+    for index in (0, 2):
+        worker = parser.parse_args(["serve", "--worker", str(index)])  # what the worker's command line gives
+        sent = json.loads(json.dumps(for_worker(args, 4242, index)))  # as on the channel
+        got = vars(received(serve, worker, sent))
+        own = {"port": [4242], "worker": index, "workers": 1, "admin_port": None, "seed": 7 + index}
+        assert set(own) == set(OWN)
+        assert got == vars(args) | own
+
+
+def test_a_worker_reads_its_settings_and_not_a_byte_more(monkeypatch):
+    supervisor, worker = socket.socketpair()
+    with supervisor, worker:
+        monkeypatch.setattr(workers, "CHANNEL", worker.fileno())
+        supervisor.sendall(b'{"seed": 3, "journal": null}\n{"op": "stats"}\n')
+        assert workers.from_supervisor() == {"seed": 3, "journal": None}
+        assert worker.recv(100) == b'{"op": "stats"}\n'

@@ -6,7 +6,9 @@ Traefik, Caddy, nghttpx) started in front of chaos-upstream, one uniform API.
         ...  # talk to proxy.url
 
 `LAUNCHERS` maps each proxy's name to its launcher; the launchers are immutable and stateless, so
-one instance per product serves every caller.
+one instance per product serves every caller. The errors a proxy raises (ProxyError and its kinds,
+UnknownProxy) live in the one tree of chaos_upstream.errors, and are re-exported here, where users
+import them.
 """
 
 from __future__ import annotations
@@ -14,10 +16,10 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from chaos_upstream.errors import PortTaken, ProxyError, ProxyFailed, ProxyNotInstalled, UnknownProxy
 from chaos_upstream.proxies.apache import ApacheLauncher
 from chaos_upstream.proxies.caddy import CaddyDebianLauncher, CaddyLauncher
 from chaos_upstream.proxies.envoy import EnvoyLauncher
-from chaos_upstream.proxies.errors import ProxyError, ProxyFailed, ProxyNotInstalled, UnknownProxy
 from chaos_upstream.proxies.haproxy import HaproxyLauncher
 from chaos_upstream.proxies.launcher import Launcher
 from chaos_upstream.proxies.lighttpd import LighttpdLauncher
@@ -30,7 +32,7 @@ from chaos_upstream.proxies.traefik import TraefikLauncher
 from chaos_upstream.proxies.varnish import VarnishLauncher
 
 __all__ = [
-    "LAUNCHERS", "REQUIRE_PROXIES_ENV", "Launcher", "ProxyError", "ProxyFailed",
+    "LAUNCHERS", "REQUIRE_PROXIES_ENV", "Launcher", "PortTaken", "ProxyError", "ProxyFailed",
     "ProxyNotInstalled", "RunningProxy", "UnknownProxy", "get_launcher", "require",
 ]
 

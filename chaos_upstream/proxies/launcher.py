@@ -32,8 +32,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from chaos_upstream.errors import PortTaken, ProxyFailed, ProxyNotInstalled
 from chaos_upstream.proxies import wheels
-from chaos_upstream.proxies.errors import PortTaken, ProxyFailed, ProxyNotInstalled
 from chaos_upstream.proxies.ports import free_port
 from chaos_upstream.proxies.running import RunningProxy
 from chaos_upstream.proxies.settings import ProxySettings, timeout_ms

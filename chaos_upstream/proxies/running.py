@@ -16,7 +16,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from chaos_upstream.proxies.errors import PortTaken, ProxyFailed
+from chaos_upstream.errors import PortTaken, ProxyFailed
 from chaos_upstream.proxies.ports import LOOPBACK, STARTUP_TIMEOUT_S, accepts, host_port, poll
 
 STOP_GRACE_S = 3.0

@@ -35,7 +35,7 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
-from chaos_upstream.proxies.errors import ProxyFailed
+from chaos_upstream.errors import ProxyFailed
 from chaos_upstream.proxies.launcher import Launcher
 from chaos_upstream.proxies.ports import LOOPBACK, PROBE_TIMEOUT_S, STARTUP_TIMEOUT_S, poll
 from chaos_upstream.proxies.running import RunningProxy

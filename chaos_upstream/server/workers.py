@@ -2,7 +2,8 @@
 
 Protocol: on a socket that is the worker's stdin (CHANNEL; its stdout and stderr are the
 supervisor's, so that `--journal /dev/stdout` writes where the supervisor's own stdout goes, not into
-the protocol), a worker's first line is its `listening on` line, or `chaos-upstream: PROBLEM` when it
+the protocol), the supervisor's first line is the worker's settings, one JSON object sent whole (its
+command line names only its index, so no setting can be left off it); the worker's first line is its `listening on` line, or `chaos-upstream: PROBLEM` when it
 cannot start (it then exits 2, and the supervisor ends with that one line); after that the supervisor
 writes one JSON command per line and the worker answers each with exactly one JSON line, in order. Commands: `{"op": "active", "scenario": NAME or null}`,
 `{"op": "stats"}`, `{"op": "journal", "probe": ID or null, "type": TYPE or null, "running": BOOL,
@@ -16,6 +17,7 @@ signal reaches each worker exactly once.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import json
@@ -27,7 +29,7 @@ from typing import Any
 
 import trio
 
-from chaos_upstream.errors import ChaosUpstreamError, ConfigError
+from chaos_upstream.errors import ConfigError, WorkerCrashed
 from chaos_upstream.model.catalogue import Catalogue
 from chaos_upstream.plan.timeline import Change
 from chaos_upstream.server.control import PAGE_BYTES, JournalPage
@@ -49,8 +51,14 @@ def to_supervisor(line: str) -> None:
     os.write(CHANNEL, line.encode() + b"\n")
 
 
-class WorkerCrashed(ChaosUpstreamError):
-    """A worker process ended without being asked to."""
+def from_supervisor() -> dict[str, Any]:
+    """The worker's settings: the supervisor's first line (the protocol above). Read a byte at a
+    time, so that nothing after it is taken from the channel (the supervisor sends nothing more
+    before the worker listens, and the line is short)."""
+    line = bytearray()
+    while (byte := os.read(CHANNEL, 1)) not in (b"", b"\n"):
+        line += byte
+    return json.loads(line)
 
 
 class Lines:
@@ -163,12 +171,15 @@ class Supervisor:
 
     def __init__(
         self, catalogue: Catalogue, default: str, address: tuple[str, int], commands: Sequence[Sequence[str]],
-        env: Mapping[str, str] | None = None,
+        settings: Sequence[Mapping[str, Any]], env: Mapping[str, str] | None = None,
     ) -> None:
         self.catalogue = catalogue
         self.default = default
         self.address = address
         self.commands = commands
+        """Worker K's command line."""
+        self.settings = settings
+        """Worker K's settings, sent to it as its first line (the protocol above)."""
         self.env = env
         """The workers' environment (None: the supervisor's)."""
         self.active: str | None = None
@@ -228,9 +239,9 @@ class Supervisor:
         return _merged(pages, after, limit)
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """Start one worker per command line, report the address, return once they have all exited."""
+        """Start one worker per command line with its settings, report the address, return once they have all exited."""
         try:
-            for command in self.commands:
+            for command, settings in zip(self.commands, self.settings, strict=True):
                 ours, theirs = socket.socketpair()
                 with theirs:
                     try:
@@ -239,6 +250,8 @@ class Supervisor:
                         ours.close()
                         raise
                 self.workers.append(Worker(process, trio.SocketStream(trio.socket.from_stdlib_socket(ours))))
+                with contextlib.suppress(trio.BrokenResourceError):  # a worker gone already: _listened says so
+                    await self.workers[-1].channel.send_all(json.dumps(settings).encode() + b"\n")
             for index, worker in enumerate(self.workers):
                 await _listened(index, worker)
             self.ready = True

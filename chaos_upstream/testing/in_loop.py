@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
 
 from chaos_upstream.errors import unwrap
+from chaos_upstream.harness.serving import serving
 from chaos_upstream.model.catalogue import Catalogue
 from chaos_upstream.model.durations import Timing
 from chaos_upstream.model.scenario import Scenario
@@ -24,10 +25,9 @@ from chaos_upstream.proxies import UnknownProxy, get_launcher
 from chaos_upstream.proxies.ports import LOOPBACK
 from chaos_upstream.server.journal import Journal
 from chaos_upstream.testing.upstream import BaseChaosUpstream, Headers, Proxy, announce, checked_options
-from chaos_upstream.verifier.check import serving
 from chaos_upstream.verifier.judge import RFC
 from chaos_upstream.verifier.probe import Result
-from chaos_upstream.verifier.stream import ROTATION_EVERY, ROTATION_LIMIT, in_rotation, probe_scenario
+from chaos_upstream.verifier.series import ROTATION_EVERY, ROTATION_LIMIT, in_rotation, probe_scenario
 
 
 class AsyncChaosUpstream(BaseChaosUpstream):

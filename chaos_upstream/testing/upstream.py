@@ -19,13 +19,13 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from chaos_upstream.harness.serving import Served
 from chaos_upstream.model.catalogue import Catalogue
 from chaos_upstream.model.durations import Timing
 from chaos_upstream.model.scenario import Scenario
 from chaos_upstream.plan.selection import route_prefix
 from chaos_upstream.proxies import RunningProxy
 from chaos_upstream.proxies.ports import host_port
-from chaos_upstream.verifier.check import Served
 from chaos_upstream.verifier.probe import Result
 
 Address = tuple[str, int]

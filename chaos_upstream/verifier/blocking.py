@@ -20,10 +20,11 @@ from typing import Any
 
 from chaos_upstream.model.durations import Timing
 from chaos_upstream.model.scenario import RFC, Scenario
+from chaos_upstream.verifier.attempts import POLL, SETTLE
 from chaos_upstream.verifier.capture import RECEIVE_SIZE, Capture, Ending
 from chaos_upstream.verifier.classify import ResponseParser, classify
 from chaos_upstream.verifier.probe import (
-    POLL, SETTLE, Result, Sample, judged, outgoing, probe_defaults, probe_limit, unreachable,
+    Result, Sample, judged, outgoing, probe_defaults, probe_limit, unreachable,
 )
 
 AttemptsOf = Callable[[str], list[dict[str, Any]]]

@@ -1,4 +1,5 @@
-"""`check`: serve the upstream(s), probe every chosen scenario through the proxy at once, judge them all.
+"""`check`: probe every chosen scenario through the proxy at once, judge them all (the upstreams are
+served by whoever calls it: `chaos_upstream.harness.serve_and_check` serves them for the command).
 
 Strategy: every probe carries its own scenario name and probe id and goes out on its own client
 connection, so probes of different request-level scenarios cannot see each other's faults: they run
@@ -22,8 +23,7 @@ waits for rotation). Check sends no request of its own beyond the probes.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from importlib import metadata
@@ -31,19 +31,19 @@ from typing import Any
 
 import trio
 
-from chaos_upstream.errors import ConfigError, unwrap
+from chaos_upstream.errors import ConfigError
 from chaos_upstream.model.catalogue import Catalogue
 from chaos_upstream.model.durations import Timing
 from chaos_upstream.model.scenario import Scenario
 from chaos_upstream.model.steps import Headers
 from chaos_upstream.plan.selection import route_prefix
-from chaos_upstream.server.fleet import Fleet, Member
-from chaos_upstream.server.journal import Journal
-from chaos_upstream.server.upstream import Settings, Upstream
+from chaos_upstream.verifier.attempts import Journal
 from chaos_upstream.verifier.classify import STATUS, Observation
 from chaos_upstream.verifier.judge import FAIL, INCONCLUSIVE, PASS, PROFILES, RFC
 from chaos_upstream.verifier.probe import Result
-from chaos_upstream.verifier.stream import ROTATION_EVERY, ROTATION_LIMIT, in_rotation, not_in_rotation, probe_scenario
+from chaos_upstream.verifier.series import (
+    ROTATION_EVERY, ROTATION_LIMIT, Address, Fleet, in_rotation, not_in_rotation, probe_scenario,
+)
 
 
 VERSION = metadata.version("chaos-upstream")
@@ -126,8 +126,6 @@ class Report:
         }
 
 
-Address = tuple[str, int]
-
 
 def left_out(scenario: Scenario, ports: Collection[str] = (), members: int = 1) -> Skipped | None:
     """Why `check` cannot exercise the scenario, or None when it can: a request-level one always
@@ -172,57 +170,6 @@ def unchecked(catalogue: Catalogue, only: Sequence[str], ports: Collection[str] 
     return [skipped for scenario in catalogue if (skipped := left_out(scenario, ports, members)) is not None]
 
 
-@dataclass(frozen=True)
-class Served:
-    """Upstreams being served, sharing one journal: the catalogue at `addresses`, and each
-    connection-level scenario at its own address in `ports`."""
-
-    journal: Journal
-    members: list[Member]
-    """The fleet serving the catalogue, one member per address."""
-    ports: dict[str, Address]
-
-    @property
-    def addresses(self) -> list[Address]:
-        return [member.address for member in self.members]
-
-    @property
-    def routes(self) -> dict[str, Address]:
-        """What a proxy must route: each connection-level scenario's path prefix to its port."""
-        return {route_prefix(name): address for name, address in self.ports.items()}
-
-
-@asynccontextmanager
-async def serving(
-    catalogue: Catalogue, addresses: Sequence[Address], *, timing: Timing, ports: Mapping[str, Address] | None = None
-) -> AsyncIterator[Served]:
-    """Serve until the block ends; port 0 in an address picks a free port (`Served` has the real ones)."""
-    journal = Journal()
-    async with trio.open_nursery() as nursery:
-
-        async def start(server: Upstream | Fleet) -> Address:
-            try:
-                [address, *_] = await nursery.start(server.run)
-            except (OSError, BaseExceptionGroup) as exc:  # a Member's own nursery wraps its Upstream's error
-                failure = unwrap(exc, OSError)
-                if failure is None:
-                    raise
-                where = failure.filename or "its address"
-                raise ConfigError(f"cannot serve an upstream on {where}: {failure.strerror or failure}") from None
-            return address
-
-        fleet = Fleet(catalogue, [_settings(address, timing) for address in addresses], journal)
-        await start(fleet)
-        own = {name: await start(Upstream(catalogue, _settings(address, timing, name), journal))
-               for name, address in (ports or {}).items()}
-        yield Served(journal, fleet.members, own)
-        nursery.cancel_scope.cancel()
-
-
-def _settings(address: Address, timing: Timing, default: str = "healthy") -> Settings:
-    return Settings(host=address[0], port=address[1], timing=timing, default=default)
-
-
 async def check(
     proxy_url: str,
     scenarios: Sequence[Scenario],
@@ -230,7 +177,7 @@ async def check(
     *,
     timing: Timing,
     profile: str = RFC,
-    members: Sequence[Member] = (),
+    members: Fleet | None = None,
     on_result: Callable[[Result], None] = lambda result: None,
     rotation_limit: float = ROTATION_LIMIT,
     skipped: Sequence[Skipped] = (),
@@ -248,7 +195,8 @@ async def check(
     report = Report(proxy_url, profile, timing, skipped=list(skipped))
     results: dict[str, Result] = {}
     started = trio.current_time()
-    held: list[Result] | None = [] if len(members) == 1 and any(s.name == REACH for s in scenarios) else None
+    size, addresses = (len(members), members.addresses) if members else (0, [])
+    held: list[Result] | None = [] if size == 1 and any(s.name == REACH for s in scenarios) else None
 
     def show(result: Result) -> None:
         """on_result, once REACH's probe shows the proxy forwards to the single upstream."""
@@ -258,7 +206,7 @@ async def check(
             return
         if held is not None:
             if not result.attempts and result.capture is not None:
-                raise _never_reached(proxy_url, members, result)
+                raise _never_reached(proxy_url, addresses, result)
             for earlier in held:
                 on_result(earlier)
             held = None
@@ -269,7 +217,7 @@ async def check(
     async def one(scenario: Scenario, in_rotation_first: bool = False, first: Result | None = None) -> None:
         """Probe `scenario` and show its result, or, when it failed late the first time, keep it in
         `late` for a second probe (`first`) after the batch."""
-        waited = await in_rotation(proxy_url, scenario, journal, members, timing=timing, every=ROTATION_EVERY,
+        waited = await in_rotation(proxy_url, scenario, journal, members or (), timing=timing, every=ROTATION_EVERY,
                                    limit=rotation_limit) if in_rotation_first else 0.0
         result = await probe_scenario(proxy_url, scenario, journal, timing=timing, profile=profile, members=members,
                                       rotation_limit=rotation_limit)
@@ -282,17 +230,17 @@ async def check(
         show(results[scenario.name])
 
     single = [scenario for scenario in scenarios if not scenario.timeline]
-    if len(members) > 1:
+    if size > 1:
         for index, scenario in enumerate(single):
             await one(scenario, in_rotation_first=True)
             if index == 0:
-                _check_every_member_reached(journal, members, rotation_limit)
+                _check_every_member_reached(journal, addresses, rotation_limit)
     else:
         async with trio.open_nursery() as nursery:
             for scenario in single:
                 nursery.start_soon(one, scenario)
     for first in late:  # one at a time, the batch done: the machine is quieter
-        await one(first.scenario, in_rotation_first=len(members) > 1, first=first)
+        await one(first.scenario, in_rotation_first=size > 1, first=first)
     for scenario in scenarios:
         if scenario.timeline:
             await one(scenario)
@@ -303,8 +251,8 @@ async def check(
     return report
 
 
-def _never_reached(proxy_url: str, members: Sequence[Member], result: Result) -> ConfigError:
-    where = ", ".join(f"{member.address[0]}:{member.address[1]}" for member in members)
+def _never_reached(proxy_url: str, addresses: Sequence[Address], result: Result) -> ConfigError:
+    where = ", ".join(f"{host}:{port}" for host, port in addresses)
     return ConfigError(f"--upstream {where}: no probe reached {where} through the proxy at {proxy_url} (it answered "
                        f"{result.observation.summary()}); give --upstream the address your proxy forwards to")
 
@@ -317,32 +265,13 @@ def _server(observation: Observation, scenario: Scenario) -> str | None:
     return None if value is None or own else value.decode("latin-1")
 
 
-def _check_every_member_reached(journal: Journal, members: Sequence[Member], waited: float) -> None:
+def _check_every_member_reached(journal: Journal, addresses: Sequence[Address], waited: float) -> None:
     """ConfigError when a member got no request at all through the proxy while the first probe waited
     for the fleet to be in rotation: the proxy does not forward to that address."""
     reached = {record.get("member") for record in journal.records(type="request")}
-    missing = [member for member in members if member.index not in reached]
+    missing = [address for index, address in enumerate(addresses) if index not in reached]
     if missing:
-        where = ", ".join(f"{member.address[0]}:{member.address[1]}" for member in missing)
+        where = ", ".join(f"{host}:{port}" for host, port in missing)
         raise ConfigError(f"--upstream {where}: no request came through the proxy in {waited:g} s; give "
                           "--upstream only the addresses your proxy forwards to")
 
-
-async def serve_and_check(
-    proxy_url: str,
-    addresses: Sequence[Address],
-    catalogue: Catalogue,
-    scenarios: Sequence[Scenario],
-    *,
-    timing: Timing,
-    profile: str = RFC,
-    ports: Mapping[str, Address] | None = None,
-    on_result: Callable[[Result], None] = lambda result: None,
-    rotation_limit: float = ROTATION_LIMIT,
-    skipped: Sequence[Skipped] = (),
-) -> Report:
-    """Serve the catalogue at every address and each connection-level scenario at its port, check
-    through the proxy, stop serving."""
-    async with serving(catalogue, addresses, timing=timing, ports=ports) as served:
-        return await check(proxy_url, scenarios, served.journal, timing=timing, profile=profile, members=served.members,
-                           on_result=on_result, rotation_limit=rotation_limit, skipped=skipped)

@@ -15,25 +15,20 @@ proxy never timed out).
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from chaos_upstream.model.durations import Timing
 from chaos_upstream.model.scenario import PROFILES, RELAYED, RFC, Outcome, Relay, Scenario
-from chaos_upstream.plan.sent import Sent, longest_silence, sent
+from chaos_upstream.plan.sent import longest_silence, sent
 from chaos_upstream.verifier.classify import ABORTED, CLOSED, MALFORMED, RESET, STATUS, TIMEOUT, Observation
+from chaos_upstream.verifier.relay import describe_relayed, quoted, relay_note, relay_problems
 
 PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
 MASKED = "masked-truncation"
 
 NON_IDEMPOTENT = {"POST", "PATCH"}
 """Methods a proxy must not replay once they may have reached the upstream (RFC 9110 9.2.2)."""
-
-HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade"}
-"""Fields a proxy sets for its own connection to the client (RFC 9110 §7.6.1): a relayed response
-need not carry the upstream's."""
 
 CAUGHT_UP = 0.9
 """An answer that comes after this share of the upstream's silence came with its end, not before:
@@ -74,8 +69,8 @@ def judge(
     expected = describe_outcomes(outcomes, scenario.expect.relay)
     joined, attempts = attempts is not None, attempts or []
     kind = kind_of(observation, attempts, scenario, method=method, timing=timing)
-    seen = (_describe_relayed(scenario, observation, method, timing) if kind == RELAYED else describe(observation, kind, attempts)
-            + _relay_note(scenario, observation, kind, method, timing))
+    seen = (describe_relayed(scenario, observation, method, timing) if kind == RELAYED else describe(observation, kind, attempts)
+            + relay_note(scenario, observation, kind, method, timing))
     if joined and not attempts and scenario.trigger != "refuse":
         reason = f"the probe never reached the upstream, so it proves nothing about this fault: the client saw {seen}"
         return Verdict(INCONCLUSIVE, kind, expected, reason + " (the proxy answered on its own, e.g. from an earlier failure)")
@@ -108,89 +103,6 @@ def kind_of(
         if not relay_problems(scenario, observation, method, timing):
             return RELAYED
     return observation.kind
-
-
-def relay_problems(scenario: Scenario, observation: Observation, method: str = "GET", timing: Timing = Timing()) -> list[str]:
-    """How the complete response the client got differs from the one the scenario's steps sent, as
-    `Relay` reads it; empty when it is that response, intact. Names in words are as the upstream
-    sent them (or the client got them)."""
-    upstream = sent(scenario, method, timing)
-    if observation.status != upstream.status:
-        return [f"its status is {observation.status}, the upstream's {upstream.status}"]
-    without = {name.lower(): name for name in scenario.expect.relay.without}
-    spelled = {name.lower(): name for name, _ in reversed((*observation.fields, *upstream.fields))}
-    got, want = _by_name(observation.fields), _by_name(f for f in upstream.fields if f[0].lower() not in without)
-    exempt = HOP_BY_HOP | (set() if observation.framing == "content-length" else {b"content-length"})
-    problems = [f"the field {_names(name)} is there, which the proxy should have rejected or removed"
-                for low, name in without.items() if low in got]
-    squashed = {_squashed(name): name for name in without.values()}
-    problems += [f"the field {_names(squashed[_squashed(low)])} is there renamed {_names(spelled[low])}, which the proxy "
-                 "should have rejected or removed" for low in got if low not in without and _squashed(low) in squashed]
-    missing = [low for low in want if low not in exempt and low not in got]
-    if missing:
-        problems.append(f"{len(missing)} of the {len(want)} field names the upstream sent are missing (first {_names(spelled[missing[0]])})")
-    altered = [low for low in want if low not in exempt and low in got and got[low] != want[low]]
-    if altered:
-        low = altered[0]
-        problems.append(f"{len(altered)} field(s) altered (first {_names(spelled[low])}: {b', '.join(want[low])!r} became "
-                        f"{b', '.join(got[low])[:80]!r})")
-    payload = _payload(upstream)
-    if observation.body_digest != hashlib.sha256(payload).hexdigest():
-        problems.append(f"its {observation.body_bytes}-byte body is not the upstream's {len(payload)} bytes")
-    return problems
-
-
-def _by_name(fields: Iterable[tuple[bytes, bytes]]) -> dict[bytes, list[bytes]]:
-    """Field values per lower-cased name, in order."""
-    values: dict[bytes, list[bytes]] = {}
-    for name, value in fields:
-        values.setdefault(name.lower(), []).append(value)
-    return values
-
-
-def _squashed(name: bytes) -> bytes:
-    """A field name with its case and every character but letters and digits gone: 'Bad Header' and
-    'bad-header' are the same field under it, renamed."""
-    return bytes(c for c in name.lower() if chr(c).isalnum())
-
-
-def _names(name: bytes) -> str:
-    return repr(name.decode("latin-1"))
-
-
-def _payload(upstream: Sent) -> bytes:
-    """The body the upstream's framing delimits: Content-Length bytes, or all it sent."""
-    lengths = {value for name, value in upstream.fields if name.lower() == b"content-length"}
-    if len(lengths) == 1 and (length := lengths.pop()).isdigit():
-        return upstream.body[: int(length)]
-    return upstream.body
-
-
-def _describe_relayed(scenario: Scenario, observation: Observation, method: str, timing: Timing) -> str:
-    """A response relayed intact, in words: "the upstream's complete 200 relayed intact without its
-    'Bad Header' field (its 2 other fields byte for byte, and its 24-byte body)"."""
-    without = {name.lower() for name in scenario.expect.relay.without}
-    count = sum(name.lower() not in without for name, _ in sent(scenario, method, timing).fields)
-    dropped = f" without its {' and '.join(map(_names, scenario.expect.relay.without))} field" if without else ""
-    return (f"the upstream's complete {observation.status} relayed intact{dropped} (its {count}{' other' if without else ''} "
-            f"fields byte for byte, and its {observation.body_bytes}-byte body)")
-
-
-def _relay_note(scenario: Scenario, observation: Observation, kind: str, method: str, timing: Timing) -> str:
-    """For a scenario that allows `relayed`: what of the upstream's response was lost or kept that
-    should not have been, in words ("" when nothing, or nothing relayed)."""
-    if not scenario.expect.relays or kind == RELAYED:
-        return ""
-    if kind == STATUS:  # another status is the proxy's own answer, not a relay
-        problems = relay_problems(scenario, observation, method, timing)
-        same = observation.status == sent(scenario, method, timing).status
-        return ", not the upstream's response intact: " + "; ".join(problems) if same and problems else ""
-    without = {name.lower() for name in scenario.expect.relay.without}
-    kept = [(name, value) for name, value in observation.fields if name.lower() in without]
-    if kept:
-        name, value = kept[0]
-        return f", its head relaying the field the proxy should have rejected or removed ({(name + b': ' + value).decode('latin-1')!r})"
-    return ""
 
 
 def _masked(observation: Observation, attempts: list[dict[str, Any]]) -> bool:
@@ -273,7 +185,7 @@ def _profile_note(scenario: Scenario, kind: str, observation: Observation, profi
 def describe_outcomes(outcomes: list[Outcome], relay: Relay = Relay()) -> str:
     """Expected outcomes in words: "a 502", "an aborted body or a 502", "a 502 or the upstream's
     response relayed intact without its 'Bad Header' field"."""
-    without = " and ".join(_names(name) for name in relay.without)
+    without = " and ".join(quoted(name) for name in relay.without)
     words = {ABORTED: "an aborted body", TIMEOUT: "no answer", "closed": "a close", "reset": "a reset",
              RELAYED: "the upstream's response relayed intact" + (f" without its {without} field" if without else "")}
     return " or ".join(f"a {o}" if isinstance(o, int) else words.get(o, f"a {o} response") for o in outcomes)

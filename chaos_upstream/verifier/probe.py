@@ -22,18 +22,10 @@ import trio
 from chaos_upstream.model.durations import Timing
 from chaos_upstream.model.scenario import Scenario
 from chaos_upstream.plan.selection import PROBE_HEADER, SCENARIO_HEADER, route_prefix
-from chaos_upstream.server.journal import Journal
+from chaos_upstream.verifier.attempts import Journal, attempts, settled_attempts
 from chaos_upstream.verifier.capture import Capture, capture
 from chaos_upstream.verifier.classify import CLOSED, Observation, ResponseParser, classify
 from chaos_upstream.verifier.judge import INCONCLUSIVE, RFC, Verdict, describe_outcomes, judge
-
-SETTLE = 0.1
-"""Seconds to wait, once the client has its answer, for the probe's attempts to show in the journal:
-they reached the upstream before the proxy answered, so only the scheduling of this process lags."""
-
-POLL = 0.005
-"""Seconds between two looks at the journal while settling."""
-
 
 def probe_limit(timing: Timing) -> float:
     """A probe's own time limit: past the latest end in the catalogue (stall-mid-body's close and
@@ -264,15 +256,15 @@ async def send_probe(
     (see `outgoing`): its attempts are its own request records, whatever the scenario's trigger."""
     out = outgoing(proxy_url, scenario, method=method, path=path, body=body, headers=headers, name_scenario=name_scenario)
     own_port = scenario.connection_level and name_scenario
-    earlier = len(_attempts(journal, scenario, out.probe_id)) if own_port else 0
+    earlier = len(attempts(journal, scenario, out.probe_id)) if own_port else 0
     parser = ResponseParser(method)
     sent = trio.current_time()
     try:
         seen = await capture(out.host, out.port, out.request, limit=limit or probe_limit(timing), done=parser.feed)
     except OSError as exc:
         return unreachable(out.probe_id, proxy_url, exc, sent)
-    attempts = await settled_attempts(journal, scenario if own_port else None, out.probe_id, earlier)
-    return Sample(out.probe_id, classify(seen, method), seen, tuple(attempts), sent)
+    reached = await settled_attempts(journal, scenario if own_port else None, out.probe_id, earlier)
+    return Sample(out.probe_id, classify(seen, method), seen, tuple(reached), sent)
 
 
 async def probe(
@@ -297,23 +289,3 @@ async def probe(
     )
     return judged(scenario, sample, method=method, profile=profile, timing=timing)
 
-
-def _attempts(journal: Journal, scenario: Scenario | None, probe_id: str) -> list[dict[str, Any]]:
-    """Every journal record (running ones included) of a time this probe may have reached the upstream:
-    its request records, or for a connection-level scenario's port (`scenario` None: the members')
-    every connection that port accepted."""
-    if scenario is None or scenario.trigger == "request":
-        return journal.records(probe=probe_id, type="request", running=True)
-    return [r for r in journal.records(type="accept", running=True) if r["scenario"] == scenario.name]
-
-
-async def settled_attempts(journal: Journal, scenario: Scenario | None, probe_id: str, earlier: int = 0) -> list[dict[str, Any]]:
-    """The probe's attempts, once at least one shows or SETTLE passes (at once for a refusing port,
-    which no attempt can reach); `earlier` attempts, made before the probe, are left out.  With
-    `scenario` None the probe went to the members, whatever it names."""
-    if scenario is not None and scenario.trigger == "refuse":
-        return []
-    with trio.move_on_after(SETTLE):
-        while len(_attempts(journal, scenario, probe_id)) <= earlier:
-            await trio.sleep(POLL)
-    return _attempts(journal, scenario, probe_id)[earlier:]

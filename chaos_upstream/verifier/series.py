@@ -1,30 +1,53 @@
-"""Streams of probes: a steady, bounded series of probes through the proxy, while a timeline plays
+"""Series of probes: a steady, bounded series of probes through the proxy, while a timeline plays
 out on the fleet's members, judged as a whole.
 
-Invariants: a stream sends exactly `length / every + 1` probes, each on a fresh client connection,
-and waits for all of them (each has the probe's own time limit); when it returns, every member
-listens again and serves its default scenario, whatever the timeline did. A timeline starts only once
-the proxy sends requests to every member again (or ROTATION_LIMIT has passed), so that what came
-before it (a member a proxy still holds down after an earlier fault) does not count against it.
+Invariants: a series sends exactly `length / every + 1` probes, each on a fresh client connection,
+and waits for all of them (each has the probe's own time limit); when it returns, the fleet has been
+told to restore every member (each listens again and serves its default scenario, whatever the
+timeline did). A timeline starts only once the proxy sends requests to every member again (or
+ROTATION_LIMIT has passed), so that what came before it (a member a proxy still holds down after an
+earlier fault) does not count against it. The fleet itself is served and driven by whoever passes it
+(chaos_upstream.harness): the verifier only asks it to play and to restore.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
 from dataclasses import replace
+from typing import Protocol
 
 import trio
 
 from chaos_upstream.model.durations import Timing
 from chaos_upstream.model.scenario import Scenario
-from chaos_upstream.plan.timeline import schedule, stream_length, windows
-from chaos_upstream.server.fleet import Member, play
-from chaos_upstream.server.journal import Journal
+from chaos_upstream.plan.timeline import Change, schedule, stream_length, windows
+from chaos_upstream.verifier.attempts import Journal
 from chaos_upstream.verifier.classify import CLOSED, STATUS, Observation
 from chaos_upstream.verifier.judge import RFC, Verdict
 from chaos_upstream.verifier.probe import Result, Sample, probe, send_probe
 from chaos_upstream.verifier.tally import judge_stream, tally
+
+Address = tuple[str, int]
+
+
+class Fleet(Protocol):
+    """The upstreams a check or a series goes through, as the verifier sees them: their addresses,
+    in the order of the `member` index that the journal's records carry, and a timeline played on
+    them. `len()` is the number of members."""
+
+    @property
+    def addresses(self) -> list[Address]:
+        ...
+
+    def __len__(self) -> int:
+        ...
+
+    async def play(self, changes: Sequence[Change], start: float) -> None:
+        """Carry out each change at its time (trio's clock, from `start`), in order."""
+
+    async def restore(self) -> None:
+        """Every member listening again and serving its default scenario, whatever was played."""
 
 
 ROTATION_LIMIT = 12.0
@@ -49,7 +72,7 @@ def not_in_rotation(verdict: Verdict, waited: float) -> Verdict:
 
 
 async def in_rotation(
-    proxy_url: str, scenario: Scenario, journal: Journal, members: Sequence[Member], *, timing: Timing, every: float,
+    proxy_url: str, scenario: Scenario, journal: Journal, members: Sized, *, timing: Timing, every: float,
     limit: float = ROTATION_LIMIT,
 ) -> float | None:
     """Seconds until the proxy answers ROUND probes per member in a row with 200s, from every member,
@@ -69,25 +92,26 @@ async def in_rotation(
     return None
 
 
-async def probe_stream(
+async def probe_series(
     proxy_url: str,
     scenario: Scenario,
     journal: Journal,
     *,
     timing: Timing,
     profile: str = RFC,
-    members: Sequence[Member] = (),
+    members: Fleet | None = None,
     rotation_limit: float = ROTATION_LIMIT,
 ) -> Result:
     """Probe `scenario` with its stream (`probes.every`), playing its timeline on `members` once they
     are in rotation (waiting at most `rotation_limit` seconds)."""
     assert scenario.probes.every is not None, "a stream needs probes.every"
     method, body = scenario.probes.method, scenario.probes.body.encode("latin-1")
-    enough = not scenario.timeline or len(members) >= scenario.min_members
-    changes = schedule(scenario, len(members), timing) if scenario.timeline and enough else []
+    size = len(members or ())
+    enough = not scenario.timeline or size >= scenario.min_members
+    changes = schedule(scenario, size, timing) if scenario.timeline and enough else []
     every = scenario.probes.every.seconds(timing)
     count = int(stream_length(scenario, changes, timing) / every) + 1 if enough else 0
-    rotation = await in_rotation(proxy_url, scenario, journal, members, timing=timing, every=every,
+    rotation = await in_rotation(proxy_url, scenario, journal, members or (), timing=timing, every=every,
                                  limit=rotation_limit) if changes else 0.0
     samples: list[Sample] = []
 
@@ -99,18 +123,18 @@ async def probe_stream(
     start = trio.current_time()
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(play, changes, members, start)
+            if members is not None:
+                nursery.start_soon(members.play, changes, start)
             for index in range(count):
                 await trio.sleep_until(start + index * every)
                 nursery.start_soon(one)
     finally:
         with trio.CancelScope(shield=True):
-            for member in members:
-                await member.start()
-                member.serve(None)
+            if members is not None:
+                await members.restore()
     samples.sort(key=lambda sample: sample.sent)
     counts = tally(scenario, samples, windows(changes), profile, timing)
-    verdict = judge_stream(scenario, counts, members=len(members), method=method, profile=profile, timing=timing)
+    verdict = judge_stream(scenario, counts, members=size, method=method, profile=profile, timing=timing)
     if rotation is None:
         verdict = not_in_rotation(verdict, rotation_limit)
     shown = (counts.errors or samples or [Sample(f"{scenario.name}-none", Observation(CLOSED, ending="none"), None, ())])[0]
@@ -125,7 +149,7 @@ async def probe_scenario(
     *,
     timing: Timing,
     profile: str = RFC,
-    members: Sequence[Member] = (),
+    members: Fleet | None = None,
     rotation_limit: float = ROTATION_LIMIT,
     **request: object,
 ) -> Result:
@@ -136,5 +160,5 @@ async def probe_scenario(
     if any(value not in (None, ()) for value in request.values()):
         raise TypeError(f"{scenario.name!r} is probed by a stream of its own requests: "
                         f"{', '.join(request)} do not apply")
-    return await probe_stream(proxy_url, scenario, journal, timing=timing, profile=profile, members=members,
+    return await probe_series(proxy_url, scenario, journal, timing=timing, profile=profile, members=members,
                               rotation_limit=rotation_limit)

@@ -1,0 +1,50 @@
+"""A probe's attempts: the records of the times it reached an upstream, read from whatever journal
+serves them (the verifier reads; it never starts, drives or imports a server).
+
+Invariant: the verifier asks a journal only what `Journal` below declares, so that the server's
+journal (and any stand-in a test passes) satisfies it without knowing of it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import trio
+
+from chaos_upstream.model.scenario import Scenario
+
+SETTLE = 0.1
+"""Seconds to wait, once the client has its answer, for the probe's attempts to show in the journal:
+they reached the upstream before the proxy answered, so only the scheduling of this process lags."""
+
+POLL = 0.005
+"""Seconds between two looks at the journal while settling."""
+
+
+class Journal(Protocol):
+    """What the verifier reads of a journal: its records in the order written, only one probe's or
+    one type's when asked, and with `running` copies of those still in progress after them."""
+
+    def records(self, *, probe: str | None = None, type: str | None = None, running: bool = False) -> list[dict[str, Any]]:
+        ...
+
+
+def attempts(journal: Journal, scenario: Scenario | None, probe_id: str) -> list[dict[str, Any]]:
+    """Every journal record (running ones included) of a time this probe may have reached the upstream:
+    its request records, or for a connection-level scenario's port (`scenario` None: the members')
+    every connection that port accepted."""
+    if scenario is None or scenario.trigger == "request":
+        return journal.records(probe=probe_id, type="request", running=True)
+    return [r for r in journal.records(type="accept", running=True) if r["scenario"] == scenario.name]
+
+
+async def settled_attempts(journal: Journal, scenario: Scenario | None, probe_id: str, earlier: int = 0) -> list[dict[str, Any]]:
+    """The probe's attempts, once at least one shows or SETTLE passes (at once for a refusing port,
+    which no attempt can reach); `earlier` attempts, made before the probe, are left out.  With
+    `scenario` None the probe went to the members, whatever it names."""
+    if scenario is not None and scenario.trigger == "refuse":
+        return []
+    with trio.move_on_after(SETTLE):
+        while len(attempts(journal, scenario, probe_id)) <= earlier:
+            await trio.sleep(POLL)
+    return attempts(journal, scenario, probe_id)[earlier:]

@@ -40,7 +40,8 @@ from chaos_upstream.model.catalogue import Catalogue
 from chaos_upstream.model.durations import Timing
 from chaos_upstream.model.scenario import PROFILES, RFC
 from chaos_upstream.plan.selection import Mix
-from chaos_upstream.verifier.blocking import AdminJournal, AttemptsOf, probe_blocking
+from chaos_upstream.verifier.admin_journal import AdminJournal
+from chaos_upstream.verifier.blocking import probe_blocking
 from chaos_upstream.verifier.judge import INCONCLUSIVE, PASS
 from chaos_upstream.verifier.probe import Result
 
@@ -61,7 +62,7 @@ class LoadSettings:
     timing: Timing
     profile: str
     seed: int | None
-    attempts_of: AttemptsOf | None
+    journal: AdminJournal | None
 
     @classmethod
     def resolve(cls, user: type[ChaosUser], options: Any) -> LoadSettings:
@@ -89,14 +90,14 @@ class LoadSettings:
         if not timeout > 0:
             raise ConfigError(f"proxy timeout: {timeout} is not a positive number of seconds")
         admin = option("admin", user.admin)
-        attempts_of = AdminJournal(admin, option("admin_token", user.admin_token)) if admin else None
-        if attempts_of is not None:
+        journal = AdminJournal(admin, option("admin_token", user.admin_token)) if admin else None
+        if journal is not None:
             try:
-                attempts_of("chaos-upstream-loadtest-start")
+                journal.records(probe="chaos-upstream-loadtest-start", type="request", running=True)
             except OSError as exc:
                 raise ConfigError(f"admin: cannot read the upstream's journal at {admin} ({exc}); give `serve` "
                                   "--admin-port, or judge from the client's side alone with --chaos-admin ''") from None
-        return cls(catalogue, mix, Timing(timeout), profile, option("seed", user.seed), attempts_of)
+        return cls(catalogue, mix, Timing(timeout), profile, option("seed", user.seed), journal)
 
 
 class ChaosUser(User):
@@ -142,7 +143,7 @@ class ChaosUser(User):
     def probe(self) -> None:
         name = self.chosen.mix.pick(self.rng)
         result = probe_blocking(self.host, self.chosen.catalogue.get(name), timing=self.chosen.timing,
-                                profile=self.chosen.profile, attempts_of=self.chosen.attempts_of)
+                                profile=self.chosen.profile, journal=self.chosen.journal)
         failure = None if result.verdict == PASS else Misjudged(_failure_message(result))
         if failure is not None:
             _explain_once(result, str(failure))

@@ -7,7 +7,8 @@ import pytest
 import trio
 
 from chaos_upstream.model.durations import Timing
-from chaos_upstream.verifier.blocking import AdminJournal, capture_blocking, probe_blocking
+from chaos_upstream.verifier.admin_journal import AdminJournal
+from chaos_upstream.verifier.blocking import capture_blocking, probe_blocking
 
 from conftest import CATALOGUE, T, get
 
@@ -23,13 +24,13 @@ async def test_verdicts_joined_with_the_journal_over_the_admin_api(nginx_with_ad
     proxy_url, admin_url, _ = nginx_with_admin
     journal = AdminJournal(admin_url)
     request.addfinalizer(journal.close)
-    truncated = await blocking(proxy_url, "truncated-chunked", attempts_of=journal)
+    truncated = await blocking(proxy_url, "truncated-chunked", journal=journal)
     assert (truncated.verdict, truncated.judgement.kind, truncated.observed["upstream_attempts"]) == ("pass", "aborted", 1)
     assert truncated.attempts[0]["probe"] == truncated.probe_id
-    broken = await blocking(proxy_url, "bad-status-line", attempts_of=journal)
+    broken = await blocking(proxy_url, "bad-status-line", journal=journal)
     assert (broken.verdict, broken.seen) == ("fail", "malformed")
     assert broken.reason.startswith("expected the client to see a 502; it saw an invalid HTTP/1.1 response")
-    hung = await blocking(proxy_url, "never-respond", attempts_of=journal)
+    hung = await blocking(proxy_url, "never-respond", journal=journal)
     assert (hung.verdict, hung.seen, len(hung.attempts)) == ("pass", "status 504", 1), hung.explain()
 
 
@@ -43,11 +44,12 @@ async def test_without_a_journal_the_verdict_rests_on_what_the_client_saw(nginx_
 
 @pytest.mark.proxy
 async def test_a_journal_that_cannot_be_read_leaves_the_verdict_to_what_the_client_saw(nginx_with_admin):
-    def gone(probe_id):
-        raise ConnectionRefusedError(111, "Connection refused")
+    class Gone:
+        def records(self, **query):
+            raise ConnectionRefusedError(111, "Connection refused")
 
     proxy_url, _, _ = nginx_with_admin
-    result = await blocking(proxy_url, "bad-status-line", attempts_of=gone)
+    result = await blocking(proxy_url, "bad-status-line", journal=Gone())
     assert (result.verdict, result.seen) == ("fail", "malformed")
     assert result.reason.endswith("(not joined with the upstream's journal, which could not be read: [Errno 111] Connection refused)")
 

@@ -2,11 +2,14 @@
 serves them (the verifier reads; it never starts, drives or imports a server).
 
 Invariant: the verifier asks a journal only what `Journal` below declares, so that the server's
-journal (and any stand-in a test passes) satisfies it without knowing of it.
+journal, the admin API's (`admin_journal.AdminJournal`, which the blocking probe reads) and any
+stand-in a test passes satisfy it without knowing of it. Waiting for the attempts to settle is
+`settling`, without a clock; the async and the blocking probe only do its sleeps.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Generator
 from typing import Any, Protocol
 
 import trio
@@ -38,13 +41,29 @@ def attempts(journal: Journal, scenario: Scenario | None, probe_id: str) -> list
     return [r for r in journal.records(type="accept", running=True) if r["scenario"] == scenario.name]
 
 
+Settling = Generator[float, None, list[dict[str, Any]]]
+"""Yields the seconds to sleep before the next look; returns the attempts."""
+
+
+def settling(look: Callable[[], list[dict[str, Any]]], earlier: int = 0, poll: float = POLL) -> Settling:
+    """The probe's attempts as `look()` reads them, once more than `earlier` show or SETTLE has been
+    slept (in sleeps of `poll` seconds, which the caller does), without the first `earlier`."""
+    slept = 0.0
+    while len(found := look()) <= earlier and slept < SETTLE:
+        yield poll
+        slept += poll
+    return found[earlier:]
+
+
 async def settled_attempts(journal: Journal, scenario: Scenario | None, probe_id: str, earlier: int = 0) -> list[dict[str, Any]]:
     """The probe's attempts, once at least one shows or SETTLE passes (at once for a refusing port,
     which no attempt can reach); `earlier` attempts, made before the probe, are left out.  With
     `scenario` None the probe went to the members, whatever it names."""
     if scenario is not None and scenario.trigger == "refuse":
         return []
-    with trio.move_on_after(SETTLE):
-        while len(attempts(journal, scenario, probe_id)) <= earlier:
-            await trio.sleep(POLL)
-    return attempts(journal, scenario, probe_id)[earlier:]
+    waits = settling(lambda: attempts(journal, scenario, probe_id), earlier)
+    try:
+        while True:
+            await trio.sleep(next(waits))
+    except StopIteration as settled:
+        return settled.value  # type: ignore[no-any-return]

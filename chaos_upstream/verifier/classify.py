@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import h11
 
 from chaos_upstream.plan.sent import read_head
-from chaos_upstream.verifier.capture import Capture
+from chaos_upstream.verifier.exchange import Capture
 
 STATUS, ABORTED, MALFORMED, CLOSED, RESET, TIMEOUT = "status", "aborted", "malformed", "closed", "reset", "timeout"
 

@@ -23,8 +23,9 @@ from chaos_upstream.model.durations import Timing
 from chaos_upstream.model.scenario import Scenario
 from chaos_upstream.plan.selection import PROBE_HEADER, SCENARIO_HEADER, route_prefix
 from chaos_upstream.verifier.attempts import Journal, attempts, settled_attempts
-from chaos_upstream.verifier.capture import Capture, capture
+from chaos_upstream.verifier.capture import capture
 from chaos_upstream.verifier.classify import CLOSED, Observation, ResponseParser, classify
+from chaos_upstream.verifier.exchange import Capture
 from chaos_upstream.verifier.judge import INCONCLUSIVE, RFC, Verdict, describe_outcomes, judge
 
 def probe_limit(timing: Timing) -> float:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import errno
 import functools
+import gc
 import os
 import shlex
 import signal
@@ -27,7 +28,8 @@ from chaos_upstream.errors import ConfigError, unwrap
 from chaos_upstream.server.admin import Admin
 from chaos_upstream.server.fleet import Fleet
 from chaos_upstream.server.upstream import Stats, Upstream
-from chaos_upstream.server.workers import CHANNEL, Supervisor, obey, to_supervisor
+from chaos_upstream.server.worker_supervisor import Supervisor
+from chaos_upstream.server.workers import CHANNEL, obey, to_supervisor
 
 FORCED = 128
 """`serve` stopped at once by a second signal N exits FORCED + N (143 for SIGTERM, 130 for SIGINT):
@@ -60,6 +62,18 @@ def effective(args: argparse.Namespace) -> str:
         for one in value if isinstance(value, list) else [value]:
             words += [flag] if one is True else [flag, "***" if secret(dest) else shlex.quote(str(one))]
     return "chaos-upstream settings: " + " ".join(words)
+
+
+def settle_collector() -> None:
+    """Before serving, once everything loaded at start-up (modules, the catalogue, the server) is
+    built: collect it, and freeze what survives out of the collector's sight for good. Invariant: a
+    full collection while serving scans only what serving allocated (the ~50 000 objects loaded at
+    start-up cost a full collection ~11 ms here, frozen ~0), so its pause grows with the connections
+    held, not with what was loaded. The thresholds stay CPython's: a higher first one (2000, 50000)
+    was measured with 1000 delayed requests held to make the pauses fewer but longer, the timers no
+    less late (benchmarks/timer_lateness.py)."""
+    gc.collect()
+    gc.freeze()
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)

@@ -22,6 +22,12 @@ async def start_member(nursery, index: int = 1) -> Member:
     return member
 
 
+async def arrived(member: Member) -> None:
+    """Return once a request reached `member` and its plan runs (its record is journaled as running)."""
+    with trio.fail_after(T):
+        while not member.journal.records(type="request", running=True):
+            await trio.sleep(0.001)
+
 
 async def test_a_drain_closes_idle_keep_alive_connections_at_once_and_refuses_new_ones(nursery):
     member = await start_member(nursery)
@@ -69,7 +75,7 @@ async def test_a_drain_lets_a_busy_connection_finish_its_response_then_closes_it
             seen = await capture(*member.address, get(scenario="slow-response"), limit=2 * T)
 
         inner.start_soon(slow)
-        await trio.sleep(0.2 * T)
+        await arrived(member)
         await member.stop("finish")
     assert seen.ending == "fin" and seen.data.endswith(b"chaos-upstream: slowpoke\n")
 
@@ -84,7 +90,7 @@ async def test_a_kill_resets_the_connections_in_flight(nursery):
 
     async with trio.open_nursery() as inner:
         inner.start_soon(hung)
-        await trio.sleep(0.2 * T)
+        await arrived(member)
         await member.stop("reset")
     assert (seen.data, seen.ending) == (b"", "rst")
 

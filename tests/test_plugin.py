@@ -166,13 +166,13 @@ def test_thirty_tests_each_get_a_fresh_upstream(pytester):
 def test_a_crash_of_the_upstream_fails_the_test_it_happened_in(pytester):
     pytester.makepyfile("""
         import http.client
-        from chaos_upstream.server import upstream
+        from chaos_upstream.server import connection
 
         def boom(*args):
             raise KeyError("a bug in the upstream")
 
         def test_crashing(chaos_upstream, monkeypatch):
-            monkeypatch.setattr(upstream, "_request_info", boom)
+            monkeypatch.setattr(connection, "_request_info", boom)
             client = http.client.HTTPConnection(chaos_upstream.host, chaos_upstream.port)
             client.request("GET", "/")
             try:

@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from chaos_upstream.model.catalogue import Catalogue
-from chaos_upstream.server.upstream import _pending
+from chaos_upstream.server.transport import SocketTransport
 from chaos_upstream.verifier.capture import capture
 
 from conftest import T, get, settled
@@ -46,7 +46,7 @@ async def test_a_body_of_one_byte_chunks_is_read_in_linear_time_and_stalls_no_on
     async with trio.open_nursery() as nursery:
         nursery.start_soon(send_slow)
         with trio.fail_after(5.0):  # wait until the server is a quarter into the slow body
-            while sum(live.wire.bytes_in for live in upstream._live.values()) < len(slow) // 4:  # no public count mid-connection
+            while sum(live.wire.bytes_in for live in upstream.live.values()) < len(slow) // 4:  # no public count mid-connection
                 await trio.sleep(0.001)
         seen["healthy"] = await capture(host, port, get(), limit=1.0, done=after(len(HEALTHY)))
     assert seen["healthy"].data == HEALTHY and seen["healthy"].elapsed < 0.3
@@ -227,7 +227,7 @@ async def test_pending_sees_waiting_bytes_on_a_socket_past_fd_1023(fds_past_sele
         pairs[0][0].send(b"GET")
         waiting, quiet = (trio.SocketStream(trio.socket.from_stdlib_socket(sock)) for sock in highs)
         assert min(sock.fileno() for sock in highs) >= fds_past_select
-        assert (_pending(waiting), _pending(quiet)) == (True, False)
+        assert (SocketTransport(waiting).pending(), SocketTransport(quiet).pending()) == (True, False)
     finally:
         for sock in [*highs, *(end for pair in pairs for end in pair)]:
             sock.close()

@@ -25,8 +25,10 @@ from chaos_upstream.server.control import Local
 from chaos_upstream.server.fleet import Fleet
 from chaos_upstream.server.journal import Journal
 from chaos_upstream.server.upstream import Settings, Upstream
-from chaos_upstream.server.workers import Supervisor, reserve_port
-from chaos_upstream.serving import cannot_listen, cause, effective, serve_until_signal, whole_line, worker_environment
+from chaos_upstream.server.worker_supervisor import Supervisor, reserve_port
+from chaos_upstream.serving import (
+    cannot_listen, cause, effective, serve_until_signal, settle_collector, whole_line, worker_environment,
+)
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -71,12 +73,15 @@ def _serve_here(args: argparse.Namespace, catalogue: Catalogue) -> int:
         raise ConfigError(f"--journal {args.journal}: {cause(exc)}") from None
     try:
         if args.worker is not None:
-            return trio.run(serve_until_signal, Upstream(catalogue, settings[0], journal), None, args, True)
+            upstream = Upstream(catalogue, settings[0], journal)
+            settle_collector()
+            return trio.run(serve_until_signal, upstream, None, args, True)
         fleet = Fleet(catalogue, settings, journal)
         control = Local(fleet, args.default, timing)
         admin = Admin(control, args.admin_token, allow_hosts=args.admin_allow_host) if args.admin_port is not None else None
         player = _player(control, args, timing)
         print(effective(args), flush=True)
+        settle_collector()
         return trio.run(serve_until_signal, fleet, admin, args, False, player)
     finally:
         journal.close()
@@ -116,6 +121,7 @@ def _supervise(args: argparse.Namespace, catalogue: Catalogue) -> int:
         admin = Admin(fleet, args.admin_token, allow_hosts=args.admin_allow_host) if args.admin_port is not None else None
         failure: ChaosUpstreamError | None = None
         print(effective(args), flush=True)
+        settle_collector()
         try:
             status = trio.run(serve_until_signal, fleet, admin, args, False)
         except* (WorkerCrashed, ConfigError) as group:

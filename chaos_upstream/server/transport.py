@@ -1,0 +1,67 @@
+"""What only a socket can do, beside the byte stream a connection is served on.
+
+The connection handler reads and writes a `trio.abc.Stream` and asks a Transport for the rest: the
+peer's address, whether bytes wait unread, a wait for them that takes none, and a close that resets.
+So one handler serves a plain socket (SocketTransport) and, in the tests, a memory stream under
+MockClock. Invariant: no Transport method reads or writes a byte of the stream.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import struct
+from typing import Protocol
+
+import trio
+
+
+class Transport(Protocol):
+    """The socket-only side of one connection."""
+
+    def peer(self) -> str:
+        """The peer's address as host:port; OSError if the peer is gone already."""
+
+    def pending(self) -> bool:
+        """Whether bytes (or the peer's FIN) wait unread: a request that has arrived is served by a
+        draining server, not cut."""
+
+    async def wait_readable(self) -> None:
+        """Wait until the stream can be read, taking nothing from it."""
+
+    def arm_reset(self) -> None:
+        """Make the stream's next close a reset (RST), not a FIN; OSError if it is closed already."""
+
+
+class SocketTransport:
+    """The Transport of a trio.SocketStream."""
+
+    __slots__ = ("_socket",)
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self._socket = stream.socket
+
+    def peer(self) -> str:
+        return "%s:%d" % self._socket.getpeername()[:2]
+
+    def pending(self) -> bool:
+        """poll, not select: select fails on fds past 1023."""
+        poller = select.poll()
+        try:
+            poller.register(self._socket.fileno(), select.POLLIN)
+        except (OSError, ValueError):  # closed meanwhile
+            return False
+        return bool(poller.poll(0))  # readable, or hung up, or failed: there is something to read
+
+    async def wait_readable(self) -> None:
+        await trio.lowlevel.wait_readable(self._socket)
+
+    def arm_reset(self) -> None:
+        """SO_LINGER with a zero timeout: closing the socket then resets the connection."""
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+async def reset(stream: trio.abc.Stream, transport: Transport) -> None:
+    """RST now."""
+    transport.arm_reset()
+    await stream.aclose()

@@ -27,16 +27,15 @@ import argparse
 import json
 import os
 import re
-import select
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from server_process import read_port, stop_server  # benchmarks/: run as scripts
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAOS, BARE = "chaos-upstream healthy", "bare trio+h11"
@@ -44,11 +43,6 @@ SERVERS = {
     CHAOS: [sys.executable, "-m", "chaos_upstream", "serve", "--port", "0", "--host", "127.0.0.1"],
     BARE: [sys.executable, str(ROOT / "benchmarks" / "bare_trio_h11.py")],
 }
-LISTENING = re.compile(rb"listening on http://127\.0\.0\.1:(\d+)")
-START_TIMEOUT = 15.0
-"""Seconds a server gets to print its listening line."""
-STOP_TIMEOUT = 10.0
-"""Seconds a server gets to exit after SIGTERM (chaos-upstream's grace is 5 s) before SIGKILL."""
 WRK_SLACK = 30.0
 """Seconds wrk may run past its own duration before it is killed."""
 UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
@@ -123,33 +117,6 @@ def running_server(command: list[str]) -> Iterator[int]:
         raise
     if (code := stop_server(process)) != 0:
         raise SystemExit(f"{process.args} exited {code} after SIGTERM")
-
-
-def read_port(process: subprocess.Popen) -> int:
-    """The port from the server's `listening on http://127.0.0.1:PORT` line."""
-    deadline, output = time.monotonic() + START_TIMEOUT, b""
-    while (match := LISTENING.search(output)) is None:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not select.select([process.stdout], [], [], remaining)[0]:
-            raise SystemExit(f"{process.args} did not report a port within {START_TIMEOUT:.0f} s")
-        chunk = os.read(process.stdout.fileno(), 4096)
-        if not chunk:
-            raise SystemExit(f"{process.args} exited ({process.wait()}) before listening: {output!r}")
-        output += chunk
-    return int(match.group(1))
-
-
-def stop_server(process: subprocess.Popen) -> int:
-    """SIGTERM, wait, SIGKILL if it lingers; its exit code."""
-    process.send_signal(signal.SIGTERM)
-    try:
-        return process.wait(timeout=STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        print(f"{process.args} ignored SIGTERM for {STOP_TIMEOUT:.0f} s; killing it", file=sys.stderr)
-        process.kill()
-        return process.wait()
-    finally:
-        process.stdout.close()
 
 
 def run_wrk(url: str, threads: int, connections: int, seconds: int) -> str:

@@ -32,18 +32,17 @@ import argparse
 import functools
 import json
 import os
-import re
 import resource
-import select
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import trio
+
+from server_process import read_port, stop_server  # benchmarks/: run as scripts
 
 ROOT = Path(__file__).resolve().parent.parent
 PROXY_TIMEOUT = 0.25
@@ -52,11 +51,6 @@ DELAY = 4 * PROXY_TIMEOUT
 CHAOS, BARE = "chaos-upstream slow-headers", "bare trio sleep"
 REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\nX-Chaos-Scenario: slow-headers\r\n\r\n"
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 24\r\n\r\nchaos-upstream: toolate\n"
-LISTENING = re.compile(rb"listening on http://127\.0\.0\.1:(\d+)")
-START_TIMEOUT = 15.0
-"""Seconds a server gets to print its listening line."""
-STOP_TIMEOUT = 15.0
-"""Seconds a server gets to exit after SIGTERM before SIGKILL."""
 CLIENT_TIMEOUT = 60.0
 """Seconds one round's client may take in all (connect, send, read every response)."""
 SPARE_FDS = 100
@@ -147,32 +141,6 @@ def measure_once(name: str, n: int) -> dict:
     if len(server) != n or len(client) != n:
         raise SystemExit(f"{name}: {len(client)} responses and {len(server)} journal records for {n} requests")
     return {"server": figures(server), "client": figures(client)}
-
-
-def read_port(process: subprocess.Popen) -> int:
-    """The port from the server's `listening on http://127.0.0.1:PORT` line."""
-    deadline, output = time.monotonic() + START_TIMEOUT, b""
-    while (match := LISTENING.search(output)) is None:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not select.select([process.stdout], [], [], remaining)[0]:
-            raise SystemExit(f"{process.args} did not report a port within {START_TIMEOUT:.0f} s")
-        chunk = os.read(process.stdout.fileno(), 4096)
-        if not chunk:
-            raise SystemExit(f"{process.args} exited ({process.wait()}) before listening: {output!r}")
-        output += chunk
-    return int(match.group(1))
-
-
-def stop_server(process: subprocess.Popen) -> int:
-    """SIGTERM, wait, SIGKILL if it lingers; its exit code."""
-    process.send_signal(signal.SIGTERM)
-    try:
-        return process.wait(timeout=STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        return process.wait()
-    finally:
-        process.stdout.close()
 
 
 async def run_client(port: int, n: int) -> list[float]:

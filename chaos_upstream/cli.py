@@ -32,7 +32,7 @@ from chaos_upstream.server.journal import KEEP_FILES, MEMORY, parse_size
 from chaos_upstream.server.upstream import GRACE
 from chaos_upstream.server.workers import from_supervisor, to_supervisor
 from chaos_upstream.serving import FORCED, secret
-from chaos_upstream.verifier.judge import PROFILES, RFC
+from chaos_upstream.model.scenario import PROFILES, RFC
 from chaos_upstream.verifier.series import ROTATION_LIMIT
 
 

@@ -12,7 +12,8 @@ from chaos_upstream.model.durations import Timing
 from chaos_upstream.model.scenario import Scenario
 from chaos_upstream.plan import planner
 from chaos_upstream.plan.request import RequestInfo
-from chaos_upstream.verifier.capture import Capture, capture
+from chaos_upstream.verifier.capture import capture
+from chaos_upstream.verifier.exchange import Capture
 
 from conftest import CATALOGUE, T, get
 

@@ -9,7 +9,6 @@ from xml.etree import ElementTree
 import pytest
 
 from chaos_upstream.proxies import require
-from conftest import CATALOGUE
 from test_cli import run
 
 T = "0.5"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from chaos_upstream.verifier.capture import Capture
+from chaos_upstream.verifier.exchange import Capture
 from chaos_upstream.verifier.classify import classify
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"

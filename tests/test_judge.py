@@ -3,7 +3,7 @@
 import pytest
 
 from chaos_upstream.model.durations import Timing
-from chaos_upstream.verifier.capture import Capture
+from chaos_upstream.verifier.exchange import Capture
 from chaos_upstream.verifier.classify import classify
 from chaos_upstream.verifier.judge import judge
 

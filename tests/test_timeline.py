@@ -6,7 +6,7 @@ from chaos_upstream.errors import ConfigError
 from chaos_upstream.model.durations import Timing
 from chaos_upstream.model.loading import parse
 from chaos_upstream.plan.timeline import Change, Window, schedule, stream_length, windows
-from chaos_upstream.verifier.capture import Capture
+from chaos_upstream.verifier.exchange import Capture
 from chaos_upstream.verifier.classify import classify
 from chaos_upstream.verifier.probe import Sample
 from chaos_upstream.verifier.tally import judge_stream, tally

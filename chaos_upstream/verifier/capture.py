@@ -12,10 +12,9 @@ from collections.abc import Callable
 
 import trio
 
-from chaos_upstream.verifier.exchange import RECEIVE_SIZE, Capture, Ending, Exchange
+from chaos_upstream.verifier.exchange import RECEIVE_SIZE, Capture, Exchange
 
-__all__ = ["Capture", "Ending", "capture", "capture_on"]
-"""Capture and Ending are re-exported: callers that capture take the result's type from here."""
+__all__ = ["capture", "capture_on"]
 
 
 async def capture(

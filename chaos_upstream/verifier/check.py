@@ -39,7 +39,8 @@ from chaos_upstream.model.steps import Headers
 from chaos_upstream.plan.selection import route_prefix
 from chaos_upstream.verifier.attempts import Journal
 from chaos_upstream.verifier.classify import STATUS, Observation
-from chaos_upstream.verifier.judge import FAIL, INCONCLUSIVE, PASS, PROFILES, RFC
+from chaos_upstream.model.scenario import PROFILES, RFC
+from chaos_upstream.verifier.judge import FAIL, INCONCLUSIVE, PASS
 from chaos_upstream.verifier.probe import Result
 from chaos_upstream.verifier.series import (
     ROTATION_EVERY, ROTATION_LIMIT, Address, Fleet, in_rotation, not_in_rotation, probe_scenario,

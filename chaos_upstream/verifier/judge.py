@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chaos_upstream.model.durations import Timing
-from chaos_upstream.model.scenario import PROFILES, RELAYED, RFC, Outcome, Relay, Scenario
+from chaos_upstream.model.scenario import RELAYED, RFC, Outcome, Relay, Scenario
 from chaos_upstream.plan.sent import longest_silence, sent
 from chaos_upstream.verifier.classify import ABORTED, CLOSED, MALFORMED, RESET, STATUS, TIMEOUT, Observation
 from chaos_upstream.verifier.relay import describe_relayed, quoted, relay_note, relay_problems

@@ -1,9 +1,10 @@
 """A server under measurement as a child process: its port read from its listening line, and its
-stop (SIGTERM, then SIGKILL if it lingers). Shared by the benchmark scripts of this folder, which
+stop (SIGTERM, then SIGKILL if it lingers); and the bounded integer options of the scripts. Shared by the benchmark scripts of this folder, which
 run as scripts (`python benchmarks/NAME.py`), so this module is imported by its bare name."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import select
@@ -44,3 +45,14 @@ def stop_server(process: subprocess.Popen) -> int:
         return process.wait()
     finally:
         process.stdout.close()
+
+
+def bounded(low: int, high: int):
+    """An argparse type: an integer from `low` to `high`."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}")
+        return value
+
+    return parse

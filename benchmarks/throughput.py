@@ -35,7 +35,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from server_process import read_port, stop_server  # benchmarks/: run as scripts
+from server_process import bounded, read_port, stop_server  # benchmarks/: run as scripts
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAOS, BARE = "chaos-upstream healthy", "bare trio+h11"
@@ -75,16 +75,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.connections < args.threads:
         parser.error("--connections must be at least --threads (wrk's rule)")
     return args
-
-
-def bounded(low: int, high: int):
-    def parse(text: str) -> int:
-        value = int(text)
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be between {low} and {high}")
-        return value
-
-    return parse
 
 
 def measure_rounds(args: argparse.Namespace) -> dict[str, list[dict]]:

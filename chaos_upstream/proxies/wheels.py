@@ -24,11 +24,11 @@ HOME_ENV = "CHAOS_UPSTREAM_PROXY_HOME"
 
 
 def home() -> Path:
-    """The folder holding one folder per installed requirement."""
+    """The folder holding one folder per installed requirement, as an absolute path."""
     if os.environ.get(HOME_ENV):
-        return Path(os.environ[HOME_ENV])
+        return Path(os.environ[HOME_ENV]).absolute()  # a proxy runs in its workdir: no relative path
     data = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return Path(data) / "chaos-upstream" / "proxies"
+    return (Path(data) / "chaos-upstream" / "proxies").absolute()
 
 
 def folder(requirement: str) -> Path:

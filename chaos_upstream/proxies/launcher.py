@@ -14,7 +14,8 @@ Invariants:
   tell about the proxy now running.
 - The proxy runs in the foreground, in a session of its own, so it can be stopped as a whole.
 - A configuration is validated by the proxy itself before the proxy is started with it.
-- A `RunningProxy` handed out is listening; leaving `Launcher.launch` stops and reaps it.
+- A `RunningProxy` handed out is ready (`Launcher.ready`: listening, unless the product says
+  more); leaving `Launcher.launch` stops and reaps it.
 - A proxy that lost its port to another process is started again on another (BIND_ATTEMPTS in all).
 """
 
@@ -34,7 +35,7 @@ from pathlib import Path
 
 from chaos_upstream.errors import PortTaken, ProxyFailed, ProxyNotInstalled
 from chaos_upstream.proxies import wheels
-from chaos_upstream.proxies.ports import free_port
+from chaos_upstream.proxies.ports import accepts, free_port
 from chaos_upstream.proxies.running import RunningProxy
 from chaos_upstream.proxies.settings import ProxySettings, timeout_ms
 
@@ -119,6 +120,11 @@ class Launcher(ABC):
     def files(self, settings: ProxySettings) -> dict[str, str]:
         """Files the proxy reads besides `config_name`, by path relative to workdir (none by default)."""
         return {}
+
+    def ready(self, proxy: RunningProxy) -> bool:
+        """Whether the started proxy serves: by default, that its port accepts a connection.  A proxy
+        that loads part of its configuration after it listens (Traefik) says more."""
+        return accepts(proxy.port)
 
     def accepted(self, ran: subprocess.CompletedProcess[str], settings: ProxySettings) -> bool:
         """Whether the run of `check_args` accepted the configuration: exit status 0 by default."""
@@ -237,7 +243,7 @@ class Launcher(ABC):
         proxy = RunningProxy(self.name, version, port, _joined(files), workdir / ERROR_LOG, process,
                              self.effective_timeout(proxy_timeout))
         try:
-            proxy.wait_listening()
+            proxy.wait_ready(functools.partial(self.ready, proxy))
         except BaseException:
             proxy.stop()
             raise

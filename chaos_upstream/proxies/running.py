@@ -3,8 +3,9 @@
 Invariants:
 - The proxy runs in the foreground, in a session of its own, so `stop` ends it and every process
   it forked as a whole: SIGTERM, then SIGKILL to the session after STOP_GRACE_S; then it is reaped.
-- `wait_listening` returns only once the port accepts a connection; a proxy that exits first
-  raises `ProxyFailed` with its error log (`PortTaken` when another process had its port).
+- `wait_ready` returns only once the launcher's `ready` holds (by default: the port accepts a
+  connection); a proxy that exits first raises `ProxyFailed` with its error log (`PortTaken` when
+  another process had its port).
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ import errno
 import os
 import signal
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from chaos_upstream.errors import PortTaken, ProxyFailed
-from chaos_upstream.proxies.ports import LOOPBACK, STARTUP_TIMEOUT_S, accepts, host_port, poll
+from chaos_upstream.proxies.ports import LOOPBACK, STARTUP_TIMEOUT_S, host_port, poll
 
 STOP_GRACE_S = 3.0
 """How long SIGTERM may take before SIGKILL: both proxies stop in milliseconds when healthy."""
@@ -57,16 +59,17 @@ class RunningProxy:
             os.killpg(self.process.pid, signal.SIGKILL)  # not reaped yet: the group id is still ours
             self.process.wait()
 
-    def wait_listening(self) -> None:
-        """Return once the port accepts a connection; raise with the error log if it never does."""
-        if not poll(self._listening):
-            raise ProxyFailed(f"{self.name} did not listen on {self.url} within {STARTUP_TIMEOUT_S} s; "
+    def wait_ready(self, ready: Callable[[], bool]) -> None:
+        """Return once `ready()` holds (see `Launcher.ready`); raise with the error log if the proxy
+        exits first or it never does."""
+        if not poll(lambda: self._running() and ready()):
+            raise ProxyFailed(f"{self.name} was not ready on {self.url} within {STARTUP_TIMEOUT_S} s; "
                               f"error log:\n{self.error_log()}")
 
-    def _listening(self) -> bool:
+    def _running(self) -> bool:
         if self.process.poll() is not None:
             self._exited()
-        return accepts(self.port)
+        return True
 
     def _exited(self) -> None:
         log = self.error_log()

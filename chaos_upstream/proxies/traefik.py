@@ -27,17 +27,15 @@ Invariants of Traefik under that configuration, and of its start:
 
 from __future__ import annotations
 
-import functools
 import http.client
 import subprocess
-from collections.abc import Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
 from chaos_upstream.errors import ProxyFailed
 from chaos_upstream.proxies.launcher import Launcher
-from chaos_upstream.proxies.ports import LOOPBACK, PROBE_TIMEOUT_S, STARTUP_TIMEOUT_S, poll
+from chaos_upstream.proxies.ports import LOOPBACK, PROBE_TIMEOUT_S
 from chaos_upstream.proxies.running import RunningProxy
 from chaos_upstream.proxies.settings import ProxySettings
 from chaos_upstream.proxies.traefik_config import DYNAMIC, READY_PATH, dynamic, static
@@ -84,17 +82,16 @@ class TraefikLauncher(Launcher):
         having printed the URL it tried: that line is what tells an accepted configuration."""
         return ran.stdout.startswith(_decoded(settings))
 
-    def start(self, upstreams: Sequence[tuple[str, int]], proxy_timeout: float,
-              workdir: Path, routes: Mapping[str, tuple[str, int]] | None = None) -> RunningProxy:
-        """A listening proxy whose routers are loaded: the file provider loads them after the
-        entry point opens, so a request sent on the first accepted connect could get a 404."""
-        proxy = super().start(upstreams, proxy_timeout, workdir, routes)
-        try:
-            _wait_routed(proxy)
-        except BaseException:
-            proxy.stop()
-            raise
-        return proxy
+    def ready(self, proxy: RunningProxy) -> bool:
+        """Whether `READY_PATH` answers 200: the file provider loads the routers after the entry
+        point opens, so a request sent on the first accepted connect could get a 404.  Raises if
+        Traefik logged an error while loading (it then runs on without the part it rejected: a
+        router, a service, or the whole dynamic file)."""
+        routed = _routed(proxy.port)
+        if LOGGED_ERROR in (log := proxy.error_log()):
+            raise ProxyFailed(f"{proxy.name} logged an error while loading its configuration on {proxy.url}; "
+                              f"error log:\n{log}")
+        return routed
 
 
 def _decoded(settings: ProxySettings) -> tuple[str, ...]:
@@ -102,27 +99,6 @@ def _decoded(settings: ProxySettings) -> tuple[str, ...]:
     tried our entry point's ping (refused: nothing listens yet), or something answered there."""
     return (f'Error calling healthcheck: Head "http://{settings.listen}/ping"',
             "Bad healthcheck status: ", "OK: ")
-
-
-def _wait_routed(proxy: RunningProxy) -> None:
-    """Return once `READY_PATH` answers 200; raise with the error log if it never does, or if
-    Traefik logged an error while loading its configuration (it then runs on without the part it
-    rejected: a router, a service, or the whole dynamic file)."""
-    if not poll(functools.partial(_loaded, proxy)):
-        raise ProxyFailed(f"{proxy.name} did not route {READY_PATH} on {proxy.url} within {STARTUP_TIMEOUT_S} s "
-                          f"(its dynamic configuration was not loaded); error log:\n{proxy.error_log()}")
-
-
-def _loaded(proxy: RunningProxy) -> bool:
-    """Whether `READY_PATH` answers 200 now; raises if Traefik exited or logged an error."""
-    if proxy.process.poll() is not None:
-        raise ProxyFailed(f"{proxy.name} exited with status {proxy.process.returncode} while loading "
-                          f"its routers; error log:\n{proxy.error_log()}")
-    routed = _routed(proxy.port)
-    if LOGGED_ERROR in (log := proxy.error_log()):
-        raise ProxyFailed(f"{proxy.name} logged an error while loading its configuration on {proxy.url}; "
-                          f"error log:\n{log}")
-    return routed
 
 
 def _routed(port: int) -> bool:

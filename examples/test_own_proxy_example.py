@@ -91,7 +91,7 @@ def test_our_client_sees_a_504_while_the_upstream_is_slow(chaos_upstream, my_hap
     assert client.getresponse().status == 504
     client.close()
     [request] = chaos_upstream.journal.records(type="request", running=True)  # the upstream still sleeps
-    assert (request["target"], request["scenario"], request["chosen_by"]) == ("/api/orders", "slow-headers", "active")
+    assert (request.target, request.scenario, request.chosen_by) == ("/api/orders", "slow-headers", "active")
 
 
 @pytest.mark.xfail(strict=True, reason="HAProxy 2.6 forwards a four-digit status code (known, accepted)")

@@ -9,6 +9,8 @@ import pytest
 
 from chaos_upstream.model.catalogue import Catalogue
 from chaos_upstream.model.durations import Timing
+from chaos_upstream.plan.actions import Response
+from chaos_upstream.records import ActionRecord, RequestRecord
 from chaos_upstream.server.upstream import Settings, Upstream
 
 T = 0.2
@@ -98,3 +100,14 @@ async def nginx_with_admin(nursery: Any, tmp_path: Any) -> Any:
     [(host, port)] = await nursery.start(Admin(Local(fleet, "healthy", Timing(T)), None).run, "127.0.0.1", 0)
     async with running(require("nginx"), fleet.addresses, T, tmp_path) as proxy:
         yield proxy.url, f"http://{host}:{port}", journal
+
+
+def request_record(n: int, target: str = "/", probe: str | None = None, **fields: Any) -> RequestRecord:
+    """A request record shaped like the server's, with `target`, `probe` and any other `fields` as given."""
+    return RequestRecord(**{
+        "t": 1.5 + n, "conn": n, "seq": 1, "method": "GET", "target": target, "scenario": "healthy",
+        "chosen_by": "default", "probe": probe, "body_bytes": 0, "rule": None,
+        "response": Response(status=200, content_length=2, head_complete=True, body_bytes=2),
+        "actions": (ActionRecord("send", 1.5 + n, 80), ActionRecord("keep-alive", 1.5 + n)),
+        "ended": "keep-alive", "duration": 0.001, **fields,
+    })

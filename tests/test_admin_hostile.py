@@ -21,7 +21,7 @@ from chaos_upstream.server.upstream import Settings
 from chaos_upstream.verifier.capture import capture
 from chaos_upstream.verifier.classify import classify
 
-from conftest import CATALOGUE, T, get
+from conftest import CATALOGUE, T, get, request_record
 from test_admin import call_json, response
 from test_cli import COMMAND, ROOT, Server, fetch
 from test_workers import children
@@ -159,9 +159,9 @@ async def test_a_foreign_origin_is_refused_403(served, origin, status):
 
 
 def fill(journal: Journal, count: int, start: int = 0) -> None:
-    """`count` request records straight into the journal, numbered from `start` in "i"."""
+    """`count` request records straight into the journal, numbered from `start` in "conn"."""
     for i in range(start, start + count):
-        journal.write({"type": "request", "t": i / 1000, "conn": i, "i": i, "target": "/" + "x" * 300})
+        journal.write(request_record(i, "/" + "x" * 300, t=i / 1000, response=None, actions=()))
 
 
 async def page(address, query: str) -> tuple[list[dict], dict]:
@@ -179,7 +179,7 @@ async def test_100k_records_page_completely_and_exactly(served):
     seen, query, pages = [], "limit=10000", 0
     while True:
         records, headers = await page(address, query)
-        seen += [record["i"] for record in records]
+        seen += [record["conn"] for record in records]
         pages += 1
         if pages == 5:  # records written between pages come on later pages
             fill(fleet.journal, 7, start=100_000)
@@ -199,7 +199,7 @@ async def test_a_page_says_how_many_records_left_memory_unread(nursery):
     [address] = await nursery.start(Admin(Local(fleet, "healthy", Timing(T))).run, "127.0.0.1", 0)
     fill(fleet.journal, 250)
     records, headers = await page(address, "since=20&limit=10")
-    assert [r["i"] for r in records] == list(range(150, 160))
+    assert [r["conn"] for r in records] == list(range(150, 160))
     assert headers[b"x-chaos-journal-skipped"] == b"130" and headers[b"x-chaos-journal-next"] == b"160"
 
 

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chaos_upstream.model.durations import Timing
+from chaos_upstream.records import ConnectionRecord
 from chaos_upstream.server.admin import Admin
 from chaos_upstream.server.admin_http import MAX_BODY, Reply
 from chaos_upstream.server.control import JournalPage, Local
@@ -22,7 +23,7 @@ from chaos_upstream.server.journal import Journal
 from chaos_upstream.server.upstream import Settings
 from chaos_upstream.server.workers import _merged
 
-from conftest import CATALOGUE, T
+from conftest import CATALOGUE, T, request_record
 
 TOKEN = "s3cret"
 KNOWN = {200, 202, 400, 401, 403, 404, 405, 409, 413, 415, 422, 503}
@@ -80,7 +81,8 @@ def requests(draw):
 def fleet_of_two() -> Fleet:
     journal = Journal()
     for i in range(30):
-        journal.write({"type": "request" if i % 3 else "connection", "t": i / 10, "probe": f"p{i % 4}", "conn": i})
+        journal.write(request_record(i, probe=f"p{i % 4}", t=i / 10) if i % 3 else ConnectionRecord(
+            t=i / 10, conn=i, ended="peer-closed", t_end=i / 10, bytes_in=0, bytes_out=0))
     return Fleet(CATALOGUE, [Settings(port=0, timing=Timing(T))] * 2, journal)
 
 
@@ -152,7 +154,7 @@ def pages_of(journals: list[Journal], limit: int, writes: list[int]) -> list[str
 
 def write(journal: Journal, worker: int, count: int) -> None:
     for _ in range(count):
-        journal.write({"type": "request", "t": round(journal.total * 0.37 % 5, 3), "worker": worker, "n": journal.total + 1})
+        journal.write(request_record(journal.total + 1, t=round(journal.total * 0.37 % 5, 3), worker=worker))
 
 
 @settings(max_examples=300, deadline=None)
@@ -162,7 +164,7 @@ def test_paging_the_journals_of_any_workers_serves_every_record_exactly_once(siz
     for worker, (journal, size) in enumerate(zip(journals, sizes)):
         write(journal, worker, size)
     served = [json.loads(text) for text in pages_of(journals, limit, writes)]
-    keys = [(record["worker"], record["n"]) for record in served]
+    keys = [(record["worker"], record["conn"]) for record in served]
     assert sorted(keys) == sorted((k, n) for k, journal in enumerate(journals) for n in range(1, journal.total + 1))
     for k in range(len(journals)):  # each worker's records in the order written
         assert [n for worker, n in keys if worker == k] == sorted(n for worker, n in keys if worker == k)

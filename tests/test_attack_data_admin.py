@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+from functools import partial
 from types import SimpleNamespace
 
 import pytest
@@ -16,15 +17,15 @@ from chaos_upstream.server import workers
 from chaos_upstream.server.journal import FIELD_LIMIT, Journal
 from chaos_upstream.server.workers import Lines, Worker
 
-from conftest import get, settled
+from conftest import get, request_record, settled
 from test_admin_hostile import served  # noqa: F401  (a fixture)
 
 
 def test_running_records_in_a_page_are_capped_and_kept_within_its_limit_and_budget():
     journal = Journal()
-    journal.write({"type": "request", "probe": "p", "target": "/done"})
+    journal.write(request_record(0, "/done", probe="p"))
     for n in range(50):  # requests held open (never-respond) with the longest target a head allows
-        journal.begin({"type": "request", "probe": "p", "n": n, "target": "/" + "a" * 60_000})
+        journal.begin(n, partial(request_record, n, "/" + "a" * 60_000, probe="p", ended=None, running=True))
     page = journal.page(running=True, limit=10, budget=3 * FIELD_LIMIT)
     assert len(page.texts) == 1 and 1 <= len(page.running) <= 4  # ~2.1 KB each, capped: the budget stops them
     assert all(len(record["target"]) < FIELD_LIMIT + 40 and record["running"] for record in page.running)
@@ -83,8 +84,8 @@ async def test_a_client_that_never_reads_is_cut_after_the_idle_timeout_like_one_
             while flood:
                 flood = flood[await sock.send(flood[:65536]) :]
         [connection] = await settled(upstream.journal, type="connection", count=1, limit=2.0)
-    assert connection["ended"] == "peer-stalled"
-    assert upstream.journal.records(type="request")[-1]["ended"] == "peer-stalled"
+    assert connection.ended == "peer-stalled"
+    assert upstream.journal.records(type="request")[-1].ended == "peer-stalled"
 
 
 async def admin_exchange(address, head: bytes, body: bytes = b"") -> bytes:

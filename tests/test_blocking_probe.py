@@ -26,7 +26,7 @@ async def test_verdicts_joined_with_the_journal_over_the_admin_api(nginx_with_ad
     request.addfinalizer(journal.close)
     truncated = await blocking(proxy_url, "truncated-chunked", journal=journal)
     assert (truncated.verdict, truncated.judgement.kind, truncated.observed["upstream_attempts"]) == ("pass", "aborted", 1)
-    assert truncated.attempts[0]["probe"] == truncated.probe_id
+    assert truncated.attempts[0].probe == truncated.probe_id
     broken = await blocking(proxy_url, "bad-status-line", journal=journal)
     assert (broken.verdict, broken.seen) == ("fail", "malformed")
     assert broken.reason.startswith("expected the client to see a 502; it saw an invalid HTTP/1.1 response")

@@ -5,6 +5,7 @@ import trio
 
 from chaos_upstream.model.durations import Timing
 from chaos_upstream.plan.timeline import Change
+from chaos_upstream.records import ChangeRecord
 from chaos_upstream.server.control import Local
 from chaos_upstream.server.fleet import Fleet, Member, play
 from chaos_upstream.server.journal import Journal
@@ -40,7 +41,7 @@ async def test_a_drain_closes_idle_keep_alive_connections_at_once_and_refuses_ne
     await stream.aclose()
     assert await refused(member.address)
     [connection] = await settled(member.journal, type="connection", count=1)
-    assert (connection["ended"], connection["member"]) == ("drained", 1)
+    assert (connection.ended, connection.member) == ("drained", 1)
 
 
 @pytest.mark.parametrize("attempt", range(10))
@@ -118,8 +119,8 @@ async def test_a_fleets_journal_keeps_one_clock_across_members_and_restarts(nurs
     for member in fleet.members:
         await capture(*member.address, get(), limit=T, done=lambda piece: True)
     [first, second] = await settled(fleet.journal, type="request", count=2)
-    assert (first["member"], second["member"]) == (0, 1)
-    assert T / 2 <= first["t"] <= second["t"] < first["t"] + T
+    assert (first.member, second.member) == (0, 1)
+    assert T / 2 <= first.t <= second.t < first.t + T
 
 
 async def test_each_change_of_a_timeline_is_journaled_on_the_fleets_clock(nursery):
@@ -128,9 +129,9 @@ async def test_each_change_of_a_timeline_is_journaled_on_the_fleets_clock(nurser
     changes = [Change(0.0, 1, "stop", "reset"), Change(T / 4, 1, "start", scenario="starting-unavailable"), Change(T / 2, 1, "serve")]
     await play(changes, fleet.members, trio.current_time())
     stop, start, serve = fleet.journal.records(type="change")
-    assert stop == {"type": "change", "t": stop["t"], "member": 1, "do": "stop", "in_flight": "reset"}
-    assert (start["do"], start["scenario"], serve["do"], serve["scenario"]) == ("start", "starting-unavailable", "serve", None)
-    assert T / 4 <= start["t"] - stop["t"] < T / 2 <= serve["t"] - stop["t"] < T
+    assert stop == ChangeRecord(t=stop.t, member=1, do="stop", in_flight="reset")
+    assert (start.do, start.scenario, serve.do, serve.scenario) == ("start", "starting-unavailable", "serve", None)
+    assert T / 4 <= start.t - stop.t < T / 2 <= serve.t - stop.t < T
 
 
 async def test_a_scheduled_play_that_falls_due_while_another_plays_is_skipped_with_a_line(nursery, autojump_clock):
@@ -143,6 +144,6 @@ async def test_a_scheduled_play_that_falls_due_while_another_plays_is_skipped_wi
     await trio.sleep(7.5 * T)
     assert lines == ["not playing restart-during-deploy now: a timeline is playing already",
                      "playing restart-during-deploy: 4 changes over 1 s"]
-    stops = [(c["t"], c["member"]) for c in fleet.journal.records(type="change") if c["do"] == "stop"]
+    stops = [(c.t, c.member) for c in fleet.journal.records(type="change") if c.do == "stop"]
     assert [member for _, member in stops] == [0, 1, 0, 1]  # the admin's play, then the second scheduled one
     assert stops[2][0] - stops[0][0] == pytest.approx(6 * T)

@@ -62,7 +62,7 @@ async def test_the_servers_journal_answers_the_verifiers_reads_of_attempts():
         host, port = served.addresses[0]
         assert classify(await capture(host, port, get(probe="p-1"), limit=T)).status == 200
         found = await settled_attempts(served.journal, None, "p-1")
-        assert [(record["probe"], record["type"]) for record in found] == [("p-1", "request")]
+        assert [(record.probe, record.type) for record in found] == [("p-1", "request")]
         assert attempts(served.journal, None, "p-2") == []
 
 
@@ -78,5 +78,5 @@ async def test_a_fleet_plays_a_timeline_and_restores_every_member_listening_and_
         await fleet.restore()
         for host, port in fleet.addresses:
             assert classify(await capture(host, port, get(), limit=T)).status == 200
-        done = [(record["member"], record["do"]) for record in served.journal.records(type="change")]
+        done = [(record.member, record.do) for record in served.journal.records(type="change")]
         assert done == [(1, "stop"), (0, "serve")]

@@ -9,6 +9,8 @@ import pytest
 import trio
 
 from chaos_upstream.model.durations import Timing
+from chaos_upstream.plan.actions import Response
+from chaos_upstream.records import AcceptRecord, BadRequestRecord, ChangeRecord, ConnectionRecord, parse, to_json
 from chaos_upstream.server.admin import Admin
 from chaos_upstream.server.control import Local
 from chaos_upstream.server.fleet import Fleet
@@ -16,49 +18,70 @@ from chaos_upstream.server.journal import FIELD_LIMIT, Journal, capped, parse_si
 from chaos_upstream.server.upstream import Settings
 from chaos_upstream.verifier.capture import capture
 
-from conftest import CATALOGUE, T
+from conftest import CATALOGUE, T, request_record
 from test_admin import call
 
 
 def test_a_probes_records_are_the_ones_still_in_memory_in_order():
     journal = Journal(keep=3)
     for n, probe in enumerate(["a", "b", "a", None, "a"]):
-        journal.write({"type": "request", "probe": probe, "n": n})
-    assert [r["n"] for r in journal.records(probe="a")] == [2, 4]
+        journal.write(request_record(n, probe=probe))
+    assert [r.conn for r in journal.records(probe="a")] == [2, 4]
     assert journal.records(probe="b") == []
-    assert [r["n"] for r in journal.records()] == [2, 3, 4] and journal.total == 5
+    assert [r.conn for r in journal.records()] == [2, 3, 4] and journal.total == 5
+
+
+def test_records_come_back_as_the_typed_records_written_and_their_json_is_the_files(tmp_path):
+    journal = Journal(tmp_path / "journal.jsonl")
+    written = [
+        request_record(0, probe="p", continue_="sent", body="abc"),
+        ConnectionRecord(t=1.0, conn=0, worker=2, peer="127.0.0.1:5", ended="peer-closed", requests=1, t_end=2.0, bytes_in=9, bytes_out=80),
+        BadRequestRecord(t=1.0, conn=1, error="bad", status=400),
+        request_record(3, scenario=None, rule=None, response=None, actions=(), ended="closed", duration=None, error="no scenario", status=404),
+        ChangeRecord(t=2.0, member=1, do="stop", in_flight="finish"),
+        AcceptRecord(t=3.0, conn=2, scenario="accept-then-close", rule=None, response=Response(), ended="closed", duration=0.0),
+    ]
+    for record in written:
+        journal.write(record)
+    journal.close()
+    assert journal.records() == written
+    lines = [json.loads(line) for line in (tmp_path / "journal.jsonl").read_text().splitlines()]
+    assert [parse(line) for line in lines] == written and [to_json(record) for record in written] == lines
+    assert lines[0]["continue"] == "sent" and "worker" not in lines[0] and lines[1]["worker"] == 2
+    assert "scenario" not in lines[4] and lines[4]["in_flight"] == "finish"
+    assert (lines[3]["scenario"], lines[3]["rule"], lines[3]["status"]) == (None, None, 404) and "response" not in lines[3]
+
+
+@pytest.mark.parametrize("data, problem", [
+    ({"type": "requests", "t": 1}, "type 'requests' is none of request, accept"),
+    ({**to_json(request_record(0)), "scenaro": "healthy"}, "not a request record: unknown fields scenaro"),
+    ({"type": "connection", "t": 1, "conn": 1}, "not a connection record: .*missing"),
+    ({**to_json(request_record(0)), "actions": [{"do": "send", "at": 1}]}, "not a request record: .*at"),
+])
+def test_parse_refuses_what_is_not_a_record_naming_what_is_wrong(data, problem):
+    with pytest.raises(ValueError, match=problem):
+        parse(data)
 
 
 def test_running_records_of_a_probe_come_after_the_written_ones():
     journal = Journal()
-    journal.write({"type": "request", "probe": "a", "n": 0})
-    running = {"type": "request", "probe": "a", "n": 1}
-    journal.begin(running)
-    assert [(r["n"], r.get("running")) for r in journal.records(probe="a", running=True)] == [(0, None), (1, True)]
-    journal.write(running)
-    assert [r["n"] for r in journal.records(probe="a", running=True)] == [0, 1]
-
-
-def request(n: int, target: str = "/", probe: str | None = None) -> dict:
-    """A request record shaped like the server's, with `target` and `probe` as given."""
-    return {
-        "type": "request", "t": 1.5 + n, "conn": n, "seq": 1, "method": "GET", "target": target, "scenario": "healthy",
-        "chosen_by": "default", "probe": probe, "body_bytes": 0, "rule": None,
-        "response": {"status": 200, "content_length": 2, "chunked": False, "body_bytes": 2},
-        "actions": [{"do": "send", "t": 1.5 + n, "bytes": 80}, {"do": "keep-alive", "t": 1.5 + n}],
-        "ended": "keep-alive", "duration": 0.001,
-    }
+    journal.write(request_record(0, probe="a"))
+    journal.begin("key", lambda: request_record(1, probe="a", ended=None, running=True))
+    assert [(r.conn, r.running) for r in journal.records(probe="a", running=True)] == [(0, False), (1, True)]
+    assert [r.conn for r in journal.records(probe="a")] == [0]
+    journal.write(request_record(1, probe="a"), key="key")
+    assert [(r.conn, r.running) for r in journal.records(probe="a", running=True)] == [(0, False), (1, False)]
 
 
 def test_memory_is_bounded_in_bytes_and_the_oldest_records_leave_first():
     journal = Journal(memory=100_000)
     for n in range(300):
-        journal.write(request(n, "/" + "x" * 1500, probe=f"p-{n}"))
+        journal.write(request_record(n, "/" + "x" * 1500, probe=f"p-{n}"))
         assert journal.held <= 100_000
     kept = journal.records()
-    assert 20 < len(kept) < 100 and [r["conn"] for r in kept] == list(range(300 - len(kept), 300))
+    assert 20 < len(kept) < 100 and [r.conn for r in kept] == list(range(300 - len(kept), 300))
     assert journal.dropped == 300 - len(kept) and journal.total == 300
-    assert journal.records(probe="p-0") == [] and journal.records(probe="p-299")[0]["conn"] == 299
+    assert journal.records(probe="p-0") == [] and journal.records(probe="p-299")[0].conn == 299
 
 
 def test_the_bytes_held_are_what_the_records_in_memory_really_take():
@@ -70,7 +93,7 @@ def test_the_bytes_held_are_what_the_records_in_memory_really_take():
         try:
             before = tracemalloc.get_traced_memory()[0]
             for n in range(1500):
-                journal.write(request(n, f"/item/{n}?q=" + "a" * (n % 300), probe(n)))
+                journal.write(request_record(n, f"/item/{n}?q=" + "a" * (n % 300), probe(n)))
             gc.collect()
             taken = tracemalloc.get_traced_memory()[0] - before
         finally:
@@ -80,14 +103,14 @@ def test_the_bytes_held_are_what_the_records_in_memory_really_take():
 
 def test_a_record_never_keeps_a_field_over_the_limit_and_says_how_much_was_cut(tmp_path):
     journal = Journal(tmp_path / "journal.jsonl")
-    journal.write({**request(0, "/" + "t" * 60_000, probe="p" * 5000), "error": "e" * 3000, "body": "b" * 65_536})
+    journal.write(request_record(0, "/" + "t" * 60_000, probe="p" * 5000, error="e" * 3000, body="b" * 65_536))
     journal.close()
     [kept] = journal.records()
-    assert kept == json.loads((tmp_path / "journal.jsonl").read_text())
-    assert kept["target"] == "/" + "t" * (FIELD_LIMIT - 1) + f"...[{60_001 - FIELD_LIMIT} chars cut]"
-    assert kept["error"] == "e" * FIELD_LIMIT + f"...[{3000 - FIELD_LIMIT} chars cut]"
-    assert kept["body"] == "b" * 65_536  # a recorded body keeps the 64 KiB the model promises
-    assert journal.records(probe="p" * 5000) == [kept] and kept["probe"] == capped("p" * 5000)  # found by the id sent
+    assert to_json(kept) == json.loads((tmp_path / "journal.jsonl").read_text())
+    assert kept.target == "/" + "t" * (FIELD_LIMIT - 1) + f"...[{60_001 - FIELD_LIMIT} chars cut]"
+    assert kept.error == "e" * FIELD_LIMIT + f"...[{3000 - FIELD_LIMIT} chars cut]"
+    assert kept.body == "b" * 65_536  # a recorded body keeps the 64 KiB the model promises
+    assert journal.records(probe="p" * 5000) == [kept] and kept.probe == capped("p" * 5000)  # found by the id sent
 
 
 def test_sizes_are_bytes_or_binary_multiples():
@@ -109,7 +132,7 @@ async def test_sixty_kilobyte_targets_through_the_server_stay_within_the_memory_
         while journal.total < 300:  # a request record and a connection record each
             await trio.sleep(0.005)
     assert journal.held <= 256 * 1024 and journal.dropped == 300 - len(journal.records()) > 100
-    assert all(len(r.get("target", "")) < FIELD_LIMIT + 30 for r in journal.records())
+    assert all(len(getattr(r, "target", "")) < FIELD_LIMIT + 30 for r in journal.records())
     status, text = await call(admin, "GET", "/metrics")
     assert f"chaos_upstream_journal_dropped_total {journal.dropped}.0".encode() in text
     assert f"chaos_upstream_journal_memory_bytes {journal.held}.0".encode() in text

@@ -16,7 +16,7 @@ from chaos_upstream.cli import main
 from chaos_upstream.server.journal import Journal
 
 from test_cli import COMMAND, ROOT, fetch
-from test_journal import request
+from conftest import request_record
 from test_workers import admin_call
 
 CLOSE = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
@@ -90,12 +90,12 @@ def test_a_full_disk_costs_records_not_lines_says_so_once_and_writing_resumes_wh
     journal = Journal(tiny_disk / "journal.jsonl", say=said.append)
     filler = fill(tiny_disk, leave=2)
     for written in range(1, 100):  # the lines cross into a page the disk cannot give: short writes, cut off again
-        journal.write(request(written - 1, "/" + "x" * 1900))
+        journal.write(request_record(written - 1, "/" + "x" * 1900))
         if journal.unwritten == 4:
             break
     filler.unlink()
     for n in range(written, written + 5):
-        journal.write(request(n, "/" + "x" * 1900))
+        journal.write(request_record(n, "/" + "x" * 1900))
     journal.close()
     lines = whole_lines(tiny_disk / "journal.jsonl")
     assert len(lines) + journal.unwritten == written + 5 and journal.unwritten == 4
@@ -144,15 +144,15 @@ def test_reopen_opens_the_path_again_after_logrotate_moved_the_file(tmp_path):
     path, moved = tmp_path / "journal.jsonl", tmp_path / "journal.jsonl.1"
     said: list[str] = []
     journal = Journal(path, say=said.append)
-    journal.write(request(0))
+    journal.write(request_record(0))
     path.rename(moved)
-    journal.write(request(1))  # until told, the moved file takes the records, as logrotate expects
+    journal.write(request_record(1))  # until told, the moved file takes the records, as logrotate expects
     path.mkdir()  # the path cannot be opened now: the records are counted, not fatal
     journal.reopen()
-    journal.write(request(2))
+    journal.write(request_record(2))
     path.rmdir()
     journal.reopen()
-    journal.write(request(3))
+    journal.write(request_record(3))
     journal.close()
     assert [r["conn"] for r in whole_lines(moved)] == [0, 1] and [r["conn"] for r in whole_lines(path)] == [3]
     assert journal.unwritten == 1 and len(said) == 2 and "Is a directory" in said[0]
@@ -162,7 +162,7 @@ def test_rotation_by_size_keeps_the_newest_lines_in_order_in_k_files(tmp_path):
     path = tmp_path / "journal.jsonl"
     journal = Journal(path, max_bytes=1000, keep_files=2)
     for n in range(30):
-        journal.write(request(n))
+        journal.write(request_record(n))
     journal.close()
     files = [tmp_path / "journal.jsonl.2", tmp_path / "journal.jsonl.1", path]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in files)

@@ -3,11 +3,12 @@
 import pytest
 
 from chaos_upstream.model.durations import Timing
+from chaos_upstream.plan.actions import Response
 from chaos_upstream.verifier.exchange import Capture
 from chaos_upstream.verifier.classify import classify
 from chaos_upstream.verifier.judge import judge
 
-from conftest import CATALOGUE
+from conftest import CATALOGUE, request_record
 
 T = Timing(1.0)
 
@@ -17,9 +18,9 @@ def seen(data: bytes, ending: str = "fin", at: float = 0.01):
 
 
 def attempt(status=200, content_length=None, chunked=False, last_chunk=False, body_bytes=0, head_complete=True):
-    response = dict(status=status, content_length=content_length, chunked=chunked, last_chunk=last_chunk,
-                    head_complete=head_complete, body_bytes=body_bytes)
-    return {"type": "request", "probe": "p", "response": response, "actions": [], "conn": 1, "t": 0.0}
+    response = Response(status=status, content_length=content_length, chunked=chunked, last_chunk=last_chunk,
+                        head_complete=head_complete, body_bytes=body_bytes)
+    return request_record(1, probe="p", t=0.0, response=response, actions=())
 
 
 CHUNKED_OK = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3e8\r\n" + b"x" * 1000 + b"\r\n0\r\n\r\n"

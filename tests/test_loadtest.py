@@ -44,7 +44,7 @@ async def test_expected_faults_count_as_successes_and_wrong_answers_as_failures(
     assert failure["Name"] == "bad-status-line" and "fail: expected a 502, saw malformed" in failure["Error"]
     assert "first probe with fail: expected a 502, saw malformed:\nbad-status-line: FAIL (rfc profile" in log
     assert "  upstream:     1 attempt(s)" in log  # joined with the journal through the admin API
-    probes = {record["probe"] for record in journal.records(type="request")}
+    probes = {record.probe for record in journal.records(type="request")}
     assert len(probes) >= int(stats["Aggregated"]["Request Count"])
 
 
@@ -77,7 +77,7 @@ async def test_a_seed_gives_each_user_the_same_draws_on_every_run(nginx_with_adm
         done = await locust("--users", "1", "--run-time", "1s", "--host", proxy_url, "--chaos-admin", admin_url,
                             "--chaos-mix", "healthy=1,upstream-502=1,reset-before-response=1", "--chaos-seed", seed)
         assert done.returncode == 0, done.stderr.decode()
-        probes = {record["probe"]: record["scenario"] for record in journal.records(type="request")[before:]}
+        probes = {record.probe: record.scenario for record in journal.records(type="request")[before:]}
         return list(probes.values())[:20]  # one per probe: nginx retries a reset on a kept-alive connection
 
     first, again, other = await draws("7"), await draws("7"), await draws("8")

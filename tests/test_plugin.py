@@ -32,7 +32,7 @@ def test_the_upstream_listens_on_free_ports_and_journals_every_request(chaos_ups
     assert chaos_upstream.url == f"http://127.0.0.1:{chaos_upstream.port}" and chaos_upstream.host == "127.0.0.1"
     assert get(chaos_upstream.address, "/hello") == (200, b"chaos-upstream: healthy\n")
     [request] = chaos_upstream.journal.records(type="request")
-    assert (request["target"], request["scenario"], request["probe"]) == ("/hello", "healthy", None)
+    assert (request.target, request.scenario, request.probe) == ("/hello", "healthy", None)
     ports = {port for _, port in chaos_upstream.routes.values()}
     assert set(chaos_upstream.routes) >= {f"/_chaos/{name}/" for name in CONNECTION_LEVEL}
     assert len(ports) == len(chaos_upstream.routes) and chaos_upstream.port not in ports
@@ -79,7 +79,7 @@ def test_a_proxy_balances_over_every_member_of_a_fleet(chaos_upstream, chaos_pro
     assert len(set(chaos_upstream.addresses)) == 2
     for _ in range(4):
         assert get(("127.0.0.1", haproxy.port))[0] == 200
-    assert {r["member"] for r in chaos_upstream.journal.records(type="request")} == {0, 1}
+    assert {r.member for r in chaos_upstream.journal.records(type="request")} == {0, 1}
 
 
 @pytest.mark.proxy
@@ -120,7 +120,7 @@ async def test_the_trio_native_upstream_runs_in_the_test_loop_and_lets_errors_ou
             await stream.send_all(b"GET /x HTTP/1.1\r\nHost: t\r\nX-Chaos-Scenario: upstream-502\r\n\r\n")
             assert (await stream.receive_some(100)).startswith(b"HTTP/1.1 502 ")
         assert upstream.proxy_timeout == 0.3
-    assert [r["scenario"] for r in upstream.journal.records(type="request")] == ["upstream-502"]
+    assert [r.scenario for r in upstream.journal.records(type="request")] == ["upstream-502"]
     with pytest.raises(ZeroDivisionError):
         async with open_chaos_upstream():
             1 / 0  # noqa: B018

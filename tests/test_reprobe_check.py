@@ -73,17 +73,17 @@ async def test_only_a_late_fail_is_probed_again_alone_after_its_batch_and_the_se
         "late-once": ("pass", True), "late-always": ("fail", True),
         "wrong-once": ("fail", False), "early-once": ("fail", False), "on-time": ("pass", False),
     }
-    probes = {name: [r for r in records if r["scenario"] == name] for name in SCENARIOS}
+    probes = {name: [r for r in records if r.scenario == name] for name in SCENARIOS}
     assert {name: len(requests) for name, requests in probes.items()} == {
         "late-once": 2, "late-always": 2, "wrong-once": 1, "early-once": 1, "on-time": 1}
-    batch_done = max(r["t"] for requests in probes.values() for r in requests[:1]) + 3 * T.proxy_timeout
-    always, once = probes["late-always"][1]["t"], probes["late-once"][1]["t"]  # in the order their first probes failed
+    batch_done = max(r.t for requests in probes.values() for r in requests[:1]) + 3 * T.proxy_timeout
+    always, once = probes["late-always"][1].t, probes["late-once"][1].t  # in the order their first probes failed
     assert always >= batch_done - 0.05, (always, batch_done)  # after the slowest of the batch (late-once's 3T) answered
     assert once >= always + 2 * T.proxy_timeout - 0.05, (once, always)  # alone: once late-always's second answered
     assert sorted(shown) == sorted(SCENARIOS) and shown[-2:] == ["late-always", "late-once"]  # each shown once, at the end
     late = results["late-once"]
     assert late.first is not None and late.first.verdict == "fail" and late.first.judgement.late_only
-    assert late.probe_id == probes["late-once"][1]["probe"] and late.first.probe_id == probes["late-once"][0]["probe"]
+    assert late.probe_id == probes["late-once"][1].probe and late.first.probe_id == probes["late-once"][0].probe
 
 
 async def test_the_report_says_a_verdict_was_probed_twice_and_what_the_first_probe_saw(catalogue):
@@ -116,8 +116,8 @@ async def test_through_a_fleet_the_second_probe_too_waits_for_rotation_and_only_
     results = {result.scenario.name: result for result in report.results}
     assert {name: (r.verdict, r.reprobed) for name, r in results.items()} == {"late-always": ("fail", True), "wrong-once": ("fail", False)}
     assert shown == ["wrong-once", "late-always"]
-    records.sort(key=lambda record: record["t"])
-    probed = [(r["scenario"], r["t"]) for r in records if r["scenario"] != "healthy"]
+    records.sort(key=lambda record: record.t)
+    probed = [(r.scenario, r.t) for r in records if r.scenario != "healthy"]
     assert [name for name, _ in probed] == ["late-always", "wrong-once", "late-always"], probed
-    waits = [r["t"] for r in records if r["scenario"] == "healthy" and probed[1][1] < r["t"] < probed[2][1]]
+    waits = [r.t for r in records if r.scenario == "healthy" and probed[1][1] < r.t < probed[2][1]]
     assert len(waits) >= 8  # ROUND probes per member, every one a 200, before the second probe too

@@ -51,8 +51,8 @@ async def test_a_body_of_one_byte_chunks_is_read_in_linear_time_and_stalls_no_on
         seen["healthy"] = await capture(host, port, get(), limit=1.0, done=after(len(HEALTHY)))
     assert seen["healthy"].data == HEALTHY and seen["healthy"].elapsed < 0.3
     assert seen["slow"].data == HEALTHY and seen["slow"].elapsed < READ_BOUND
-    post = [record for record in await settled(upstream.journal, type="request", count=2) if record["method"] == "POST"]
-    assert [record["body_bytes"] for record in post] == [CHUNKS]
+    post = [record for record in await settled(upstream.journal, type="request", count=2) if record.method == "POST"]
+    assert [record.body_bytes for record in post] == [CHUNKS]
 
 
 SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: upstream.test\r\n\r\n"
@@ -74,7 +74,7 @@ async def test_content_length_with_transfer_encoding_gets_a_400_and_the_smuggled
     assert b"Connection: close\r\n" in seen.data and seen.ending in ("fin", "rst")
     [connection] = await settled(upstream.journal, type="connection", count=1)
     [refused] = upstream.journal.records(type="bad-request")
-    assert (connection["ended"], refused["status"], upstream.journal.records(type="request")) == ("bad-request", 400, [])
+    assert (connection.ended, refused.status, upstream.journal.records(type="request")) == ("bad-request", 400, [])
 
 
 BY_PATH = """
@@ -105,7 +105,7 @@ async def test_an_absolute_form_target_selects_by_its_path_as_the_origin_form_do
     upstream = await start_upstream()
     await capture(*upstream.addresses[0], get(target, header), limit=T / 2)
     [record] = await settled(upstream.journal, type="request", count=1)
-    assert (record["scenario"], record["chosen_by"], record["target"]) == (scenario, chosen_by, target)
+    assert (record.scenario, record.chosen_by, record.target) == (scenario, chosen_by, target)
 
 
 async def test_rules_match_the_path_of_an_absolute_form_target(tmp_path, start_upstream):
@@ -148,7 +148,7 @@ async def test_a_client_that_waits_for_100_continue_gets_it_then_the_response(st
         await stream.send_all(b"hello")
         assert await receive_exactly(stream, len(response)) == response
     [record] = await settled(upstream.journal, type="request", count=1)
-    assert (record["continue"], record["body_bytes"], record["ended"]) == ("sent", 5, "keep-alive")
+    assert (record.continue_, record.body_bytes, record.ended) == ("sent", 5, "keep-alive")
 
 
 async def test_no_100_continue_when_the_body_came_with_the_head_or_there_is_none_or_in_http10(start_upstream):
@@ -163,7 +163,7 @@ async def test_no_100_continue_when_the_body_came_with_the_head_or_there_is_none
         http10 = await receive_exactly(stream, len(HEALTHY) + 1)
     assert (whole.data, empty.data, http10) == (HEALTHY, HEALTHY, HEALTHY)
     records = await settled(upstream.journal, type="request", count=3)
-    assert [("continue" in record, record["body_bytes"]) for record in records] == [(False, 5), (False, 0), (False, 5)]
+    assert [(record.continue_ is not None, record.body_bytes) for record in records] == [(False, 5), (False, 0), (False, 5)]
 
 
 WITHHOLD = """
@@ -182,7 +182,7 @@ async def test_a_scenario_that_withholds_100_continue_answers_first_and_closes(t
     seen = await capture(*upstream.addresses[0], post_head("expectation-failed"), limit=T)
     assert (seen.data, seen.ending) == (b"HTTP/1.1 417 Expectation Failed\r\nContent-Length: 0\r\n\r\n", "fin")
     [record] = await settled(upstream.journal, type="request", count=1)
-    assert (record["continue"], record["body_bytes"], record["ended"]) == ("withheld", 0, "closed")
+    assert (record.continue_, record.body_bytes, record.ended) == ("withheld", 0, "closed")
 
 
 @pytest.mark.parametrize(
@@ -194,7 +194,7 @@ async def test_an_http_major_version_other_than_1_gets_a_505_and_a_close(start_u
     assert seen.data.startswith(b"HTTP/1.1 505 HTTP Version Not Supported\r\n")
     assert b"Connection: close\r\n" in seen.data and seen.ending in ("fin", "rst")
     [record] = await settled(upstream.journal, type="bad-request", count=1)
-    assert record["status"] == 505 and upstream.journal.records(type="request") == []
+    assert record.status == 505 and upstream.journal.records(type="request") == []
 
 
 async def test_a_higher_http_1_minor_version_is_served_as_http11(start_upstream):

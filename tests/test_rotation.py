@@ -58,9 +58,9 @@ async def test_through_a_fleet_check_probes_one_at_a_time_each_once_every_member
     slow, truncated = report.results
     assert (slow.verdict, truncated.verdict) == ("pass", "pass"), report.results
     records = served.journal.records(type="request")
-    slow_end = max(r["t"] + r["duration"] for r in records if r["probe"] == slow.probe_id)
-    truncated_start = min(r["t"] for r in records if r["probe"] == truncated.probe_id)
-    between = {r["member"] for r in records if slow_end <= r["t"] <= truncated_start and r["scenario"] == "healthy"}
+    slow_end = max(r.t + r.duration for r in records if r.probe == slow.probe_id)
+    truncated_start = min(r.t for r in records if r.probe == truncated.probe_id)
+    between = {r.member for r in records if slow_end <= r.t <= truncated_start and r.scenario == "healthy"}
     assert truncated_start >= slow_end and between == {0, 1}
 
 

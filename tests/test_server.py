@@ -5,6 +5,7 @@ import random
 import pytest
 
 from chaos_upstream.plan.selection import Mix
+from chaos_upstream.records import to_json
 from chaos_upstream.verifier.capture import capture
 
 from conftest import T, get, settled
@@ -19,7 +20,7 @@ async def test_keep_alive_serves_pipelined_requests_in_order(start_upstream):
     assert seen.ending == "timeout"
     assert seen.data.count(b"HTTP/1.1 200 OK") == 2 and seen.data.count(b"HTTP/1.1 502 Bad Gateway") == 1
     records = await settled(upstream.journal, type="request", count=3)
-    assert [(r["probe"], r["conn"], r["seq"]) for r in records] == [("a", 1, 1), ("b", 1, 2), ("c", 1, 3)]
+    assert [(r.probe, r.conn, r.seq) for r in records] == [("a", 1, 1), ("b", 1, 2), ("c", 1, 3)]
 
 
 async def test_a_fault_ends_the_connection_and_later_pipelined_requests_go_unanswered(start_upstream):
@@ -41,7 +42,7 @@ async def test_scenario_selection_header_then_path_then_default(start_upstream, 
     upstream = await start_upstream()
     await capture(*upstream.addresses[0], get(path, header), limit=T / 2)
     [record] = await settled(upstream.journal, type="request", count=1)
-    assert (record["scenario"], record["chosen_by"], record["target"]) == (scenario, chosen_by, path)
+    assert (record.scenario, record.chosen_by, record.target) == (scenario, chosen_by, path)
 
 
 async def test_the_active_scenario_overrides_the_default(start_upstream):
@@ -59,7 +60,7 @@ async def test_the_mix_is_seeded_and_the_same_seed_gives_the_same_sequence(start
         for _ in range(12):
             await capture(*upstream.addresses[0], get(), limit=T / 4)
         records = await settled(upstream.journal, type="request", count=12)
-        sequences.append([r["scenario"] for r in records])
+        sequences.append([r.scenario for r in records])
     assert sequences[0] == sequences[1]
     assert set(sequences[0]) == {"healthy", "upstream-502", "close-before-response"}
     rng = random.Random(42)
@@ -89,7 +90,7 @@ async def test_garbage_requests_get_a_4xx_and_a_close_and_the_server_goes_on(sta
     assert seen.data.startswith(b"HTTP/1.1 " + status + b" ")
     assert b"Connection: close\r\n" in seen.data and seen.ending in ("fin", "rst")
     [record] = await settled(upstream.journal, type="bad-request", count=1)
-    assert record["status"] == int(status)
+    assert record.status == int(status)
     after = await capture(*upstream.addresses[0], get(), limit=T / 2)
     assert after.data == HEALTHY
 
@@ -99,8 +100,8 @@ async def test_a_peer_that_leaves_mid_request_is_journaled_not_answered(start_up
     seen = await capture(*upstream.addresses[0], b"GET / HTTP/1.1\r\nHost: x\r\n", limit=T / 4)
     assert seen.data == b""
     [connection] = await settled(upstream.journal, type="connection", count=1)
-    assert connection["ended"] == "peer-closed" and connection["requests"] == 0
-    assert connection["bytes_in"] == 25
+    assert connection.ended == "peer-closed" and connection.requests == 0
+    assert connection.bytes_in == 25
 
 
 async def test_request_bodies_are_read_and_recorded_when_the_scenario_asks(tmp_path, start_upstream):
@@ -118,8 +119,8 @@ async def test_request_bodies_are_read_and_recorded_when_the_scenario_asks(tmp_p
     seen = await capture(*upstream.addresses[0], post, limit=T)
     assert seen.data == b"HTTP/1.1 204 No Content\r\n\r\n" + HEALTHY
     post_record, get_record = await settled(upstream.journal, type="request", count=2)
-    assert (post_record["body_bytes"], post_record["body"]) == (14, "name=chaos&x=1")
-    assert "body" not in get_record
+    assert (post_record.body_bytes, post_record.body) == (14, "name=chaos&x=1")
+    assert get_record.body is None
 
 
 async def test_http10_requests_are_closed_after_the_response(start_upstream):
@@ -133,11 +134,11 @@ async def test_the_journal_records_what_went_on_the_wire(start_upstream):
     await capture(*upstream.addresses[0], get(scenario="stall-mid-body", probe="p-1"), limit=3 * T)
     [request] = await settled(upstream.journal, type="request", count=1)
     [connection] = await settled(upstream.journal, type="connection", count=1)
-    assert request["probe"] == "p-1" and request["scenario"] == "stall-mid-body"
-    assert [a["do"] for a in request["actions"]] == ["send", "wait", "close"]
-    assert request["actions"][0]["bytes"] == 83 + 1000
-    assert request["actions"][2]["t"] - request["t"] == pytest.approx(4 * T, abs=0.05)
-    assert request["response"] == {
+    assert request.probe == "p-1" and request.scenario == "stall-mid-body"
+    assert [a.do for a in request.actions] == ["send", "wait", "close"]
+    assert request.actions[0].bytes == 83 + 1000
+    assert request.actions[2].t - request.t == pytest.approx(4 * T, abs=0.05)
+    assert to_json(request)["response"] == {
         "status": 200,
         "content_length": 100000,
         "chunked": False,
@@ -145,8 +146,8 @@ async def test_the_journal_records_what_went_on_the_wire(start_upstream):
         "head_complete": True,
         "body_bytes": 1000,
     }
-    assert (request["ended"], connection["ended"]) == ("closed", "closed")
-    assert connection["bytes_out"] == 1083 and connection["requests"] == 1
+    assert (request.ended, connection.ended) == ("closed", "closed")
+    assert connection.bytes_out == 1083 and connection.requests == 1
     assert upstream.journal.records(probe="p-1") == [request]
 
 
@@ -169,8 +170,8 @@ async def test_an_accept_triggered_default_acts_before_reading_a_byte(tmp_path, 
     assert (seen.data, seen.ending) == (b"", "rst")
     [accept] = await settled(upstream.journal, type="accept", count=1)
     [connection] = await settled(upstream.journal, type="connection", count=1)
-    assert (accept["scenario"], accept["ended"], connection["ended"]) == ("accept-then-reset-now", "reset", "accept-fault")
-    assert connection["bytes_in"] == 0 and connection["requests"] == 0
+    assert (accept.scenario, accept.ended, connection.ended) == ("accept-then-reset-now", "reset", "accept-fault")
+    assert connection.bytes_in == 0 and connection.requests == 0
 
 
 @pytest.mark.parametrize(

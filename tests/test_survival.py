@@ -43,7 +43,7 @@ async def test_two_hundred_peers_hanging_up_mid_fault_leave_the_server_serving(s
             scenario = FAULTS[index % len(FAULTS)]
             nursery.start_soon(hang_up, address, scenario, index % 2 == 0, (index % 4 + 1) * T / 4)
     connections = await settled(upstream.journal, type="connection", count=PEERS, limit=10 * T + 5)
-    endings = {record["ended"] for record in connections}
+    endings = {record.ended for record in connections}
     assert endings <= {"peer-closed", "peer-reset", "closed", "hung, peer-closed"}, endings
     assert "peer-reset" in endings and "peer-closed" in endings
     assert open_fds() == baseline

@@ -35,7 +35,7 @@ async def test_truncated_chunked_reaches_the_client_aborted(proxied):
     assert (seen.kind, seen.status, seen.framing) == ("aborted", 200, "chunked"), proxy.error_log()
     assert seen.body_bytes <= 1000
     [record] = await settled(upstream.journal, type="request", count=1)
-    assert (record["probe"], record["response"]["body_bytes"]) == ("tc-1", 1000)
+    assert (record.probe, record.response.body_bytes) == ("tc-1", 1000)
 
 
 @pytest.mark.proxy
@@ -45,7 +45,7 @@ async def test_slow_headers_becomes_a_504_near_the_proxy_timeout(proxied):
     assert (seen.kind, seen.status) == ("status", 504), proxy.error_log()
     assert 0.8 * T <= seen.first_byte <= 1.6 * T
     [record] = await settled(upstream.journal, type="request", count=1, limit=4 * T)
-    assert record["probe"] == "sh-1" and record["scenario"] == "slow-headers"
+    assert record.probe == "sh-1" and record.scenario == "slow-headers"
 
 
 @pytest.mark.proxy

@@ -11,7 +11,7 @@ from chaos_upstream.verifier.classify import classify
 from chaos_upstream.verifier.probe import Sample
 from chaos_upstream.verifier.tally import judge_stream, tally
 
-from conftest import CATALOGUE
+from conftest import CATALOGUE, request_record
 
 T = Timing(0.5)
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
@@ -20,7 +20,7 @@ BAD = b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n"
 
 def sample(sent: float, data: bytes = OK, members: tuple[int, ...] = (0,)) -> Sample:
     seen = classify(Capture(((0.001, data),), "open", 0.001))
-    return Sample(f"p{sent}", seen, None, tuple({"member": m, "response": {}} for m in members), sent=sent)
+    return Sample(f"p{sent}", seen, None, tuple(request_record(1, member=m) for m in members), sent=sent)
 
 
 def test_a_rolling_deploy_takes_members_one_after_another_starting_each_before_stopping_the_next():

@@ -139,10 +139,10 @@ async def test_keep_alive_serves_requests_one_after_the_other_on_one_stream(nurs
     connection.leave()
     await connection.until(lambda: connection.closed)
     [record] = server.journal.records(type="connection")
-    assert (record["ended"], record["requests"], record["peer"], connection.reset) == ("peer-closed", 2, "memory:1", False)
+    assert (record.ended, record.requests, record.peer, connection.reset) == ("peer-closed", 2, "memory:1", False)
     first, second = server.journal.records(type="request")
-    assert [(r["conn"], r["seq"], r["probe"]) for r in (first, second)] == [(1, 1, "a"), (1, 2, "b")]
-    assert second["t"] - first["t"] == pytest.approx(1.0)
+    assert [(r.conn, r.seq, r.probe) for r in (first, second)] == [(1, 1, "a"), (1, 2, "b")]
+    assert second.t - first.t == pytest.approx(1.0)
 
 
 async def test_an_idle_connection_is_closed_at_the_idle_timeout_after_its_last_response(nursery, autojump_clock):
@@ -152,8 +152,8 @@ async def test_an_idle_connection_is_closed_at_the_idle_timeout_after_its_last_r
     await served(connection, get(), HEALTHY)
     await connection.until(lambda: connection.closed)
     [record] = server.journal.records(type="connection")
-    assert (record["ended"], connection.fin, connection.reset) == ("idle-closed", True, False)
-    assert record["t_end"] == pytest.approx(2.0 + IDLE)
+    assert (record.ended, connection.fin, connection.reset) == ("idle-closed", True, False)
+    assert record.t_end == pytest.approx(2.0 + IDLE)
 
 
 async def test_a_scenarios_idle_close_ends_the_connection_after_its_delay(tmp_path, nursery, autojump_clock):
@@ -164,7 +164,7 @@ async def test_a_scenarios_idle_close_ends_the_connection_after_its_delay(tmp_pa
     await connection.until(lambda: connection.closed)
     assert connection.outbox.startswith(b"HTTP/1.1 200 OK\r\n") and connection.fin
     [record] = server.journal.records(type="connection")
-    assert (record["ended"], record["t_end"]) == ("idle-closed", pytest.approx(0.5 * T))
+    assert (record.ended, record.t_end) == ("idle-closed", pytest.approx(0.5 * T))
 
 
 async def test_a_drain_closes_an_idle_connection_at_once_and_lets_a_busy_one_finish(nursery, autojump_clock):
@@ -181,7 +181,7 @@ async def test_a_drain_closes_an_idle_connection_at_once_and_lets_a_busy_one_fin
     assert server.now() == drained_at and idle.outbox == HEALTHY and (idle.fin, idle.reset) == (True, False)
     await busy.until(lambda: busy.closed)
     assert busy.outbox.endswith(b"chaos-upstream: slowpoke\n") and (busy.fin, busy.reset) == (True, False)
-    endings = [(r["ended"], r["t_end"]) for r in server.journal.records(type="connection")]  # in the order they ended
+    endings = [(r.ended, r.t_end) for r in server.journal.records(type="connection")]  # in the order they ended
     assert endings == [("drained", pytest.approx(drained_at)), ("drained", pytest.approx(drained_at + 0.5 * T))]
 
 
@@ -193,7 +193,7 @@ async def test_a_drain_serves_a_request_that_has_arrived_but_is_unread(nursery, 
     server.drain()
     await connection.until(lambda: connection.closed)
     assert connection.outbox == HEALTHY * 2 and connection.fin
-    assert [r["probe"] for r in server.journal.records(type="request")] == [None, "late"]
+    assert [r.probe for r in server.journal.records(type="request")] == [None, "late"]
 
 
 async def test_a_kill_resets_a_connection_mid_response(nursery, autojump_clock):
@@ -205,7 +205,7 @@ async def test_a_kill_resets_a_connection_mid_response(nursery, autojump_clock):
     await connection.until(lambda: connection.closed)
     assert (connection.outbox, connection.reset, connection.fin) == (b"", True, False)
     [record] = server.journal.records(type="connection")
-    assert (record["ended"], record["t_end"]) == ("killed", pytest.approx(3.0))
+    assert (record.ended, record.t_end) == ("killed", pytest.approx(3.0))
 
 
 async def test_a_send_to_a_peer_that_reads_nothing_is_reset_at_the_first_look_past_the_idle_timeout(nursery, autojump_clock):
@@ -221,4 +221,4 @@ async def test_a_send_to_a_peer_that_reads_nothing_is_reset_at_the_first_look_pa
     assert (connection.outbox, connection.reset) == (b"", True)
     [request] = server.journal.records(type="request")
     [record] = server.journal.records(type="connection")
-    assert (request["ended"], record["t_end"]) == ("peer-stalled", pytest.approx(IDLE * (1 + 1 / STALL_CHECKS)))
+    assert (request.ended, record.t_end) == ("peer-stalled", pytest.approx(IDLE * (1 + 1 / STALL_CHECKS)))

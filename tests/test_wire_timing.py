@@ -6,6 +6,7 @@ import trio.testing
 
 from chaos_upstream.model.loading import parse
 from chaos_upstream.plan.actions import Close, Hang, KeepAlive, Plan, Send, Wait
+from chaos_upstream.records import ActionRecord
 from chaos_upstream.server.wire import Execution, Wire, execute
 
 from conftest import CATALOGUE
@@ -46,7 +47,7 @@ async def test_drip_body_sends_eleven_pieces_at_exact_offsets(autojump_clock):
     assert [t for t, _ in arrivals] == pytest.approx([0.3 * n for n in range(11)])
     assert sum(len(data) for _, data in arrivals[1:]) == 640
     assert execution.ended == "keep-alive"
-    assert [entry["do"] for entry in execution.log].count("wait") == 10
+    assert [entry.do for entry in execution.log].count("wait") == 10
 
 
 async def test_slow_headers_first_byte_comes_at_four_timeouts(autojump_clock):
@@ -59,19 +60,19 @@ async def test_stall_mid_body_closes_after_the_stall(autojump_clock):
     arrivals, execution = await run_and_watch(plan_for(CATALOGUE.get("stall-mid-body"), timeout=1.0))
     assert [t for t, _ in arrivals] == [0.0]
     assert execution.ended == "closed"
-    assert execution.log[-1] == {"do": "close", "t": 4.0}
+    assert execution.log[-1] == ActionRecord("close", 4.0)
 
 
 async def test_hang_holds_until_the_peer_leaves(autojump_clock):
     _, execution = await run_and_watch(Plan("x", None, (Hang(),)), client_closes_after=42.0)
     assert execution.ended == "hung, peer-closed"
-    assert execution.log == [{"do": "hang", "t": 42.0}]
+    assert execution.log == [ActionRecord("hang", 42.0)]
 
 
 async def test_hang_with_a_limit_gives_up_at_the_limit(autojump_clock):
     _, execution = await run_and_watch(Plan("x", None, (Hang(limit=3.0),)), client_closes_after=10.0)
     assert execution.ended == "hung, limit"
-    assert execution.log == [{"do": "hang", "t": 3.0}]
+    assert execution.log == [ActionRecord("hang", 3.0)]
 
 
 async def test_a_peer_gone_mid_plan_ends_the_plan_quietly(autojump_clock):
@@ -79,7 +80,7 @@ async def test_a_peer_gone_mid_plan_ends_the_plan_quietly(autojump_clock):
     arrivals, execution = await run_and_watch(plan, client_closes_after=0.5)
     assert arrivals == [(0.0, b"a")]
     assert execution.ended == "peer-closed"
-    assert [entry["do"] for entry in execution.log] == ["send", "wait"]
+    assert [entry.do for entry in execution.log] == ["send", "wait"]
 
 
 IDLE_CLOSE = """\

@@ -24,6 +24,7 @@ from chaos_upstream.plan import planner
 from chaos_upstream.plan.request import RequestInfo
 from chaos_upstream.plan.selection import PROBE_HEADER, SCENARIO_HEADER, choose
 from chaos_upstream.plan.wirebytes import standard_reason
+from chaos_upstream.records import AcceptRecord, BadRequestRecord, ConnectionRecord, Record, RequestRecord
 from chaos_upstream.server.reading import CONTINUE, RequestReader, keep_alive
 from chaos_upstream.server.transport import Transport, reset
 from chaos_upstream.server.wire import Execution, Wire, execute
@@ -70,33 +71,35 @@ class Connection:
         stats.connections += 1
         stats.open += 1
         self.conn = conn = stats.connections
-        record: dict[str, Any] = {"type": "connection", "conn": conn, "t": round(upstream.now(), 6), **upstream.tag}
+        started, peer, ended, requests = round(upstream.now(), 6), None, "cancelled", 0
         self.live = live = upstream.live[conn] = Live(trio.CancelScope(), self.transport, wire)
         try:
             with live.scope:
-                record["peer"] = self.transport.peer()
+                peer = self.transport.peer()
                 on_accept = upstream.catalogue.get(upstream.active or upstream.settings.default)
                 if on_accept.trigger != "accept" or await self._accepted(on_accept) == "keep-alive":
-                    record.update(await self._converse())
+                    ended, requests = await self._converse()
                 else:
-                    record.update(ended="accept-fault", requests=0)
+                    ended = "accept-fault"
             if live.scope.cancelled_caught:
-                record["ended"] = "killed" if live.killed else "drained"
+                ended = "killed" if live.killed else "drained"
         except OSError:
-            record["ended"] = "peer-reset"
+            ended = "peer-reset"
         finally:
             del upstream.live[conn]
-            record.update(t_end=round(upstream.now(), 6), bytes_in=wire.bytes_in, bytes_out=wire.bytes_out)
             stats.open -= 1
             stats.bytes_in += wire.bytes_in
             stats.bytes_out += wire.bytes_out
-            record.setdefault("ended", "cancelled")
             with trio.CancelScope(shield=True):
                 await self.stream.aclose()
-            upstream.journal.write(record)
+            upstream.journal.write(ConnectionRecord(
+                t=started, conn=conn, **upstream.tag, peer=peer, ended=ended, requests=requests,
+                t_end=round(upstream.now(), 6), bytes_in=wire.bytes_in, bytes_out=wire.bytes_out,
+            ))
 
-    async def _converse(self) -> dict[str, Any]:
-        """Serve requests on the connection until a plan, the peer, a timeout or a drain ends it.
+    async def _converse(self) -> tuple[str, int]:
+        """Serve requests on the connection until a plan, the peer, a timeout or a drain ends it:
+        how it ended, and the requests read.
 
         Strategy: one cancel scope (`reading`) times every read of the connection, its deadline
         moved to each read's and back to never while a response runs: entering and leaving a scope
@@ -111,15 +114,15 @@ class Connection:
                 reader = RequestReader(wire, leftover)
                 ended = await self._reading(reading, timeout, reader.read_head, idle=not leftover)
                 if ended or reader.head is None:
-                    return {"ended": ended or "peer-closed", "requests": count}
+                    return ended or "peer-closed", count
                 count += 1
                 execution = await self._respond(count, reader, reading)
                 if execution.ended != "keep-alive":
-                    return {"ended": execution.ended, "requests": count}
+                    return execution.ended, count
                 leftover = reader.leftover
                 timeout = execution.idle_close if execution.idle_close is not None else default_timeout
         await wire.close()
-        return {"ended": "idle-closed" if reading.cancelled_caught and not live.cut_idle else "drained", "requests": count}
+        return "idle-closed" if reading.cancelled_caught and not live.cut_idle else "drained", count
 
     async def _reading(
         self, reading: trio.CancelScope, timeout: float, read: Callable[[], Awaitable[object]], *, idle: bool = False
@@ -170,32 +173,22 @@ class Connection:
             default=settings.default,
             rng=upstream.rng,
         )
-        record: dict[str, Any] = {
-            "type": "request",
-            "t": round(upstream.now(), 6),
-            "conn": self.conn,
-            **upstream.tag,
-            "seq": count,
-            "method": info.method,
-            "target": info.target,
-            "scenario": choice.name,
-            "chosen_by": choice.source,
-            "probe": info.header(PROBE_HEADER),
-            "body_bytes": 0,
+        head = {
+            "t": round(upstream.now(), 6), "conn": self.conn, **upstream.tag, "seq": count, "method": info.method,
+            "target": info.target, "scenario": choice.name, "chosen_by": choice.source, "probe": info.header(PROBE_HEADER),
         }
         if choice.name not in upstream.catalogue:
-            record["scenario"] = None
-            await self._refuse(404, f"no scenario named {choice.name!r}", record)
+            await self._refuse(404, f"no scenario named {choice.name!r}", partial(RequestRecord, **{**head, "scenario": None}, rule=None))
             return Execution(ended="closed")
         scenario = upstream.catalogue.get(choice.name)
         waiting = reader.awaits_continue()
         if waiting or not reader.complete:  # a GET's whole "body" came with its head: nothing to wait for
-            body = partial(_read_body, self.wire, reader, scenario, record, waiting)
+            body = partial(_read_body, self.wire, reader, scenario, head, waiting)
             ended = await self._reading(reading, settings.idle_timeout, body)
             if ended:
                 return Execution(ended=ended)
         started = trio.current_time()
-        record.update(t=round(started - upstream.origin, 6), body_bytes=reader.body_bytes)
+        head.update(t=round(started - upstream.origin, 6), body_bytes=reader.body_bytes)
         upstream.stats.requests[choice.name] += 1
         keep_alive = info.keep_alive and reader.complete  # a body left unread leaves the connection unusable
         info = RequestInfo(  # not dataclasses.replace, which inspects the fields each time
@@ -204,38 +197,37 @@ class Connection:
         )
         plan = upstream.plans.plan(scenario, info, upstream.rng, settings.timing, upstream.catalogue.get)
         if scenario.request_body == "record":
-            record["body"] = reader.body.decode("latin-1")
-        return await self._run(plan, started, record)
+            head["body"] = reader.body.decode("latin-1")
+        return await self._run(plan, started, partial(RequestRecord, **head))
 
     async def _accepted(self, scenario: Scenario) -> str:
         """Run an accept-triggered scenario before reading a byte; how it ended."""
         upstream = self.upstream
         started = trio.current_time()
-        record = {
-            "type": "accept", "t": round(started - upstream.origin, 6), "conn": self.conn, **upstream.tag, "scenario": scenario.name,
-        }
+        record = partial(AcceptRecord, t=round(started - upstream.origin, 6), conn=self.conn, **upstream.tag, scenario=scenario.name)
         upstream.stats.requests[scenario.name] += 1
         plan = upstream.plans.plan(scenario, None, upstream.rng, upstream.settings.timing, upstream.catalogue.get)
         return (await self._run(plan, started, record)).ended
 
-    async def _run(self, plan: planner.Plan, started: float, record: dict[str, Any]) -> Execution:
-        """Execute `plan` and journal `record` with what was done, even when cut short."""
+    async def _run(self, plan: planner.Plan, started: float, record: Callable[..., Record]) -> Execution:
+        """Execute `plan` and journal the `record` made with what was done, even when cut short
+        (while it runs, readers of running records see what was done so far)."""
         upstream = self.upstream
         execution = Execution()
-        record.update(rule=plan.rule, response=vars(plan.response).copy(), actions=execution.log)
-        upstream.journal.begin(record)
+        record = partial(record, rule=plan.rule, response=plan.response)
+        upstream.journal.begin(id(execution), lambda: record(actions=tuple(execution.log), running=True))
         try:
             await execute(plan, self.wire, started, upstream.now, execution)
         finally:
             ended = "cancelled" if execution.ended == "running" else execution.ended
             duration = round(trio.current_time() - started, 6)
-            record.update(ended=ended, duration=duration)
             upstream.stats.endings[plan.scenario, ended] += 1
-            upstream.journal.write(record)
+            upstream.journal.write(record(actions=tuple(execution.log), ended=ended, duration=duration), key=id(execution))
         return execution
 
-    async def _refuse(self, status: int, reason: str, record: dict[str, Any] | None = None) -> None:
-        """Answer a request we cannot serve with a plain-text error, and close."""
+    async def _refuse(self, status: int, reason: str, record: Callable[..., Record] | None = None) -> None:
+        """Answer a request we cannot serve with a plain-text error, and close; journal the `record`
+        made with the error (a bad-request record without one)."""
         upstream = self.upstream
         body = f"chaos-upstream: {reason}\n".encode("latin-1", "replace")
         head = f"HTTP/1.1 {status} {standard_reason(status)}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
@@ -245,17 +237,17 @@ class Connection:
         except PeerGone:
             pass
         upstream.stats.bad_requests += 1
-        entry = record or {"type": "bad-request", "t": round(upstream.now(), 6), "conn": self.conn, **upstream.tag}
-        entry.update(error=reason, status=status, ended="closed")
-        upstream.journal.write(entry)
+        record = record or partial(BadRequestRecord, t=round(upstream.now(), 6), conn=self.conn, **upstream.tag)
+        upstream.journal.write(record(error=reason, status=status, ended="closed"))
 
 
 async def _read_body(wire: Wire, reader: RequestReader, scenario: Scenario, record: dict[str, Any], waiting: bool) -> None:
     """Read the body, after a 100 Continue if the client is `waiting` for one, unless the scenario
-    withholds it: then its response goes first and the body is never read. Notes which in `record`."""
+    withholds it: then its response goes first and the body is never read. Notes which in `record`
+    (the request record's fields)."""
     if waiting:
         withhold = scenario.on_expect == "withhold"
-        record["continue"] = "withheld" if withhold else "sent"
+        record["continue_"] = "withheld" if withhold else "sent"
         if withhold:
             return
         await wire.send(CONTINUE)

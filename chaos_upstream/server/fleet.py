@@ -18,6 +18,7 @@ import trio
 from chaos_upstream.errors import ConfigError
 from chaos_upstream.model.catalogue import Catalogue
 from chaos_upstream.plan.timeline import Change
+from chaos_upstream.records import ChangeRecord
 from chaos_upstream.server.journal import Journal
 from chaos_upstream.server.upstream import Settings, Stats, Upstream
 
@@ -97,9 +98,11 @@ class Member:
             await self.start(change.scenario or "healthy")
         else:
             self.serve(change.scenario)
-        record = {"type": "change", "t": round(started, 6), "member": self.index, "do": change.do}
-        detail = {"in_flight": change.in_flight} if change.do == "stop" else {"scenario": change.scenario}
-        self.journal.write({**record, **detail})
+        stop = change.do == "stop"
+        self.journal.write(ChangeRecord(
+            t=round(started, 6), member=self.index, do=change.do,
+            in_flight=change.in_flight if stop else None, scenario=None if stop else change.scenario,
+        ))
 
 
 class Fleet:

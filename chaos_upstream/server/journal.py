@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from chaos_upstream.records import Record, parse, to_json
 from chaos_upstream.server.journal_file import KEEP_FILES, JournalFile
 
 KEEP = 100_000
@@ -57,7 +58,6 @@ ENCODE = json.JSONEncoder(separators=(",", ":")).encode
 """A record's JSON text, compact: one encoder for every record (`json.dumps` with separators builds
 a new one per call, a third of what encoding a request's record cost)."""
 
-Record = dict[str, Any]
 Entry = tuple[int, str | None, str | None, str]
 """A record in memory: its ordinal (1-based, in the order written), its type, its probe id, its JSON text."""
 
@@ -81,24 +81,29 @@ class Journal:
         """Records that left memory to keep it within its bounds (the file, if any, still has them)."""
         self.held = 0
         """Bytes the records in memory take, estimated: their JSON text and the objects holding it."""
-        self._running: dict[int, Record] = {}
+        self._running: dict[object, Callable[[], Record]] = {}
+        """What each record still being made (a request whose plan runs) is so far, by its key."""
         self._by_probe: dict[str, deque[Entry]] = {}
         """The records in memory of each probe, so that a probe's are found without a scan."""
 
-    def begin(self, record: Record) -> None:
-        """Show `record` (still being filled in) to readers that ask for running records, until written."""
-        self._running[id(record)] = record
+    def begin(self, key: object, snapshot: Callable[[], Record]) -> None:
+        """Show `snapshot()`, what a record still being made is so far (marked running), to readers
+        that ask for running records, until the record is written with the same `key`."""
+        self._running[key] = snapshot
 
-    def write(self, record: Record) -> None:
-        """Keep `record`, its strings capped, in memory and in the file (a probe id over FIELD_LIMIT
-        too: `page` caps the id it is asked for the same way)."""
-        self._running.pop(id(record), None)
-        text = ENCODE(record)
+    def write(self, record: Record, *, key: object = None) -> None:
+        """Keep `record`'s JSON, its strings capped, in memory and in the file (a probe id over
+        FIELD_LIMIT too: `page` caps the id it is asked for the same way); it ends the running
+        record begun with `key`, if any."""
+        if key is not None:
+            del self._running[key]
+        data = to_json(record)
+        text = ENCODE(data)
         if len(text) > FIELD_LIMIT:  # else no string in it can be over the limit: the usual record
-            record = capped(record)
-            text = ENCODE(record)
+            data = capped(data)
+            text = ENCODE(data)
         self.total += 1
-        entry = (self.total, record.get("type"), record.get("probe"), text)
+        entry = (self.total, record.type, data.get("probe"), text)
         self._remember(entry)
         if self._file is not None:
             self._file.write(entry[3].encode() + b"\n")
@@ -115,9 +120,9 @@ class Journal:
 
     def records(self, *, probe: str | None = None, type: str | None = None, running: bool = False) -> list[Record]:
         """Records in the order written, optionally only one probe's or one type's; with `running`,
-        then copies of those still in progress (a request whose plan is still running)."""
+        then those still in progress (a request whose plan is still running), as they are so far."""
         page = self.page(probe=probe, type=type, running=running)
-        return [json.loads(text) for text in page.texts] + page.running
+        return [parse(json.loads(text)) for text in page.texts] + [parse(data) for data in page.running]
 
     def page(
         self, *, probe: str | None = None, type: str | None = None, running: bool = False, since: int = 0,
@@ -141,13 +146,14 @@ class Journal:
             taken.append(entry)
             size += len(entry[3])
         oldest = self._records[0][0] if self._records else self.total + 1
-        live: list[Record] = []
-        for record in self._running.values() if running and not more else ():
-            if not _wanted(record.get("type"), capped(record.get("probe")), probe, type):
+        live: list[dict[str, Any]] = []
+        for snapshot in list(self._running.values()) if running and not more else ():
+            data = capped(to_json(snapshot()))
+            if not _wanted(data["type"], data.get("probe"), probe, type):
                 continue
             if len(taken) + len(live) == limit or (budget is not None and size >= budget):
                 break
-            live.append(capped(dict(record, running=True)))
+            live.append(data)
             size += len(ENCODE(live[-1]))
         return Page(
             texts=[entry[3] for entry in taken], ordinals=[entry[0] for entry in taken],
@@ -240,6 +246,6 @@ class Page:
     """Whether records after `next` were left out for the limit."""
     skipped: int
     """Records after `since` that left memory before this read (of any probe and type: an upper bound when filtered)."""
-    running: list[Record]
-    """Capped copies of the records still in progress, marked `"running": true` (on the last page
-    only, within its limit and budget)."""
+    running: list[dict[str, Any]]
+    """The JSON of the records still in progress as they are so far, capped and marked `"running":
+    true` (on the last page only, within its limit and budget)."""

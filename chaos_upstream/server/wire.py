@@ -17,6 +17,7 @@ import trio
 
 from chaos_upstream.errors import PeerGone
 from chaos_upstream.plan.actions import Close, HalfClose, Hang, KeepAlive, Plan, Reset, Send, Wait
+from chaos_upstream.records import ActionRecord
 
 RECEIVE_SIZE = 65536
 """Bytes per read: one trio read of a full socket buffer's worth."""
@@ -100,7 +101,7 @@ class Execution:
 
     ended: str = "running"
     """keep-alive, closed, reset, half-closed/hung (with how the peer left), peer-closed or peer-reset."""
-    log: list[dict[str, Any]] = field(default_factory=list)
+    log: list[ActionRecord] = field(default_factory=list)
     idle_close: float | None = None
     """With keep-alive: close the connection after this many idle seconds (None: the server's default)."""
 
@@ -115,10 +116,7 @@ async def execute(plan: Plan, wire: Wire, origin: float, now: Callable[[], float
         for action in plan.actions:
             name, run = ACTION_RUNNERS[type(action)]
             ended = await run(action, wire, origin)
-            entry: dict[str, Any] = {"do": name, "t": round(now(), 6)}
-            if isinstance(action, Send):
-                entry["bytes"] = len(action.data)
-            execution.log.append(entry)
+            execution.log.append(ActionRecord(name, round(now(), 6), len(action.data) if type(action) is Send else None))
             execution.ended = ended or execution.ended
     except PeerGone as gone:
         execution.ended = f"peer-{gone.how}"

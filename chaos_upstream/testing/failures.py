@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from chaos_upstream.proxies import RunningProxy
-from chaos_upstream.server.journal import Record
+from chaos_upstream.records import RequestRecord
 from chaos_upstream.verifier.probe import Result, what_was_done
 
 JOURNAL_LINES = 20
@@ -36,7 +36,7 @@ def failure_sections(upstreams: Iterable[Any], proxies: Iterable[RunningProxy], 
         unexplained = [result.explain() for result in upstream.results if f"probe {result.probe_id})" not in shown]
         if unexplained:
             sections.append((f"chaos-upstream probes ({upstream.url})", "\n\n".join(unexplained)))
-        requests = [r for r in upstream.journal.records(type="request", running=True) if r["probe"] is None]
+        requests = [r for r in upstream.journal.records(type="request", running=True) if isinstance(r, RequestRecord) and r.probe is None]
         if requests:
             listing = _latest([_request_line(record) for record in requests], JOURNAL_LINES, "requests")
             sections.append((f"chaos-upstream requests other than probes ({upstream.url})", listing))
@@ -53,8 +53,8 @@ def _latest(lines: list[str], keep: int, what: str) -> str:
     return "\n".join(earlier + lines[-keep:])
 
 
-def _request_line(record: Record) -> str:
+def _request_line(record: RequestRecord) -> str:
     """`0.012 s conn 3: GET /x -> healthy (default): send 150 B; keep-alive`"""
-    scenario = record["scenario"] or f"no scenario ({record.get('error')})"
-    return (f"{record['t']:.3f} s conn {record['conn']}: {record['method']} {record['target']} -> "
-            f"{scenario} ({record['chosen_by']}): {what_was_done(record)}")
+    scenario = record.scenario or f"no scenario ({record.error})"
+    return (f"{record.t:.3f} s conn {record.conn}: {record.method} {record.target} -> "
+            f"{scenario} ({record.chosen_by}): {what_was_done(record)}")

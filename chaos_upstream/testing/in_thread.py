@@ -29,7 +29,8 @@ from chaos_upstream.model.catalogue import Catalogue
 from chaos_upstream.model.durations import Timing
 from chaos_upstream.model.scenario import Scenario
 from chaos_upstream.proxies.ports import LOOPBACK
-from chaos_upstream.server.journal import Journal, Record
+from chaos_upstream.records import Record
+from chaos_upstream.server.journal import Journal
 from chaos_upstream.testing.in_loop import serving_upstream
 from chaos_upstream.testing.upstream import BaseChaosUpstream, Proxy, announce, checked_options
 from chaos_upstream.verifier.probe import Result

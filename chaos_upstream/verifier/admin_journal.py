@@ -11,7 +11,8 @@ import http.client
 import json
 import threading
 import urllib.parse
-from typing import Any
+
+from chaos_upstream.records import Record, parse
 
 
 class AdminJournal:
@@ -28,7 +29,7 @@ class AdminJournal:
         self.local = threading.local()
         self.kept: set[http.client.HTTPConnection] = set()
 
-    def records(self, *, probe: str | None = None, type: str | None = None, running: bool = False) -> list[dict[str, Any]]:
+    def records(self, *, probe: str | None = None, type: str | None = None, running: bool = False) -> list[Record]:
         query = {"probe": probe, "type": type, "running": "1" if running else None}
         path = "/journal?" + urllib.parse.urlencode({key: value for key, value in query.items() if value is not None})
         try:
@@ -36,7 +37,7 @@ class AdminJournal:
         except ConnectionError:  # most often a kept connection the server had closed: once more, afresh
             return self._get(path)
 
-    def _get(self, path: str) -> list[dict[str, Any]]:
+    def _get(self, path: str) -> list[Record]:
         connection = getattr(self.local, "connection", None) or http.client.HTTPConnection(*self.address, timeout=self.timeout)
         self.local.connection = None
         self.kept.discard(connection)
@@ -52,7 +53,7 @@ class AdminJournal:
             raise OSError(f"the admin API at {self.admin_url} answered {reply.status}: {body[:200].decode('utf-8', 'replace')}")
         self.local.connection = connection
         self.kept.add(connection)
-        return json.loads(body)  # type: ignore[no-any-return]
+        return [parse(data) for data in json.loads(body)]
 
     def close(self) -> None:
         for connection in list(self.kept):

@@ -10,11 +10,12 @@ stand-in a test passes satisfy it without knowing of it. Waiting for the attempt
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
-from typing import Any, Protocol
+from typing import Protocol
 
 import trio
 
 from chaos_upstream.model.scenario import Scenario
+from chaos_upstream.records import AcceptRecord, Attempt, Record, RequestRecord
 
 SETTLE = 0.1
 """Seconds to wait, once the client has its answer, for the probe's attempts to show in the journal:
@@ -28,24 +29,24 @@ class Journal(Protocol):
     """What the verifier reads of a journal: its records in the order written, only one probe's or
     one type's when asked, and with `running` copies of those still in progress after them."""
 
-    def records(self, *, probe: str | None = None, type: str | None = None, running: bool = False) -> list[dict[str, Any]]:
+    def records(self, *, probe: str | None = None, type: str | None = None, running: bool = False) -> list[Record]:
         ...
 
 
-def attempts(journal: Journal, scenario: Scenario | None, probe_id: str) -> list[dict[str, Any]]:
+def attempts(journal: Journal, scenario: Scenario | None, probe_id: str) -> list[Attempt]:
     """Every journal record (running ones included) of a time this probe may have reached the upstream:
     its request records, or for a connection-level scenario's port (`scenario` None: the members')
     every connection that port accepted."""
     if scenario is None or scenario.trigger == "request":
-        return journal.records(probe=probe_id, type="request", running=True)
-    return [r for r in journal.records(type="accept", running=True) if r["scenario"] == scenario.name]
+        return [r for r in journal.records(probe=probe_id, type="request", running=True) if isinstance(r, RequestRecord)]
+    return [r for r in journal.records(type="accept", running=True) if isinstance(r, AcceptRecord) and r.scenario == scenario.name]
 
 
-Settling = Generator[float, None, list[dict[str, Any]]]
+Settling = Generator[float, None, list[Attempt]]
 """Yields the seconds to sleep before the next look; returns the attempts."""
 
 
-def settling(look: Callable[[], list[dict[str, Any]]], earlier: int = 0, poll: float = POLL) -> Settling:
+def settling(look: Callable[[], list[Attempt]], earlier: int = 0, poll: float = POLL) -> Settling:
     """The probe's attempts as `look()` reads them, once more than `earlier` show or SETTLE has been
     slept (in sleeps of `poll` seconds, which the caller does), without the first `earlier`."""
     slept = 0.0
@@ -55,7 +56,7 @@ def settling(look: Callable[[], list[dict[str, Any]]], earlier: int = 0, poll: f
     return found[earlier:]
 
 
-async def settled_attempts(journal: Journal, scenario: Scenario | None, probe_id: str, earlier: int = 0) -> list[dict[str, Any]]:
+async def settled_attempts(journal: Journal, scenario: Scenario | None, probe_id: str, earlier: int = 0) -> list[Attempt]:
     """The probe's attempts, once at least one shows or SETTLE passes (at once for a refusing port,
     which no attempt can reach); `earlier` attempts, made before the probe, are left out.  With
     `scenario` None the probe went to the members, whatever it names."""

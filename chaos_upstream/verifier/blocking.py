@@ -13,10 +13,10 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any
 
 from chaos_upstream.model.durations import Timing
 from chaos_upstream.model.scenario import RFC, Scenario
+from chaos_upstream.records import Attempt
 from chaos_upstream.verifier.attempts import POLL, Journal, attempts, settling
 from chaos_upstream.verifier.classify import ResponseParser, classify
 from chaos_upstream.verifier.exchange import RECEIVE_SIZE, Capture, Exchange
@@ -89,7 +89,7 @@ def probe_blocking(
     return replace(result, judgement=replace(result.judgement, reason=result.reason + unread)) if unread else result
 
 
-def _settled(journal: Journal, probe_id: str) -> list[dict[str, Any]]:
+def _settled(journal: Journal, probe_id: str) -> list[Attempt]:
     """The request-level probe's attempts, as `settled_attempts` waits for them; a look asks the admin
     API over the network, so it looks a quarter as often."""
     waits = settling(lambda: attempts(journal, None, probe_id), poll=4 * POLL)

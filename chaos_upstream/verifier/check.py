@@ -269,7 +269,7 @@ def _server(observation: Observation, scenario: Scenario) -> str | None:
 def _check_every_member_reached(journal: Journal, addresses: Sequence[Address], waited: float) -> None:
     """ConfigError when a member got no request at all through the proxy while the first probe waited
     for the fleet to be in rotation: the proxy does not forward to that address."""
-    reached = {record.get("member") for record in journal.records(type="request")}
+    reached = {record.member for record in journal.records(type="request")}
     missing = [address for index, address in enumerate(addresses) if index not in reached]
     if missing:
         where = ", ".join(f"{host}:{port}" for host, port in missing)

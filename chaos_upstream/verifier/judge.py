@@ -16,11 +16,11 @@ proxy never timed out).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
 from chaos_upstream.model.durations import Timing
 from chaos_upstream.model.scenario import RELAYED, RFC, Outcome, Relay, Scenario
+from chaos_upstream.plan.actions import Response
 from chaos_upstream.plan.sent import longest_silence, sent
+from chaos_upstream.records import Attempt
 from chaos_upstream.verifier.classify import ABORTED, CLOSED, MALFORMED, RESET, STATUS, TIMEOUT, Observation
 from chaos_upstream.verifier.relay import describe_relayed, quoted, relay_note, relay_problems
 
@@ -56,7 +56,7 @@ class Verdict:
 def judge(
     scenario: Scenario,
     observation: Observation,
-    attempts: list[dict[str, Any]] | None,
+    attempts: list[Attempt] | None,
     *,
     method: str = "GET",
     profile: str = RFC,
@@ -92,7 +92,7 @@ def judge(
 
 
 def kind_of(
-    observation: Observation, attempts: list[dict[str, Any]], scenario: Scenario | None = None, *,
+    observation: Observation, attempts: list[Attempt], scenario: Scenario | None = None, *,
     method: str = "GET", timing: Timing = Timing(),
 ) -> str:
     """What the client saw, with masked truncation (judged against the attempts) told apart, and,
@@ -105,30 +105,32 @@ def kind_of(
     return observation.kind
 
 
-def _masked(observation: Observation, attempts: list[dict[str, Any]]) -> bool:
+def _masked(observation: Observation, attempts: list[Attempt]) -> bool:
     """A complete response from the upstream's status, with less body than the upstream declared."""
     if observation.kind != STATUS:
         return False
-    for attempt in attempts:
-        response = attempt.get("response", {})
-        if response.get("status") == observation.status and _truncated(response) and observation.body_bytes < _declared(response):
+    for response in _responses(attempts):
+        if response.status == observation.status and _truncated(response) and observation.body_bytes < _declared(response):
             return True
     return False
 
 
-def _truncated(response: dict[str, Any]) -> bool:
+def _responses(attempts: list[Attempt]) -> list[Response]:
+    """What the upstream declared, for each attempt planned (a refused request planned none)."""
+    return [attempt.response for attempt in attempts if attempt.response is not None]
+
+
+def _truncated(response: Response) -> bool:
     """The upstream's response declared more body than it sent (or left its chunked body unterminated)."""
-    if not response.get("head_complete"):
+    if not response.head_complete:
         return False
-    length = response.get("content_length")
-    if length is not None:
-        return response["body_bytes"] < length
-    return bool(response.get("chunked")) and not response.get("last_chunk")
+    if response.content_length is not None:
+        return response.body_bytes < response.content_length
+    return response.chunked and not response.last_chunk
 
 
-def _declared(response: dict[str, Any]) -> float:
-    length = response.get("content_length")
-    return float(length) if length is not None else float("inf")
+def _declared(response: Response) -> float:
+    return float(response.content_length) if response.content_length is not None else float("inf")
 
 
 def matches(kind: str, status: int | None, outcomes: list[Outcome]) -> bool:
@@ -191,16 +193,16 @@ def describe_outcomes(outcomes: list[Outcome], relay: Relay = Relay()) -> str:
     return " or ".join(f"a {o}" if isinstance(o, int) else words.get(o, f"a {o} response") for o in outcomes)
 
 
-def describe(observation: Observation, kind: str, attempts: list[dict[str, Any]]) -> str:
+def describe(observation: Observation, kind: str, attempts: list[Attempt]) -> str:
     """What the client saw, in words."""
     status, body = observation.status, observation.body_bytes
-    upstream = next((a.get("response", {}) for a in attempts if a.get("response", {}).get("status") is not None), {})
+    upstream = next((response for response in _responses(attempts) if response.status is not None), Response())
     if kind == MASKED:
-        declared = upstream.get("content_length")
+        declared = upstream.content_length
         of = f"{body} of the {declared} declared bytes" if declared is not None else f"{body} bytes of an unterminated chunked body"
         return f"a complete {observation.framing} {status} of {of} (masked truncation: the proxy hid the upstream's failure)"
     if kind == STATUS:
-        origin = " (passed through: the upstream sent it)" if status == upstream.get("status") and status >= 500 else ""
+        origin = " (passed through: the upstream sent it)" if status == upstream.status and status >= 500 else ""
         return f"a complete {status} with a {body}-byte body{origin}"
     if kind == ABORTED:
         return _describe_aborted(observation)

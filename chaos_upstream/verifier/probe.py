@@ -22,6 +22,7 @@ import trio
 from chaos_upstream.model.durations import Timing
 from chaos_upstream.model.scenario import Scenario
 from chaos_upstream.plan.selection import PROBE_HEADER, SCENARIO_HEADER, route_prefix
+from chaos_upstream.records import Attempt
 from chaos_upstream.verifier.attempts import Journal, attempts, settled_attempts
 from chaos_upstream.verifier.capture import capture
 from chaos_upstream.verifier.classify import CLOSED, Observation, ResponseParser, classify
@@ -47,7 +48,7 @@ class Result:
     observation: Observation
     capture: Capture | None
     """The raw bytes and timings; None when the proxy could not be reached at all."""
-    attempts: tuple[dict[str, Any], ...]
+    attempts: tuple[Attempt, ...]
     """The journal's request records for this probe: one per time it reached the upstream."""
     stream: dict[str, Any] | None = None
     """For a stream of probes: its counts (the tally); the fields above are then its first error's,
@@ -150,14 +151,14 @@ def _after(seconds: float | None) -> str:
     return "never" if seconds is None else f"+{seconds} s"
 
 
-def _attempt_line(attempt: dict[str, Any]) -> str:
-    return f"conn {attempt.get('conn')} at {attempt.get('t')} s: {what_was_done(attempt)}"
+def _attempt_line(attempt: Attempt) -> str:
+    return f"conn {attempt.conn} at {attempt.t} s: {what_was_done(attempt)}"
 
 
-def what_was_done(record: dict[str, Any]) -> str:
+def what_was_done(record: Attempt) -> str:
     """What the upstream did with one request, from its journal record: "send 89 B, close; closed"."""
-    actions = ", ".join(a["do"] + (f" {a['bytes']} B" if "bytes" in a else "") for a in record.get("actions", []))
-    ended = "still running" if record.get("running") else record.get("ended")
+    actions = ", ".join(a.do + (f" {a.bytes} B" if a.bytes is not None else "") for a in record.actions)
+    ended = "still running" if record.running else record.ended
     return f"{actions or 'nothing sent'}; {ended}"
 
 
@@ -214,7 +215,7 @@ class Sample:
     observation: Observation
     capture: Capture | None
     """None when the proxy could not be reached at all (then `unreachable` says why)."""
-    attempts: tuple[dict[str, Any], ...]
+    attempts: tuple[Attempt, ...]
     sent: float = 0.0
     """When its request went out (trio's clock; a stream makes it seconds from its own start)."""
     unreachable: str = ""

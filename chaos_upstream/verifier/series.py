@@ -84,7 +84,7 @@ async def in_rotation(
     while trio.current_time() - start < limit:
         sample = await send_probe(proxy_url, scenario, journal, timing=timing, method="GET", name_scenario=False)
         seen = sample.observation
-        recent.append((seen.kind == STATUS and seen.status == 200, {a.get("member") for a in sample.attempts}))
+        recent.append((seen.kind == STATUS and seen.status == 200, {a.member for a in sample.attempts}))
         served = set().union(*(who for _, who in recent))
         if len(recent) == recent.maxlen and all(ok for ok, _ in recent) and served >= set(range(len(members))):
             return round(trio.current_time() - start, 3)

@@ -101,7 +101,7 @@ def _recovery(window: Window, judged: Sequence[tuple[Sample, bool]]) -> Recovery
     assert window.end is not None
     after = [(s, good) for s, good in judged if s.sent >= window.end]
     success = next((s.sent for s, good in after if good), None)
-    attempt = next((s.sent for s, _ in after if any(a.get("member") == window.member for a in s.attempts)), None)
+    attempt = next((s.sent for s, _ in after if any(a.member == window.member for a in s.attempts)), None)
     return Recovery(window.member, window.end, _since(success, window.end), _since(attempt, window.end))
 
 
@@ -175,7 +175,7 @@ def _late(counts: Tally) -> str:
 def _passed_through(sample: Sample) -> bool:
     """Whether the client got a status a member itself sent (a 503 while starting), not the proxy's own."""
     status = sample.observation.status
-    return status is not None and any(a.get("response", {}).get("status") == status for a in sample.attempts)
+    return status is not None and any(a.response is not None and a.response.status == status for a in sample.attempts)
 
 
 def _recovered(counts: Tally) -> str:

@@ -11,7 +11,9 @@ renamed key fails loudly instead of reading as absent.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from json.encoder import encode_basestring_ascii as _string
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
@@ -130,28 +132,47 @@ RENAMED = {"continue_": "continue"}
 """Attributes whose JSON name is a Python keyword."""
 RESPONSE_FIELDS = tuple(f.name for f in fields(Response))
 LAYOUTS: dict[type, tuple[tuple[str, str, bool], ...]] = {
-    kind: tuple(
-        (RENAMED.get(f.name, f.name), f.name, f.default is None) for f in fields(kind)
-    )
-    for kind in KINDS.values()
+    kind: tuple((f',"{RENAMED.get(f.name, f.name)}":', f.name, f.default is None) for f in fields(kind)) for kind in KINDS.values()
 }
-"""Each class's fields, in JSON order: (JSON name, attribute, left out when None). `running` is left
-out when false (below), so the JSON of a finished record is what it was before records were typed."""
+"""Each class's fields, in JSON order: (the JSON text before its value, the attribute, whether it is
+left out when None). `running` is left out when false, so a finished record's JSON has no trace of it."""
+RESPONSES_CACHED = 1024
+"""Texts of distinct declared responses kept (a plan made once declares the same one every time)."""
+_responses: dict[Response, str] = {}
+
+
+def encode(record: Record) -> str:
+    """The record's JSON text, compact (no spaces), ASCII, `type` first, as written and served.
+
+    Strategy: written by hand rather than as a dict through `json`, at half the cost of building the
+    dict and encoding it (a request record costs ~6 us, against ~12): strings go through json's own
+    escaping; a declared response's text is kept once made."""
+    parts = ['{"type":"', record.type, '"']
+    for key, attribute, optional in LAYOUTS[type(record)]:
+        value = getattr(record, attribute)
+        if value is None:
+            if not optional:
+                parts += (key, "null")
+        elif value.__class__ is str:
+            parts += (key, _string(value))
+        elif value is True:
+            parts += (key, "true")
+        elif value is False:
+            if attribute != "running":
+                parts += (key, "false")
+        elif value.__class__ is Response:
+            parts += (key, _response(value))
+        elif isinstance(value, (tuple, list)):
+            parts += (key, "[" + ",".join([_action(action) for action in value]) + "]")
+        else:
+            parts += (key, repr(value))
+    parts.append("}")
+    return "".join(parts)
 
 
 def to_json(record: Record) -> dict[str, Any]:
-    """The record as the JSON object written and served, `type` first."""
-    data: dict[str, Any] = {"type": record.type}
-    for name, attribute, optional in LAYOUTS[type(record)]:
-        value = getattr(record, attribute)
-        if value is None and optional or name == "running" and not value:
-            continue
-        if name == "response":
-            value = None if value is None else _response_json(value)
-        elif name == "actions":
-            value = [_action_json(action) for action in value]
-        data[name] = value
-    return data
+    """The record as the JSON object written and served (the rare reader's form: the journal writes `encode`'s text)."""
+    return json.loads(encode(record))  # type: ignore[no-any-return]
 
 
 def parse(data: dict[str, Any]) -> Record:
@@ -159,7 +180,7 @@ def parse(data: dict[str, Any]) -> Record:
     kind = KINDS.get(data.get("type"))  # type: ignore[arg-type]
     if kind is None:
         raise ValueError(f"not a journal record: type {data.get('type')!r} is none of {', '.join(KINDS)}")
-    layout = {name: attribute for name, attribute, _ in LAYOUTS[kind]}
+    layout = {key[2:-2]: attribute for key, attribute, _ in LAYOUTS[kind]}
     unknown = sorted(set(data) - set(layout) - {"type"})
     if unknown:
         raise ValueError(f"not a {kind.type} record: unknown fields {', '.join(unknown)}")
@@ -174,12 +195,16 @@ def parse(data: dict[str, Any]) -> Record:
         raise ValueError(f"not a {kind.type} record: {exc}") from None
 
 
-def _response_json(response: Response) -> dict[str, Any]:
-    return {name: getattr(response, name) for name in RESPONSE_FIELDS}
+def _response(response: Response) -> str:
+    text = _responses.get(response)
+    if text is None:
+        if len(_responses) >= RESPONSES_CACHED:
+            _responses.clear()
+        text = _responses[response] = json.dumps({name: getattr(response, name) for name in RESPONSE_FIELDS}, separators=(",", ":"))
+    return text
 
 
-def _action_json(action: ActionRecord) -> dict[str, Any]:
+def _action(action: ActionRecord) -> str:
     if action.bytes is None:
-        return {"do": action.do, "t": action.t}
-    return {"do": action.do, "t": action.t, "bytes": action.bytes}
-
+        return f'{{"do":{_string(action.do)},"t":{action.t!r}}}'
+    return f'{{"do":{_string(action.do)},"t":{action.t!r},"bytes":{action.bytes}}}'

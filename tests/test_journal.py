@@ -10,7 +10,9 @@ import trio
 
 from chaos_upstream.model.durations import Timing
 from chaos_upstream.plan.actions import Response
-from chaos_upstream.records import AcceptRecord, BadRequestRecord, ChangeRecord, ConnectionRecord, parse, to_json
+from chaos_upstream.records import (
+    AcceptRecord, ActionRecord, BadRequestRecord, ChangeRecord, ConnectionRecord, encode, parse, to_json,
+)
 from chaos_upstream.server.admin import Admin
 from chaos_upstream.server.control import Local
 from chaos_upstream.server.fleet import Fleet
@@ -50,6 +52,18 @@ def test_records_come_back_as_the_typed_records_written_and_their_json_is_the_fi
     assert lines[0]["continue"] == "sent" and "worker" not in lines[0] and lines[1]["worker"] == 2
     assert "scenario" not in lines[4] and lines[4]["in_flight"] == "finish"
     assert (lines[3]["scenario"], lines[3]["rule"], lines[3]["status"]) == (None, None, 404) and "response" not in lines[3]
+
+
+@pytest.mark.parametrize("record", [
+    request_record(0, '/"quoted"\\back\nline\u00e9\u2603\x00', probe="p\t1", t=12.345678, duration=1e-06, body="\x7f\xff"),
+    request_record(1, rule=3, response=Response(content_length=None, chunked=True), actions=(), running=True, ended=None),
+    ConnectionRecord(t=0.1, conn=7, peer=None, ended="peer-reset", requests=0, t_end=1e20, bytes_in=0, bytes_out=10**12),
+    AcceptRecord(t=3.0, conn=2, member=0, scenario="accept-then-hang", rule=None, actions=(ActionRecord("hang", 3.5),)),
+])
+def test_a_records_text_is_what_json_itself_writes_and_reads_back_as_the_record(record):
+    text = encode(record)
+    assert text == json.dumps(json.loads(text), separators=(",", ":")) and text.isascii()
+    assert parse(json.loads(text)) == record
 
 
 @pytest.mark.parametrize("data, problem", [

@@ -164,7 +164,7 @@ class Connection:
         (the plan's times counting from the end of the body)."""
         upstream = self.upstream
         settings = upstream.settings
-        info = _request_info(reader.head, count)  # type: ignore[arg-type]  # read_head found one
+        info = _request_info(reader.head, reader.fields, count)  # type: ignore[arg-type]  # read_head found one
         choice = choose(
             info.target,
             info.header(SCENARIO_HEADER),
@@ -254,12 +254,12 @@ async def _read_body(wire: Wire, reader: RequestReader, scenario: Scenario, reco
     await reader.read_body()
 
 
-def _request_info(head: h11.Request, on_connection: int) -> RequestInfo:
-    headers = tuple((name.decode("latin-1"), value.decode("latin-1")) for name, value in head.headers)
+def _request_info(head: h11.Request, fields: list[tuple[bytes, bytes]], on_connection: int) -> RequestInfo:
+    headers = tuple((name.decode("latin-1"), value.decode("latin-1")) for name, value in fields)
     return RequestInfo(
         method=head.method.decode("latin-1"),
         target=head.target.decode("latin-1"),
         headers=headers,
-        keep_alive=keep_alive(head),
+        keep_alive=keep_alive(head.http_version, fields),
         on_connection=on_connection,
     )

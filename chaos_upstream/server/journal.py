@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chaos_upstream.records import Record, parse, to_json
+from chaos_upstream.records import Record, encode, parse, to_json
 from chaos_upstream.server.journal_file import KEEP_FILES, JournalFile
 
 KEEP = 100_000
@@ -97,13 +97,12 @@ class Journal:
         record begun with `key`, if any."""
         if key is not None:
             del self._running[key]
-        data = to_json(record)
-        text = ENCODE(data)
+        text, probe = encode(record), getattr(record, "probe", None)
         if len(text) > FIELD_LIMIT:  # else no string in it can be over the limit: the usual record
-            data = capped(data)
-            text = ENCODE(data)
+            data = capped(json.loads(text))
+            text, probe = ENCODE(data), data.get("probe")
         self.total += 1
-        entry = (self.total, record.type, data.get("probe"), text)
+        entry = (self.total, record.type, probe, text)
         self._remember(entry)
         if self._file is not None:
             self._file.write(entry[3].encode() + b"\n")

@@ -43,6 +43,9 @@ class RequestReader:
             self._parser.receive_data(leftover)
         self.head: h11.Request | None = None
         """The request head; None until read, and for good if the peer closed before a byte of it."""
+        self.fields: list[tuple[bytes, bytes]] = []
+        """The head's fields, names lower-cased: read once (h11's Headers iterates through the
+        Sequence ABC, a Python call per field)."""
         self.body_bytes = 0
         """Body bytes received so far."""
         self.body = bytearray()
@@ -59,7 +62,8 @@ class RequestReader:
         """The head, checked; None if the peer closed cleanly before sending a byte of it."""
         event = await self._next_event()
         if event is not None:
-            self.head = _checked(event, self._received)  # type: ignore[arg-type]  # a server's first event is a Request
+            self.fields = list(event.headers)  # type: ignore[union-attr]  # a server's first event is a Request
+            self.head = _checked(event, self.fields, self._received)  # type: ignore[arg-type]
         return self.head
 
     def awaits_continue(self) -> bool:
@@ -95,7 +99,7 @@ class RequestReader:
             self.complete = True
 
 
-def _checked(head: h11.Request, received: int) -> h11.Request:
+def _checked(head: h11.Request, fields: list[tuple[bytes, bytes]], received: int) -> h11.Request:
     """The head, unless the upstream refuses it: over MAX_HEAD (431: h11 only limits heads that
     arrive in several reads), of an HTTP major version other than 1 (505), or with both
     Content-Length and Transfer-Encoding (400: the shape of request smuggling, which a server may
@@ -104,28 +108,28 @@ def _checked(head: h11.Request, received: int) -> h11.Request:
     Strategy: the size counted is at most 5/4 of the head's bytes on the wire (a field line of n
     >= 4 bytes counts n + 1 at most), so a head that came in `received` <= 4/5 MAX_HEAD bytes is
     never measured: the usual request costs nothing here."""
-    size = 0 if received <= MAX_HEAD * 4 // 5 else _counted_size(head)
+    size = 0 if received <= MAX_HEAD * 4 // 5 else _counted_size(head, fields)
     if size > MAX_HEAD:
         raise h11.RemoteProtocolError(f"request head of {size} bytes is over {MAX_HEAD}", error_status_hint=431)
     if not head.http_version.startswith(SUPPORTED_MAJOR + b"."):
         version = head.http_version.decode("latin-1")
         raise h11.RemoteProtocolError(f"HTTP/{version} is not supported: only HTTP/1.x", error_status_hint=505)
-    names = {name for name, _ in head.headers}
+    names = {name for name, _ in fields}
     if {b"content-length", b"transfer-encoding"} <= names:
         raise h11.RemoteProtocolError("both Content-Length and Transfer-Encoding: refused as smuggling", error_status_hint=400)
     return head
 
 
-def _counted_size(head: h11.Request) -> int:
-    """The head's size as counted against MAX_HEAD: its request line and its fields, each with the
+def _counted_size(head: h11.Request, fields: list[tuple[bytes, bytes]]) -> int:
+    """The head's size as counted against MAX_HEAD: its request line and its `fields`, each with the
     separators of its shortest form."""
-    return len(head.method) + len(head.target) + 12 + sum(len(k) + len(v) + 4 for k, v in head.headers)
+    return len(head.method) + len(head.target) + 12 + sum(len(k) + len(v) + 4 for k, v in fields)
 
 
-def keep_alive(head: h11.Request) -> bool:
+def keep_alive(version: bytes, fields: list[tuple[bytes, bytes]]) -> bool:
     """HTTP/1.0 keeps the connection only when asked to keep it; HTTP/1.1 (and a higher 1.x, served
     as 1.1) unless told to close."""
-    tokens = {token.strip().lower() for name, value in head.headers if name == b"connection" for token in value.split(b",")}
-    if head.http_version == b"1.0":
+    tokens = {token.strip().lower() for name, value in fields if name == b"connection" for token in value.split(b",")}
+    if version == b"1.0":
         return b"keep-alive" in tokens
     return b"close" not in tokens

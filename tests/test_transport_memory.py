@@ -12,7 +12,7 @@ import trio
 
 from chaos_upstream.model.catalogue import Catalogue
 from chaos_upstream.model.durations import Timing
-from chaos_upstream.server.connection import serve_connection
+from chaos_upstream.server.connection import Connection
 from chaos_upstream.server.stalls import STALL_CHECKS, cut_stalled
 from chaos_upstream.server.transport import Transport
 from chaos_upstream.server.upstream import Settings, Upstream
@@ -118,7 +118,7 @@ def upstream(catalogue: Catalogue = CATALOGUE) -> Upstream:
 
 def connect(nursery: trio.Nursery, server: Upstream) -> MemoryConnection:
     connection = MemoryConnection()
-    nursery.start_soon(serve_connection, server, connection, connection)
+    nursery.start_soon(Connection(server, connection, connection).serve)
     return connection
 
 

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from chaos_upstream.server.upstream import Upstream
 
 
-@dataclass
+@dataclass(slots=True)
 class Live:
     """An open connection as drain(), kill() and the stall reaper see it."""
 
@@ -52,13 +52,11 @@ class Live:
     killed: bool = False
 
 
-async def serve_connection(upstream: Upstream, stream: trio.abc.Stream, transport: Transport) -> None:
-    """Serve `stream` for `upstream` until the connection ends, then close it and journal it."""
-    await Connection(upstream, stream, transport).serve()
-
-
 class Connection:
-    """One connection of an upstream: its wire, its number, its entry in `upstream.live`."""
+    """One connection of an upstream: its wire, its number, its entry in `upstream.live`.
+    `serve()` serves it until it ends, then closes and journals it."""
+
+    __slots__ = ("upstream", "stream", "transport", "wire", "conn", "live")
 
     def __init__(self, upstream: Upstream, stream: trio.abc.Stream, transport: Transport) -> None:
         self.upstream = upstream
@@ -198,31 +196,34 @@ class Connection:
         plan = upstream.plans.plan(scenario, info, upstream.rng, settings.timing, upstream.catalogue.get)
         if scenario.request_body == "record":
             head["body"] = reader.body.decode("latin-1")
-        return await self._run(plan, started, partial(RequestRecord, **head))
+        return await self._run(plan, started, RequestRecord, head)
 
     async def _accepted(self, scenario: Scenario) -> str:
         """Run an accept-triggered scenario before reading a byte; how it ended."""
         upstream = self.upstream
         started = trio.current_time()
-        record = partial(AcceptRecord, t=round(started - upstream.origin, 6), conn=self.conn, **upstream.tag, scenario=scenario.name)
+        fields = {"t": round(started - upstream.origin, 6), "conn": self.conn, **upstream.tag, "scenario": scenario.name}
         upstream.stats.requests[scenario.name] += 1
         plan = upstream.plans.plan(scenario, None, upstream.rng, upstream.settings.timing, upstream.catalogue.get)
-        return (await self._run(plan, started, record)).ended
+        return (await self._run(plan, started, AcceptRecord, fields)).ended
 
-    async def _run(self, plan: planner.Plan, started: float, record: Callable[..., Record]) -> Execution:
-        """Execute `plan` and journal the `record` made with what was done, even when cut short
-        (while it runs, readers of running records see what was done so far)."""
+    async def _run(self, plan: planner.Plan, started: float, kind: type[RequestRecord | AcceptRecord], fields: dict[str, Any]) -> Execution:
+        """Execute `plan` and journal a `kind` of record with `fields` and what was done, even when
+        cut short (while it runs, readers of running records see what was done so far).
+
+        Strategy: the record is made once, at the end, from `fields` (one dict, which a held
+        request keeps: partials and a running record object each cost as much again)."""
         upstream = self.upstream
         execution = Execution()
-        record = partial(record, rule=plan.rule, response=plan.response)
-        upstream.journal.begin(id(execution), lambda: record(actions=tuple(execution.log), running=True))
+        fields.update(rule=plan.rule, response=plan.response)
+        upstream.journal.begin(id(execution), lambda: kind(**fields, actions=tuple(execution.log), running=True))
         try:
             await execute(plan, self.wire, started, upstream.now, execution)
         finally:
             ended = "cancelled" if execution.ended == "running" else execution.ended
             duration = round(trio.current_time() - started, 6)
             upstream.stats.endings[plan.scenario, ended] += 1
-            upstream.journal.write(record(actions=tuple(execution.log), ended=ended, duration=duration), key=id(execution))
+            upstream.journal.write(kind(**fields, actions=tuple(execution.log), ended=ended, duration=duration), key=id(execution))
         return execution
 
     async def _refuse(self, status: int, reason: str, record: Callable[..., Record] | None = None) -> None:

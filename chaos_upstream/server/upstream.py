@@ -12,6 +12,7 @@ import contextlib
 import random
 from collections import Counter
 from dataclasses import dataclass, field
+from collections.abc import Coroutine
 from typing import Any
 
 import trio
@@ -21,7 +22,7 @@ from chaos_upstream.model.durations import Timing
 from chaos_upstream.plan.cache import PlanCache
 from chaos_upstream.plan.selection import Mix
 from chaos_upstream.server.accepting import accept_forever, bound_sockets, open_listeners
-from chaos_upstream.server.connection import Live, serve_connection
+from chaos_upstream.server.connection import Connection, Live
 from chaos_upstream.server.journal import Journal
 from chaos_upstream.server.stalls import cut_stalled
 from chaos_upstream.server.transport import SocketTransport
@@ -205,5 +206,7 @@ class Upstream:
     async def _accept_loop(self, listener: trio.SocketListener, handlers: trio.Nursery) -> None:
         await accept_forever(listener, handlers, self._connection)
 
-    async def _connection(self, stream: trio.SocketStream) -> None:
-        await serve_connection(self, stream, SocketTransport(stream))
+    def _connection(self, stream: trio.SocketStream) -> Coroutine[Any, Any, None]:
+        """The task serving one accepted connection (no coroutine of its own around it: a held
+        connection keeps every frame of its await chain)."""
+        return Connection(self, stream, SocketTransport(stream)).serve()

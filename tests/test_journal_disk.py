@@ -91,6 +91,7 @@ def test_a_full_disk_costs_records_not_lines_says_so_once_and_writing_resumes_wh
     filler = fill(tiny_disk, leave=2)
     for written in range(1, 100):  # the lines cross into a page the disk cannot give: short writes, cut off again
         journal.write(request_record(written - 1, "/" + "x" * 1900))
+        journal.flush()  # the writer thread has tried it: `unwritten` counts it
         if journal.unwritten == 4:
             break
     filler.unlink()
@@ -120,6 +121,14 @@ def served(admin_port: int, connections: int, limit: float = 5.0) -> None:
         time.sleep(0.01)
 
 
+def tried(admin_port: int, unwritten: int, limit: float = 5.0) -> None:
+    """Wait until the journal's writer thread has counted `unwritten` records it could not write."""
+    deadline = time.monotonic() + limit
+    while metric(admin_port, "chaos_upstream_journal_unwritten_total") != unwritten:
+        assert time.monotonic() < deadline, "the writer thread did not try every record"
+        time.sleep(0.01)
+
+
 def test_serve_keeps_serving_on_a_full_disk_counts_the_unwritten_records_and_resumes(tiny_disk):
     journal = tiny_disk / "journal.jsonl"
     server = Serving("--journal", str(journal))
@@ -128,6 +137,7 @@ def test_serve_keeps_serving_on_a_full_disk_counts_the_unwritten_records_and_res
         filler = fill(tiny_disk)
         assert all(fetch(server.port, CLOSE).startswith(b"HTTP/1.1 200 OK") for _ in range(10))
         served(admin_port, 10)
+        tried(admin_port, 20)  # by the writer thread, while the disk is full
         filler.unlink()
         assert all(fetch(server.port, CLOSE).startswith(b"HTTP/1.1 200 OK") for _ in range(5))
         served(admin_port, 15)
@@ -150,6 +160,7 @@ def test_reopen_opens_the_path_again_after_logrotate_moved_the_file(tmp_path):
     path.mkdir()  # the path cannot be opened now: the records are counted, not fatal
     journal.reopen()
     journal.write(request_record(2))
+    journal.flush()  # tried while the path is a folder
     path.rmdir()
     journal.reopen()
     journal.write(request_record(3))

@@ -1,8 +1,9 @@
 """The journal: one record per connection and per request, in memory and as JSON lines.
 
 Invariants: a record is written once, when what it describes has ended (a request when its plan has
-run or been cut short, a connection when it is closed), and a record written to a file is in the
-kernel before `write` returns, so a SIGTERM loses nothing already written. Every string in a record
+run or been cut short, a connection when it is closed); a record written to a file is queued for
+the file's writer thread when `write` returns, and close() writes every record still queued, so a
+SIGTERM, which ends in close(), loses nothing already written. Every string in a record
 is capped (FIELD_LIMIT) before it is kept or written, so memory and file hold the same capped
 record. The records in memory take at most `memory` bytes (their JSON text and the objects holding
 it, estimated) and number at most `keep`; the oldest leave first, counted in `dropped`.
@@ -109,8 +110,14 @@ class Journal:
 
     @property
     def unwritten(self) -> int:
-        """Records the file could not take (a full or failing disk); 0 without a file."""
+        """Records the file could not take (a full, failing or too slow disk); 0 without a file. It
+        lags by the records still queued for the file: exact after flush() or close()."""
         return 0 if self._file is None else self._file.unwritten
+
+    def flush(self) -> None:
+        """Wait until the file has taken (or counted unwritten) every record written so far."""
+        if self._file is not None:
+            self._file.flush()
 
     def reopen(self) -> None:
         """Open the file's path again: logrotate moved the file away and says so with SIGHUP."""

@@ -1,24 +1,41 @@
-"""Healthy-path throughput of chaos-upstream, next to a bare trio + h11 server, on loopback.
+"""Healthy-path throughput of chaos-upstream, one worker and two, next to a bare trio + h11 server, on loopback.
 
 What it measures: requests per second and latency percentiles (p50, p99) that `wrk` gets from
 `chaos-upstream serve` answering the `healthy` scenario (a 200, Content-Length 24, keep-alive) to
-`GET /`, and the same figures from `benchmarks/bare_trio_h11.py`, the simplest trio + h11 server
-sending the same bytes. Same load generator, same machine, same run: each round starts each server
-afresh as a subprocess, warms it up, runs wrk once, stops it with SIGTERM; the rounds interleave the
-two servers (alternating which goes first) and the report gives the median of each figure.
+`GET /`, the same from `chaos-upstream serve --workers 2`, and the same from
+`benchmarks/bare_trio_h11.py`, the simplest trio + h11 server sending the same bytes. Same load
+generator, same machine, same run: each round starts each server afresh as a subprocess, warms it
+up, runs wrk once, stops it with SIGTERM; the rounds interleave the three servers (alternating the
+order) and the report gives the median of each figure. Beside the rates, it reads from /proc the CPU
+each server process used while wrk measured (in cores: CPU seconds per second; with --workers the
+supervisor first, then each worker), from its own rusage what wrk used, and from /proc/stat what
+the rest of the machine used (other processes, and kernel work charged to none): whether the load was
+spread over the workers, what the load generator took from the servers' cores, and whether a run
+was disturbed by others.
 
 How to run it, from the repository root (needs `wrk`: `apt-get install -y wrk`):
 
-    .venv/bin/python benchmarks/throughput.py                 # 3 rounds of wrk -t1 -c32 -d5s
-    .venv/bin/python benchmarks/throughput.py --rounds 5 --connections 64 --json
+    .venv/bin/python benchmarks/throughput.py                 # 3 rounds of wrk -t1 -c64 -d5s
+    .venv/bin/python benchmarks/throughput.py --rounds 5 --connections 128 --json
+
+The load: one wrk thread and 64 connections, the same for every server. One thread: wrk, in C,
+spends a small fraction of the CPU per request that a Python server does, so one thread keeps two
+workers busy while taking the least CPU from them (a second thread only adds scheduling on a machine
+whose cores the servers need); the `wrk cores` column shows what it took. 64 connections: the
+kernel spreads connections over the workers of an SO_REUSEPORT port by a hash of their addresses,
+not by load, so with few connections one worker can get markedly more than the other; 64 keep each
+worker's share large enough that neither runs dry (each always has a request to serve), and the
+per-worker cores show the spread.
 
 What the numbers mean: req/s is what one chaos-upstream process (one CPU core: trio is single
 threaded) sustains on the happy path with keep-alive, so what a proxy under test can push through
-it before the upstream, not the proxy, is the bottleneck. The ratio (chaos-upstream / bare) is the
+it before the upstream, not the proxy, is the bottleneck. The ratio chaos-upstream / bare is the
 part of that which is chaos-upstream's own work (scenario choice, planning, journalling); 1.0 would
-mean it costs nothing over trio + h11. Loopback figures are ceilings and vary between machines and
-runs: compare figures from the same run, not across machines. wrk shares the CPUs with the server,
-and `Socket errors` or non-2xx responses, if any, are reported, since they make a figure suspect.
+mean it costs nothing over trio + h11. The ratio workers 2 / workers 1 is what a second worker
+adds; 2.0 is the ceiling, and on a machine of two cores that wrk shares it cannot be reached (wrk
+and the kernel's loopback work take their share of the two cores). Loopback figures are ceilings
+and vary between machines and runs: compare figures from the same run, not across machines.
+`Socket errors` or non-2xx responses, if any, are reported, since they make a figure suspect.
 """
 
 from __future__ import annotations
@@ -27,22 +44,28 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from server_process import bounded, read_port, stop_server  # benchmarks/: run as scripts
+from server_process import bounded, cpu_seconds, machine_busy_seconds, process_tree, read_port, stop_server  # benchmarks/: run as scripts
 
 ROOT = Path(__file__).resolve().parent.parent
-CHAOS, BARE = "chaos-upstream healthy", "bare trio+h11"
+CHAOS, WORKERS_2, BARE = "chaos-upstream healthy", "chaos-upstream --workers 2", "bare trio+h11"
+SERVE = [sys.executable, "-m", "chaos_upstream", "serve", "--port", "0", "--host", "127.0.0.1"]
 SERVERS = {
-    CHAOS: [sys.executable, "-m", "chaos_upstream", "serve", "--port", "0", "--host", "127.0.0.1"],
+    CHAOS: SERVE,
+    WORKERS_2: [*SERVE, "--workers", "2"],
     BARE: [sys.executable, str(ROOT / "benchmarks" / "bare_trio_h11.py")],
 }
+RATIOS = {"chaos-upstream / bare": (CHAOS, BARE), "workers 2 / workers 1": (WORKERS_2, CHAOS)}
+"""Each ratio's name, and the servers whose median req/s it divides."""
 WRK_SLACK = 30.0
 """Seconds wrk may run past its own duration before it is killed."""
 UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
@@ -56,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = measure_rounds(args)
     summary = summarise(runs)
     if args.json:
-        print(json.dumps({"settings": settings_of(args), "servers": summary, "ratio": ratio(summary)}, indent=2))
+        print(json.dumps({"settings": settings_of(args), "servers": summary, "ratios": ratios(summary)}, indent=2))
     else:
         print_table(summary, args)
         print(summary_line(summary))
@@ -64,9 +87,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Healthy-path throughput: chaos-upstream vs bare trio+h11, with wrk.")
+    parser = argparse.ArgumentParser(description="Healthy-path throughput: chaos-upstream, one worker and two, vs bare trio+h11, with wrk.")
     parser.add_argument("--threads", type=bounded(1, 64), default=1, help="wrk threads (-t), default 1")
-    parser.add_argument("--connections", type=bounded(1, 1000), default=32, help="wrk connections (-c), default 32")
+    parser.add_argument("--connections", type=bounded(1, 1000), default=64, help="wrk connections (-c), default 64")
     parser.add_argument("--duration", type=bounded(1, 120), default=5, help="seconds per measurement (-d), default 5")
     parser.add_argument("--warmup", type=bounded(0, 30), default=1, help="seconds of unmeasured load first, default 1")
     parser.add_argument("--rounds", type=bounded(1, 20), default=3, help="measurements per server, default 3")
@@ -78,7 +101,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def measure_rounds(args: argparse.Namespace) -> dict[str, list[dict]]:
-    """Each server once per round, alternating which goes first; every run's figures."""
+    """Each server once per round, the order reversed every other round; every run's figures."""
     runs: dict[str, list[dict]] = {name: [] for name in SERVERS}
     for round_ in range(args.rounds):
         order = list(SERVERS) if round_ % 2 == 0 else list(reversed(SERVERS))
@@ -89,19 +112,36 @@ def measure_rounds(args: argparse.Namespace) -> dict[str, list[dict]]:
 
 
 def measure_once(command: list[str], args: argparse.Namespace) -> dict:
-    with running_server(command) as port:
+    """wrk's figures for one run, and the cores (CPU seconds per second of wrk's run) that each of
+    the server's processes, wrk itself, and everything else on the machine used meanwhile."""
+    with running_server(command) as (port, pid):
         url = f"http://127.0.0.1:{port}/"
         if args.warmup:
             run_wrk(url, args.threads, args.connections, args.warmup)
-        return parse_wrk(run_wrk(url, args.threads, args.connections, args.duration))
+        processes = process_tree(pid)
+        before, wrk_before, busy_before = [cpu_seconds(p) for p in processes], children_cpu_seconds(), machine_busy_seconds()
+        started = time.monotonic()
+        output = run_wrk(url, args.threads, args.connections, args.duration)
+        elapsed = time.monotonic() - started
+        server = [(cpu_seconds(p) - b) / elapsed for p, b in zip(processes, before)]
+        wrk = (children_cpu_seconds() - wrk_before) / elapsed
+        other = (machine_busy_seconds() - busy_before) / elapsed - sum(server) - wrk
+    return parse_wrk(output) | {"server_cores": [round(c, 2) for c in server], "wrk_cores": round(wrk, 2),
+                                "other_cores": round(other, 2)}
+
+
+def children_cpu_seconds() -> float:
+    """User plus system CPU time of this script's children that have been waited for (wrk's runs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 @contextmanager
-def running_server(command: list[str]) -> Iterator[int]:
-    """Start the server, yield its port; SIGTERM it afterwards and insist that it exits 0."""
+def running_server(command: list[str]) -> Iterator[tuple[int, int]]:
+    """Start the server, yield its port and pid; SIGTERM it afterwards and insist that it exits 0."""
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
     try:
-        yield read_port(process)
+        yield read_port(process), process.pid
     except BaseException:
         stop_server(process)
         raise
@@ -144,21 +184,29 @@ def to_ms(text: str) -> float:
 
 
 def summarise(runs: dict[str, list[dict]]) -> dict[str, dict]:
-    """Per server: the median of each figure over the rounds, the total errors, and every round."""
+    """Per server: the median of each figure over the rounds (of each process's cores too), the
+    total errors, and every round."""
     return {
         name: {
             "requests_per_s": statistics.median(run["requests_per_s"] for run in server_runs),
             "p50_ms": statistics.median(run["p50_ms"] for run in server_runs),
             "p99_ms": statistics.median(run["p99_ms"] for run in server_runs),
             "errors": sum(run["errors"] for run in server_runs),
+            "server_cores": [statistics.median(cores) for cores in zip(*(run["server_cores"] for run in server_runs))],
+            "wrk_cores": statistics.median(run["wrk_cores"] for run in server_runs),
+            "other_cores": statistics.median(run["other_cores"] for run in server_runs),
             "rounds": server_runs,
         }
         for name, server_runs in runs.items()
     }
 
 
-def ratio(summary: dict[str, dict]) -> float:
-    return round(summary[CHAOS]["requests_per_s"] / summary[BARE]["requests_per_s"], 3)
+def ratios(summary: dict[str, dict]) -> dict[str, float]:
+    """Each of RATIOS: one server's median req/s over another's."""
+    return {
+        name: round(summary[top]["requests_per_s"] / summary[bottom]["requests_per_s"], 3)
+        for name, (top, bottom) in RATIOS.items()
+    }
 
 
 def settings_of(args: argparse.Namespace) -> dict:
@@ -171,7 +219,7 @@ def print_table(summary: dict[str, dict], args: argparse.Namespace) -> None:
     from rich.table import Table
 
     title = f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, median of {args.rounds} (127.0.0.1)"
-    table = Table("server", "req/s", "p50 ms", "p99 ms", "errors", "req/s per round", title=title)
+    table = Table("server", "req/s", "p50 ms", "p99 ms", "errors", "server cores", "wrk cores", "other cores", "req/s per round", title=title)
     for name, figures in summary.items():
         table.add_row(
             name,
@@ -179,18 +227,20 @@ def print_table(summary: dict[str, dict], args: argparse.Namespace) -> None:
             f"{figures['p50_ms']:.2f}",
             f"{figures['p99_ms']:.2f}",
             str(figures["errors"]),
+            " + ".join(f"{cores:.2f}" for cores in figures["server_cores"]),
+            f"{figures['wrk_cores']:.2f}",
+            f"{figures['other_cores']:.2f}",
             ", ".join(f"{run['requests_per_s']:.0f}" for run in figures["rounds"]),
         )
     Console(width=None if sys.stdout.isatty() else 120).print(table)
 
 
 def summary_line(summary: dict[str, dict]) -> str:
-    chaos, bare = summary[CHAOS], summary[BARE]
-    return (
-        f"{CHAOS}: {chaos['requests_per_s']:.0f} req/s (p50 {chaos['p50_ms']:.1f} ms, p99 {chaos['p99_ms']:.1f} ms); "
-        f"{BARE}: {bare['requests_per_s']:.0f} req/s (p50 {bare['p50_ms']:.1f} ms, p99 {bare['p99_ms']:.1f} ms); "
-        f"ratio {ratio(summary):.2f}"
+    servers = (
+        f"{name}: {figures['requests_per_s']:.0f} req/s (p50 {figures['p50_ms']:.1f} ms, p99 {figures['p99_ms']:.1f} ms)"
+        for name, figures in summary.items()
     )
+    return "; ".join([*servers, *(f"{name} {value:.2f}" for name, value in ratios(summary).items())])
 
 
 if __name__ == "__main__":

@@ -17,6 +17,12 @@ def request_path(target: str) -> str:
     return path.split("?", 1)[0] or "/"
 
 
+def header(headers: tuple[tuple[str, str], ...], name: str) -> str | None:
+    """The first value of field `name` (any case) among `headers` (names in lower case), if any."""
+    name = name.lower()
+    return next((value for key, value in headers if key == name), None)
+
+
 @dataclass(frozen=True)
 class RequestInfo:
     """One request as the upstream received it."""
@@ -36,8 +42,7 @@ class RequestInfo:
     """The path rules match against (the target without `/_chaos/NAME` or the query); from target when None."""
 
     def header(self, name: str) -> str | None:
-        name = name.lower()
-        return next((value for key, value in self.headers if key == name), None)
+        return header(self.headers, name)
 
     @property
     def match_path(self) -> str:

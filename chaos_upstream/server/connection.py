@@ -21,7 +21,7 @@ import trio
 from chaos_upstream.errors import PeerGone
 from chaos_upstream.model.scenario import Scenario
 from chaos_upstream.plan import planner
-from chaos_upstream.plan.request import RequestInfo
+from chaos_upstream.plan.request import RequestInfo, header
 from chaos_upstream.plan.selection import PROBE_HEADER, SCENARIO_HEADER, choose
 from chaos_upstream.plan.wirebytes import standard_reason
 from chaos_upstream.records import AcceptRecord, BadRequestRecord, ConnectionRecord, Record, RequestRecord
@@ -162,18 +162,15 @@ class Connection:
         (the plan's times counting from the end of the body)."""
         upstream = self.upstream
         settings = upstream.settings
-        info = _request_info(reader.head, reader.fields, count)  # type: ignore[arg-type]  # read_head found one
+        request: h11.Request = reader.head  # type: ignore[assignment]  # read_head found one
+        method, target = request.method.decode("latin-1"), request.target.decode("latin-1")
+        headers = tuple((name.decode("latin-1"), value.decode("latin-1")) for name, value in reader.fields)
         choice = choose(
-            info.target,
-            info.header(SCENARIO_HEADER),
-            active=upstream.active,
-            mix=settings.mix,
-            default=settings.default,
-            rng=upstream.rng,
+            target, header(headers, SCENARIO_HEADER), active=upstream.active, mix=settings.mix, default=settings.default, rng=upstream.rng
         )
         head = {
-            "t": round(upstream.now(), 6), "conn": self.conn, **upstream.tag, "seq": count, "method": info.method,
-            "target": info.target, "scenario": choice.name, "chosen_by": choice.source, "probe": info.header(PROBE_HEADER),
+            "t": round(upstream.now(), 6), "conn": self.conn, **upstream.tag, "seq": count, "method": method,
+            "target": target, "scenario": choice.name, "chosen_by": choice.source, "probe": header(headers, PROBE_HEADER),
         }
         if choice.name not in upstream.catalogue:
             await self._refuse(404, f"no scenario named {choice.name!r}", partial(RequestRecord, **{**head, "scenario": None}, rule=None))
@@ -188,9 +185,9 @@ class Connection:
         started = trio.current_time()
         head.update(t=round(started - upstream.origin, 6), body_bytes=reader.body_bytes)
         upstream.stats.requests[choice.name] += 1
-        keep_alive = info.keep_alive and reader.complete  # a body left unread leaves the connection unusable
-        info = RequestInfo(  # not dataclasses.replace, which inspects the fields each time
-            method=info.method, target=info.target, headers=info.headers, keep_alive=keep_alive,
+        info = RequestInfo(
+            method=method, target=target, headers=headers,
+            keep_alive=reader.complete and keep_alive(request.http_version, reader.fields),  # a body left unread leaves the connection unusable
             on_connection=count, ordinal=upstream.stats.requests[choice.name], path=choice.path,
         )
         plan = upstream.plans.plan(scenario, info, upstream.rng, settings.timing, upstream.catalogue.get)
@@ -254,13 +251,3 @@ async def _read_body(wire: Wire, reader: RequestReader, scenario: Scenario, reco
         await wire.send(CONTINUE)
     await reader.read_body()
 
-
-def _request_info(head: h11.Request, fields: list[tuple[bytes, bytes]], on_connection: int) -> RequestInfo:
-    headers = tuple((name.decode("latin-1"), value.decode("latin-1")) for name, value in fields)
-    return RequestInfo(
-        method=head.method.decode("latin-1"),
-        target=head.target.decode("latin-1"),
-        headers=headers,
-        keep_alive=keep_alive(head.http_version, fields),
-        on_connection=on_connection,
-    )

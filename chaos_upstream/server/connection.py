@@ -24,7 +24,7 @@ from chaos_upstream.plan import planner
 from chaos_upstream.plan.request import RequestInfo, header
 from chaos_upstream.plan.selection import PROBE_HEADER, SCENARIO_HEADER, choose
 from chaos_upstream.plan.wirebytes import standard_reason
-from chaos_upstream.records import AcceptRecord, BadRequestRecord, ConnectionRecord, Record, RequestRecord
+from chaos_upstream.records import AcceptRecord, ActionRecord, BadRequestRecord, ConnectionRecord, Record, RequestRecord
 from chaos_upstream.server.reading import CONTINUE, RequestReader, keep_alive
 from chaos_upstream.server.transport import Transport, reset
 from chaos_upstream.server.wire import Execution, Wire, execute
@@ -40,23 +40,26 @@ class Live:
     """An open connection as drain(), kill() and the stall reaper see it."""
 
     scope: trio.CancelScope
+    """The connection's one scope: kill() cancels it; its deadline is a read's while one runs (the
+    idle timeout: its Cancelled ends the connection), never while a response runs."""
     transport: Transport
     wire: Wire
-    idle: trio.CancelScope | None = None
-    """While the connection waits for its next request's first byte: the scope timing its reads,
-    which drain() cancels (its deadline is then the idle timeout's)."""
+    idle: bool = False
+    """The connection waits for its next request's first byte: drain() may cancel `scope` then."""
     draining: bool = False
     """Close once the current response is out."""
-    cut_idle: bool = False
-    """drain() cut the wait for a next request (its cancel, not the idle timeout, ended the reads)."""
     killed: bool = False
+
+
+Prepared = tuple[planner.Plan, float, dict[str, Any]]
+"""A request ready to be answered: its plan, when the plan starts (trio time), its record's fields."""
 
 
 class Connection:
     """One connection of an upstream: its wire, its number, its entry in `upstream.live`.
     `serve()` serves it until it ends, then closes and journals it."""
 
-    __slots__ = ("upstream", "stream", "transport", "wire", "conn", "live")
+    __slots__ = ("upstream", "stream", "transport", "wire", "conn", "live", "requests")
 
     def __init__(self, upstream: Upstream, stream: trio.abc.Stream, transport: Transport) -> None:
         self.upstream = upstream
@@ -69,18 +72,18 @@ class Connection:
         stats.connections += 1
         stats.open += 1
         self.conn = conn = stats.connections
-        started, peer, ended, requests = round(upstream.now(), 6), None, "cancelled", 0
+        started, peer, ended, self.requests = round(upstream.now(), 6), None, "cancelled", 0
         self.live = live = upstream.live[conn] = Live(trio.CancelScope(), self.transport, wire)
         try:
             with live.scope:
                 peer = self.transport.peer()
                 on_accept = upstream.catalogue.get(upstream.active or upstream.settings.default)
                 if on_accept.trigger != "accept" or await self._accepted(on_accept) == "keep-alive":
-                    ended, requests = await self._converse()
+                    ended = await self._converse()
                 else:
                     ended = "accept-fault"
             if live.scope.cancelled_caught:
-                ended = "killed" if live.killed else "drained"
+                ended = "killed" if live.killed else "drained" if live.draining else "idle-closed"
         except OSError:
             ended = "peer-reset"
         finally:
@@ -91,42 +94,42 @@ class Connection:
             with trio.CancelScope(shield=True):
                 await self.stream.aclose()
             upstream.journal.write(ConnectionRecord(
-                t=started, conn=conn, **upstream.tag, peer=peer, ended=ended, requests=requests,
+                t=started, conn=conn, **upstream.tag, peer=peer, ended=ended, requests=self.requests,
                 t_end=round(upstream.now(), 6), bytes_in=wire.bytes_in, bytes_out=wire.bytes_out,
             ))
 
-    async def _converse(self) -> tuple[str, int]:
-        """Serve requests on the connection until a plan, the peer, a timeout or a drain ends it:
-        how it ended, and the requests read.
+    async def _converse(self) -> str:
+        """Serve requests on the connection until a plan, the peer or a drain after a response ends
+        it: how it ended (counting the requests read in `self.requests`). The idle timeout, and a
+        drain while the connection waits for a request, end it by cancelling `live.scope`.
 
-        Strategy: one cancel scope (`reading`) times every read of the connection, its deadline
-        moved to each read's and back to never while a response runs: entering and leaving a scope
-        per read costs twice what moving one scope's deadline does (about 8 against 4 us). A drain
-        cancels it only while the connection waits, reading nothing, for a request's first byte
-        (see `Upstream.drain`); the idle timeout, its deadline; either way the conversation ends there.
+        Strategy: the connection's one cancel scope times every read, its deadline moved to each
+        read's and back to never while a response runs: a scope per read costs twice what moving
+        one's deadline does (about 8 against 4 us), and a scope of its own for the reads costs a held
+        connection ~0.6 KiB. A drain cancels it only while the connection waits, reading nothing, for
+        a request's first byte (see `Upstream.drain`).
         """
         live, wire, default_timeout = self.live, self.wire, self.upstream.settings.idle_timeout
-        leftover, timeout, count = b"", default_timeout, 0
-        with trio.CancelScope() as reading:
-            while not live.draining:
-                reader = RequestReader(wire, leftover)
-                ended = await self._reading(reading, timeout, reader.read_head, idle=not leftover)
-                if ended or reader.head is None:
-                    return ended or "peer-closed", count
-                count += 1
-                execution = await self._respond(count, reader, reading)
-                if execution.ended != "keep-alive":
-                    return execution.ended, count
-                leftover = reader.leftover
-                timeout = execution.idle_close if execution.idle_close is not None else default_timeout
+        leftover, timeout = b"", default_timeout
+        while not live.draining:
+            reader = RequestReader(wire, leftover)
+            ended = await self._reading(timeout, reader.read_head, idle=not leftover)
+            if ended or reader.head is None:
+                return ended or "peer-closed"
+            self.requests += 1
+            prepared = await self._prepare(self.requests, reader)
+            leftover = reader.leftover
+            del reader  # and with it h11's parser and the head: a plan that holds the connection keeps neither
+            execution = prepared if isinstance(prepared, Execution) else await self._run(RequestRecord, *prepared)
+            if execution.ended != "keep-alive":
+                return execution.ended
+            timeout = execution.idle_close if execution.idle_close is not None else default_timeout
         await wire.close()
-        return "idle-closed" if reading.cancelled_caught and not live.cut_idle else "drained", count
+        return "drained"
 
-    async def _reading(
-        self, reading: trio.CancelScope, timeout: float, read: Callable[[], Awaitable[object]], *, idle: bool = False
-    ) -> str | None:
-        """Run `read`, a part of reading a request, within `timeout` seconds (`reading`'s deadline
-        meanwhile: past it, its Cancelled ends the conversation): None once done, else how the
+    async def _reading(self, timeout: float, read: Callable[[], Awaitable[object]], *, idle: bool = False) -> str | None:
+        """Run `read`, a part of reading a request, within `timeout` seconds (the connection scope's
+        deadline meanwhile: past it, its Cancelled ends the connection): None once done, else how the
         connection ended (a request the peer got wrong is answered here, and the connection closed).
         When `idle`, the connection first waits, reading nothing, until the request's first bytes
         can be read: a wait that drain() may end.
@@ -134,14 +137,15 @@ class Connection:
         Strategy: a drain cancels only that wait, in which no byte has been taken from the stream;
         once a read has taken some, the request is served, however close to the drain it came.
         """
+        scope = self.live.scope
         try:
-            reading.deadline = trio.current_time() + timeout
+            scope.deadline = trio.current_time() + timeout
             try:
                 if idle:
-                    await self._wait_readable(reading)
+                    await self._wait_readable()
                 await read()
             finally:
-                reading.deadline = math.inf
+                scope.deadline = math.inf
         except PeerGone as gone:
             return f"peer-{gone.how}"
         except h11.RemoteProtocolError as exc:
@@ -149,17 +153,18 @@ class Connection:
             return "bad-request"
         return None
 
-    async def _wait_readable(self, scope: trio.CancelScope) -> None:
-        """Wait until the next request can be read, as `live.idle` (`scope`) for drain() to cancel."""
-        self.live.idle = scope
+    async def _wait_readable(self) -> None:
+        """Wait until the next request can be read, `live.idle` meanwhile (drain() may cancel the wait)."""
+        self.live.idle = True
         try:
             await self.transport.wait_readable()
         finally:
-            self.live.idle = None
+            self.live.idle = False
 
-    async def _respond(self, count: int, reader: RequestReader, reading: trio.CancelScope) -> Execution:
-        """Choose the scenario once the head is read, read the body as it says, then plan and run
-        (the plan's times counting from the end of the body)."""
+    async def _prepare(self, count: int, reader: RequestReader) -> Prepared | Execution:
+        """Choose the scenario once the head is read, read the body as it says, then plan (the
+        plan's times counting from the end of the body): the plan, when it starts, and the request
+        record's fields; or how the connection ended when there is nothing to run."""
         upstream = self.upstream
         settings = upstream.settings
         request: h11.Request = reader.head  # type: ignore[assignment]  # read_head found one
@@ -179,7 +184,7 @@ class Connection:
         waiting = reader.awaits_continue()
         if waiting or not reader.complete:  # a GET's whole "body" came with its head: nothing to wait for
             body = partial(_read_body, self.wire, reader, scenario, head, waiting)
-            ended = await self._reading(reading, settings.idle_timeout, body)
+            ended = await self._reading(settings.idle_timeout, body)
             if ended:
                 return Execution(ended=ended)
         started = trio.current_time()
@@ -193,7 +198,7 @@ class Connection:
         plan = upstream.plans.plan(scenario, info, upstream.rng, settings.timing, upstream.catalogue.get)
         if scenario.request_body == "record":
             head["body"] = reader.body.decode("latin-1")
-        return await self._run(plan, started, RequestRecord, head)
+        return plan, started, head
 
     async def _accepted(self, scenario: Scenario) -> str:
         """Run an accept-triggered scenario before reading a byte; how it ended."""
@@ -202,9 +207,9 @@ class Connection:
         fields = {"t": round(started - upstream.origin, 6), "conn": self.conn, **upstream.tag, "scenario": scenario.name}
         upstream.stats.requests[scenario.name] += 1
         plan = upstream.plans.plan(scenario, None, upstream.rng, upstream.settings.timing, upstream.catalogue.get)
-        return (await self._run(plan, started, AcceptRecord, fields)).ended
+        return (await self._run(AcceptRecord, plan, started, fields)).ended
 
-    async def _run(self, plan: planner.Plan, started: float, kind: type[RequestRecord | AcceptRecord], fields: dict[str, Any]) -> Execution:
+    async def _run(self, kind: type[RequestRecord | AcceptRecord], plan: planner.Plan, started: float, fields: dict[str, Any]) -> Execution:
         """Execute `plan` and journal a `kind` of record with `fields` and what was done, even when
         cut short (while it runs, readers of running records see what was done so far).
 
@@ -213,7 +218,7 @@ class Connection:
         upstream = self.upstream
         execution = Execution()
         fields.update(rule=plan.rule, response=plan.response)
-        upstream.journal.begin(id(execution), lambda: kind(**fields, actions=tuple(execution.log), running=True))
+        upstream.journal.begin(id(execution), partial(_so_far, kind, fields, execution.log))
         try:
             await execute(plan, self.wire, started, upstream.now, execution)
         finally:
@@ -237,6 +242,12 @@ class Connection:
         upstream.stats.bad_requests += 1
         record = record or partial(BadRequestRecord, t=round(upstream.now(), 6), conn=self.conn, **upstream.tag)
         upstream.journal.write(record(error=reason, status=status, ended="closed"))
+
+
+def _so_far(kind: type[RequestRecord | AcceptRecord], fields: dict[str, Any], log: list[ActionRecord]) -> Record:
+    """The record of a plan still running: what it has done so far (a partial of this, not a
+    closure, is what a held request keeps: half the bytes)."""
+    return kind(**fields, actions=tuple(log), running=True)
 
 
 async def _read_body(wire: Wire, reader: RequestReader, scenario: Scenario, record: dict[str, Any], waiting: bool) -> None:

@@ -190,9 +190,8 @@ class Upstream:
         self.stop()
         for live in self.live.values():
             live.draining = True
-            if live.idle is not None and not live.transport.pending():
-                live.cut_idle = True
-                live.idle.cancel()
+            if live.idle and not live.transport.pending():
+                live.scope.cancel()
 
     def kill(self) -> None:
         """Stop accepting and reset (RST) every open connection at once, as a crashed server's kernel does."""

@@ -213,19 +213,19 @@ class Connection:
         """Execute `plan` and journal a `kind` of record with `fields` and what was done, even when
         cut short (while it runs, readers of running records see what was done so far).
 
-        Strategy: the record is made once, at the end, from `fields` (one dict, which a held
-        request keeps: partials and a running record object each cost as much again)."""
+        Strategy: the record is made once, at the end, from `fields` and the plan: a held request
+        keeps one small dict (at most ten entries), not a running record object or partials of one."""
         upstream = self.upstream
         execution = Execution()
-        fields.update(rule=plan.rule, response=plan.response)
-        upstream.journal.begin(id(execution), partial(_so_far, kind, fields, execution.log))
+        upstream.journal.begin(id(execution), partial(_so_far, kind, fields, plan, execution.log))
         try:
             await execute(plan, self.wire, started, upstream.now, execution)
         finally:
             ended = "cancelled" if execution.ended == "running" else execution.ended
             duration = round(trio.current_time() - started, 6)
             upstream.stats.endings[plan.scenario, ended] += 1
-            upstream.journal.write(kind(**fields, actions=tuple(execution.log), ended=ended, duration=duration), key=id(execution))
+            record = kind(**fields, rule=plan.rule, response=plan.response, actions=tuple(execution.log), ended=ended, duration=duration)
+            upstream.journal.write(record, key=id(execution))
         return execution
 
     async def _refuse(self, status: int, reason: str, record: Callable[..., Record] | None = None) -> None:
@@ -244,10 +244,10 @@ class Connection:
         upstream.journal.write(record(error=reason, status=status, ended="closed"))
 
 
-def _so_far(kind: type[RequestRecord | AcceptRecord], fields: dict[str, Any], log: list[ActionRecord]) -> Record:
+def _so_far(kind: type[RequestRecord | AcceptRecord], fields: dict[str, Any], plan: planner.Plan, log: list[ActionRecord]) -> Record:
     """The record of a plan still running: what it has done so far (a partial of this, not a
     closure, is what a held request keeps: half the bytes)."""
-    return kind(**fields, actions=tuple(log), running=True)
+    return kind(**fields, rule=plan.rule, response=plan.response, actions=tuple(log), running=True)
 
 
 async def _read_body(wire: Wire, reader: RequestReader, scenario: Scenario, record: dict[str, Any], waiting: bool) -> None:

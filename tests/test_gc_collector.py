@@ -11,10 +11,13 @@ from chaos_upstream.serving import settle_collector
 
 @pytest.fixture
 def collector():
-    """Nothing frozen before, nor afterwards: settling the collector is for good in a process."""
+    """Nothing frozen before, nor afterwards, and the thresholds as they were: settling the
+    collector is for good in a process."""
+    thresholds = gc.get_threshold()
     gc.unfreeze()
     yield
     gc.unfreeze()
+    gc.set_threshold(*thresholds)
 
 
 def test_settling_freezes_what_was_loaded_out_of_the_collectors_sight(collector):

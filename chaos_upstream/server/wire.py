@@ -8,6 +8,7 @@ run is logged with its time.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ import trio
 from chaos_upstream.errors import PeerGone
 from chaos_upstream.plan.actions import Close, HalfClose, Hang, KeepAlive, Plan, Reset, Send, Wait
 from chaos_upstream.records import ActionRecord
+from chaos_upstream.server import timers
 
 RECEIVE_SIZE = 65536
 """Bytes per read: one trio read of a full socket buffer's worth."""
@@ -32,6 +34,8 @@ def _peer_gone(exc: BaseException) -> PeerGone:
 
 class Wire:
     """One connection: counts bytes both ways, turns peer failures into PeerGone, knows how to end."""
+
+    __slots__ = ("stream", "_abort", "bytes_in", "bytes_out", "sending_since", "_stalled")
 
     def __init__(self, stream: trio.abc.Stream, abort: Callable[[], Awaitable[None]]) -> None:
         self.stream = stream
@@ -69,8 +73,9 @@ class Wire:
         return data
 
     async def drain(self, limit: float | None) -> str:
-        """Read and discard until the peer closes ("peer-closed") or `limit` passes ("limit")."""
-        with trio.move_on_after(limit if limit is not None else float("inf")):
+        """Read and discard until the peer closes ("peer-closed") or `limit` passes ("limit"). With
+        no limit, no cancel scope: a connection held that way keeps ~0.5 KiB less."""
+        with trio.move_on_after(limit) if limit is not None else contextlib.nullcontext():
             while await self.receive():
                 pass
             return "peer-closed"
@@ -95,7 +100,7 @@ class Wire:
         await self._abort()
 
 
-@dataclass
+@dataclass(slots=True)
 class Execution:
     """What running a plan did: its log of actions with times, and how it ended."""
 
@@ -129,7 +134,7 @@ async def _send(action: Send, wire: Wire, origin: float) -> None:
 
 
 async def _wait(action: Wait, wire: Wire, origin: float) -> None:
-    await trio.sleep_until(origin + action.until)
+    await timers.sleep_until(origin + action.until)
 
 
 async def _keep_alive(action: KeepAlive, wire: Wire, origin: float) -> str:

@@ -13,10 +13,21 @@ from conftest import CATALOGUE
 from test_planner import plan_for
 
 
+class StreamOnly:
+    """The Transport of a bare memory stream: readable whenever asked (its read then waits), and a
+    reset that is only a close."""
+
+    async def wait_readable(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    def arm_reset(self) -> None:
+        pass
+
+
 async def run_and_watch(plan: Plan, client_sends: bytes = b"", client_closes_after: float | None = None):
     """Execute `plan` on one end of a memory stream; return (virtual arrival times and bytes, execution)."""
     server, client = trio.testing.memory_stream_pair()
-    wire = Wire(server, server.aclose)
+    wire = Wire(server, StreamOnly())
     arrivals = []
     origin = trio.current_time()
 

@@ -26,7 +26,7 @@ from chaos_upstream.plan.wirebytes import standard_reason
 from chaos_upstream.records import AcceptRecord, ActionRecord, BadRequestRecord, ConnectionRecord, Record, RequestRecord
 from chaos_upstream.server import timers
 from chaos_upstream.server.reading import CONTINUE, RequestReader, keep_alive
-from chaos_upstream.server.transport import Transport, reset
+from chaos_upstream.server.transport import Transport
 from chaos_upstream.server.wire import Execution, Wire, execute
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ class Connection:
         self.upstream = upstream
         self.stream = stream
         self.transport = transport
-        self.wire = Wire(stream, partial(reset, stream, transport))
+        self.wire = Wire(stream, transport)
 
     async def serve(self) -> None:
         upstream, stats, wire = self.upstream, self.upstream.stats, self.wire

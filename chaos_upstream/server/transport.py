@@ -60,8 +60,3 @@ class SocketTransport:
         """SO_LINGER with a zero timeout: closing the socket then resets the connection."""
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
-
-async def reset(stream: trio.abc.Stream, transport: Transport) -> None:
-    """RST now."""
-    transport.arm_reset()
-    await stream.aclose()

@@ -1,7 +1,7 @@
 """Executing plans on a byte stream: sends, waits and endings, exactly and in order.
 
-Works on any trio Stream (a socket in the server, a memory stream under MockClock in the tests);
-what a reset is on a real socket is handed in. Invariants: every peer failure surfaces as PeerGone,
+Works on any trio Stream and its Transport (a socket in the server, a memory stream under MockClock
+in the tests), which does what only a socket can: a reset, a wait for bytes that reads none. Invariants: every peer failure surfaces as PeerGone,
 never as a trio exception, a peer that stops reading included (after the send timeout); every action
 run is logged with its time.
 """
@@ -20,6 +20,7 @@ from chaos_upstream.errors import PeerGone
 from chaos_upstream.plan.actions import Close, HalfClose, Hang, KeepAlive, Plan, Reset, Send, Wait
 from chaos_upstream.records import ActionRecord
 from chaos_upstream.server import timers
+from chaos_upstream.server.transport import Transport
 
 RECEIVE_SIZE = 65536
 """Bytes per read: one trio read of a full socket buffer's worth."""
@@ -35,11 +36,11 @@ def _peer_gone(exc: BaseException) -> PeerGone:
 class Wire:
     """One connection: counts bytes both ways, turns peer failures into PeerGone, knows how to end."""
 
-    __slots__ = ("stream", "_abort", "bytes_in", "bytes_out", "sending_since", "_stalled")
+    __slots__ = ("stream", "transport", "bytes_in", "bytes_out", "sending_since", "_stalled")
 
-    def __init__(self, stream: trio.abc.Stream, abort: Callable[[], Awaitable[None]]) -> None:
+    def __init__(self, stream: trio.abc.Stream, transport: Transport) -> None:
         self.stream = stream
-        self._abort = abort
+        self.transport = transport
         self.bytes_in = 0
         self.bytes_out = 0
         self.sending_since: float | None = None
@@ -73,12 +74,16 @@ class Wire:
         return data
 
     async def drain(self, limit: float | None) -> str:
-        """Read and discard until the peer closes ("peer-closed") or `limit` passes ("limit"). With
-        no limit, no cancel scope: a connection held that way keeps ~0.5 KiB less."""
+        """Read and discard until the peer closes ("peer-closed") or `limit` passes ("limit").
+
+        Strategy: a connection held this way waits in the transport's wait_readable, not in a read
+        (trio's read machinery, waiting, keeps ~1.5 KiB more), and with no limit, in no cancel scope
+        (~0.5 KiB)."""
         with trio.move_on_after(limit) if limit is not None else contextlib.nullcontext():
-            while await self.receive():
-                pass
-            return "peer-closed"
+            while True:
+                await self.transport.wait_readable()
+                if not await self.receive():
+                    return "peer-closed"
         return "limit"
 
     async def send_eof(self) -> None:
@@ -97,7 +102,9 @@ class Wire:
         await self.stream.aclose()
 
     async def reset(self) -> None:
-        await self._abort()
+        """RST now."""
+        self.transport.arm_reset()
+        await self.stream.aclose()
 
 
 @dataclass(slots=True)

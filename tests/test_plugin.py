@@ -172,7 +172,7 @@ def test_a_crash_of_the_upstream_fails_the_test_it_happened_in(pytester):
             raise KeyError("a bug in the upstream")
 
         def test_crashing(chaos_upstream, monkeypatch):
-            monkeypatch.setattr(connection, "_request_info", boom)
+            monkeypatch.setattr(connection, "choose", boom)
             client = http.client.HTTPConnection(chaos_upstream.host, chaos_upstream.port)
             client.request("GET", "/")
             try:

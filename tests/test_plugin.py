@@ -168,7 +168,7 @@ def test_a_crash_of_the_upstream_fails_the_test_it_happened_in(pytester):
         import http.client
         from chaos_upstream.server import connection
 
-        def boom(*args):
+        def boom(*args, **kwargs):
             raise KeyError("a bug in the upstream")
 
         def test_crashing(chaos_upstream, monkeypatch):

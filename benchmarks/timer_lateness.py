@@ -10,10 +10,13 @@ when its request went out plus 1.0 s (what a proxy would see: the server's laten
 loopback). The reference run is a bare trio loop in this same script (`--bare-server`), started
 afresh the same way, that reads a request head, sleeps 1.0 s, writes the same response, and journals
 the same two times in the same format; the ratios (chaos-upstream / bare) are the part of the
-lateness that is chaos-upstream's own work. Read them with care: both servers stamp a send after
-trio's send_all, which yields, so timers that come due together are stamped when the whole batch has
-been sent; the bare loop reads its requests faster, so its timers bunch more, and its server figure
-can exceed chaos-upstream's while its client figure stays far lower.
+lateness that is chaos-upstream's own work. Read them with care: chaos-upstream stamps a send
+when its timer source put the bytes in the kernel (a send due after a wait goes out as the timer
+fires), the bare loop after trio's send_all, which yields, so its timers that come due together are
+stamped when the whole batch has been sent; the bare loop also reads its requests faster, so its
+timers bunch more, and its server figure can exceed chaos-upstream's while its client figure stays
+far lower. The client figure counts from when the request went out, so it also holds the time the
+server took to read the request (1000 requests sent at once are read over ~150 ms).
 
 How to run it, from the repository root:
 
@@ -32,7 +35,6 @@ import argparse
 import functools
 import json
 import os
-import resource
 import signal
 import statistics
 import subprocess
@@ -42,7 +44,7 @@ from pathlib import Path
 
 import trio
 
-from server_process import bounded, read_port, stop_server  # benchmarks/: run as scripts
+from server_process import bounded, raise_fd_limit, read_port, stop_server  # benchmarks/: run as scripts
 
 ROOT = Path(__file__).resolve().parent.parent
 PROXY_TIMEOUT = 0.25
@@ -82,14 +84,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="print the figures as JSON instead of lines")
     parser.add_argument("--bare-server", metavar="JOURNAL", help=argparse.SUPPRESS)  # the reference server itself
     return parser.parse_args(argv)
-
-
-def raise_fd_limit(wanted: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        if hard != resource.RLIM_INFINITY and hard < wanted:
-            raise SystemExit(f"need {wanted} file descriptors, the hard limit is {hard}")
-        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 def commands(journal: str) -> dict[str, list[str]]:

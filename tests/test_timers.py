@@ -159,6 +159,42 @@ async def test_timeouts_set_and_forgotten_for_every_read_leave_no_heap_behind(au
     assert len(source) == 0 and len(source._heap) <= 2 and not scope.cancel_called
 
 
+async def test_every_due_callback_runs_as_its_entry_fires_and_the_waiters_wake_a_few_a_step(autojump_clock):
+    source, deadline, called, woken = timers.source(), trio.current_time() + 1.0, [], []
+
+    async def wait(n: int) -> None:
+        await source.sleep_until(deadline, lambda: called.append((n, trio.current_time())))
+        woken.append((n, len(called)))
+
+    with trio.fail_after(BOUND):
+        async with trio.open_nursery() as nursery:
+            for n in range(10 * timers.WAKE_BATCH):
+                nursery.start_soon(wait, n)
+    assert sorted(n for n, _ in called) == list(range(10 * timers.WAKE_BATCH)) and {at for _, at in called} == {deadline}
+    assert all(seen == len(called) for _, seen in woken)  # every callback ran before the first waiter woke
+    batch = timers.WAKE_BATCH  # woken in the order they fired, a batch a step (trio runs a step's tasks in any order)
+    steps = [(sorted(n for n, _ in woken[k : k + batch]), sorted(n for n, _ in called[k : k + batch])) for k in range(0, len(called), batch)]
+    assert all(woke == fired for woke, fired in steps) and not source._ready
+
+
+async def test_a_waiter_cancelled_after_its_entry_fired_raises_and_leaves_nothing(autojump_clock):
+    source, deadline, called, waiting = timers.source(), trio.current_time() + 1.0, [], []
+
+    def cancel_all() -> None:  # fired last: every waiter fired, none woken yet
+        waiting.append(len(source._ready))
+        nursery.cancel_scope.cancel()
+
+    with trio.fail_after(BOUND):
+        async with trio.open_nursery() as nursery:
+            for n in range(3 * timers.WAKE_BATCH):
+                nursery.start_soon(source.sleep_until, deadline, lambda n=n: called.append(n))
+            while len(source) < 3 * timers.WAKE_BATCH:  # each registers in its first step: a few steps, no time
+                await trio.lowlevel.checkpoint()
+            nursery.start_soon(source.sleep_until, deadline, cancel_all)
+    assert len(called) == 3 * timers.WAKE_BATCH and waiting == [3 * timers.WAKE_BATCH + 1]  # itself too
+    assert not source._ready and len(source) == 0 and source._cancelled == 0
+
+
 async def test_after_the_source_ended_a_scope_keeps_its_own_deadline(autojump_clock):
     source = timers.source()
     source.ended = True

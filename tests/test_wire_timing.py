@@ -14,8 +14,8 @@ from test_planner import plan_for
 
 
 class StreamOnly:
-    """The Transport of a bare memory stream: readable whenever asked (its read then waits), and a
-    reset that is only a close."""
+    """The Transport of a bare memory stream: readable whenever asked (its read then waits), a reset
+    that is only a close, and no send but the stream's."""
 
     async def wait_readable(self) -> None:
         await trio.lowlevel.checkpoint()
@@ -23,11 +23,26 @@ class StreamOnly:
     def arm_reset(self) -> None:
         pass
 
+    def send_now(self, data: bytes) -> int:
+        return 0
 
-async def run_and_watch(plan: Plan, client_sends: bytes = b"", client_closes_after: float | None = None):
+
+class TakesSome(StreamOnly):
+    """A Transport whose send_now takes the first `some` bytes of a send, as a socket whose buffer
+    is nearly full does: on a memory stream, they are held until the stream's send delivers the rest."""
+
+    def __init__(self, some: int) -> None:
+        self.some, self.taken = some, b""
+
+    def send_now(self, data: bytes) -> int:
+        self.taken += data[: self.some]
+        return min(self.some, len(data))
+
+
+async def run_and_watch(plan: Plan, client_sends: bytes = b"", client_closes_after: float | None = None, transport=None):
     """Execute `plan` on one end of a memory stream; return (virtual arrival times and bytes, execution)."""
     server, client = trio.testing.memory_stream_pair()
-    wire = Wire(server, StreamOnly())
+    wire = Wire(server, transport or StreamOnly())
     arrivals = []
     origin = trio.current_time()
 
@@ -65,6 +80,16 @@ async def test_slow_headers_first_byte_comes_at_four_timeouts(autojump_clock):
     arrivals, execution = await run_and_watch(plan_for(CATALOGUE.get("slow-headers"), timeout=2.5))
     assert arrivals[0][0] == pytest.approx(10.0)
     assert arrivals[0][1].startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+async def test_a_send_after_a_wait_goes_out_as_the_timer_fires_and_what_the_transport_left_follows(autojump_clock):
+    plan = Plan("x", None, (Wait(1.5), Send(b"0123456789"), KeepAlive()))
+    transport = TakesSome(4)
+    arrivals, execution = await run_and_watch(plan, transport=transport)
+    assert transport.taken == b"0123" and arrivals == [(1.5, b"456789")]  # the rest by the stream, at once
+    assert [(entry.do, entry.t, entry.bytes) for entry in execution.log] == [
+        ("wait", 1.5, None), ("send", 1.5, 10), ("keep-alive", 1.5, None)
+    ]
 
 
 async def test_stall_mid_body_closes_after_the_stall(autojump_clock):

@@ -8,6 +8,7 @@ MockClock. Invariant: no Transport method reads or writes a byte of the stream.
 
 from __future__ import annotations
 
+import os
 import select
 import socket
 import struct
@@ -31,6 +32,11 @@ class Transport(Protocol):
 
     def arm_reset(self) -> None:
         """Make the stream's next close a reset (RST), not a FIN; OSError if it is closed already."""
+
+    def send_now(self, data: bytes) -> int:
+        """Put what the connection takes of `data` at once on the wire, without waiting: the bytes
+        taken, 0 when it would wait or fails (a send through the stream then waits, or says why).
+        Only between the stream's own sends."""
 
 
 class SocketTransport:
@@ -59,4 +65,11 @@ class SocketTransport:
     def arm_reset(self) -> None:
         """SO_LINGER with a zero timeout: closing the socket then resets the connection."""
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    def send_now(self, data: bytes) -> int:
+        """A write on the non-blocking descriptor (trio's socket has no synchronous send)."""
+        try:
+            return os.write(self._socket.fileno(), data)
+        except OSError:  # would block, reset, closed: the stream's send says which
+            return 0
 

@@ -58,6 +58,21 @@ class Wire:
             self.sending_since = None
         self.bytes_out += len(data)
 
+    async def send_at(self, deadline: float, data: bytes, now: Callable[[], float]) -> tuple[float, int]:
+        """At `deadline` (trio time), put what the connection takes of `data` at once on the wire as
+        the timer source fires (transport.send_now), before any task it wakes runs: a send due with a
+        thousand others goes out on time, not after their work. When it fired, as `now` tells it,
+        and the bytes taken (the rest is the caller's to send())."""
+        taken, fired = 0, 0.0
+
+        def on_time() -> None:
+            nonlocal taken, fired
+            taken, fired = self.transport.send_now(data), round(now(), 6)
+            self.bytes_out += taken
+
+        await timers.sleep_until(deadline, on_time)
+        return fired, taken
+
     async def stall(self) -> None:
         """Reset the connection of a peer that stopped reading (what is queued would never be read):
         the send waiting for it ends in PeerGone("stalled")."""
@@ -124,12 +139,25 @@ async def execute(plan: Plan, wire: Wire, origin: float, now: Callable[[], float
     Wait offsets count from `origin` (trio time); `now` stamps the log. A peer that leaves mid-plan
     ends it with `peer-closed` or `peer-reset`: never an error.
     """
+    actions, log, index = plan.actions, execution.log, 0
     try:
-        for action in plan.actions:
+        while index < len(actions):
+            action = actions[index]
+            after = actions[index + 1] if index + 1 < len(actions) else None
+            if type(action) is Wait and type(after) is Send:  # the send is the timer's, not the woken task's
+                data = after.data  # type: ignore[union-attr]
+                fired, taken = await wire.send_at(origin + action.until, data, now)
+                log.append(ActionRecord("wait", fired))
+                if taken < len(data):
+                    await wire.send(data[taken:])
+                log.append(ActionRecord("send", fired if taken == len(data) else round(now(), 6), len(data)))
+                index += 2
+                continue
             name, run = ACTION_RUNNERS[type(action)]
             ended = await run(action, wire, origin)
-            execution.log.append(ActionRecord(name, round(now(), 6), len(action.data) if type(action) is Send else None))
+            log.append(ActionRecord(name, round(now(), 6), len(action.data) if type(action) is Send else None))
             execution.ended = ended or execution.ended
+            index += 1
     except PeerGone as gone:
         execution.ended = f"peer-{gone.how}"
     if isinstance(plan.terminal, KeepAlive):

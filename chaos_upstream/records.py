@@ -41,7 +41,21 @@ class Tagged:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RequestRecord(Tagged):
+class Planned(Tagged):
+    """What a record of a plan's run carries: the plan, what was done, how it ended (written after
+    the kind's own fields)."""
+
+    rule: int | None
+    """The scenario's rule that applied (None: its default steps; a refused request: no plan)."""
+    response: Response | None = None
+    actions: Sequence[ActionRecord] = ()
+    ended: str | None = None
+    duration: float | None = None
+    running: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestRecord(Planned):
     """A request: written when its plan has run or been cut short (`running` while it runs), or
     when it was refused (a scenario it named is unknown: `scenario` None, with `error` and `status`)."""
 
@@ -60,30 +74,17 @@ class RequestRecord(Tagged):
     """With `Expect: 100-continue`: whether the 100 Continue was `sent` or `withheld` (JSON `continue`)."""
     body: str | None = None
     """The body's first 64 KiB (latin-1), when the scenario records bodies."""
-    rule: int | None
-    """The scenario's rule that applied (None: its default steps; a refused request: no plan)."""
-    response: Response | None = None
-    actions: Sequence[ActionRecord] = ()
-    ended: str | None = None
-    duration: float | None = None
     error: str | None = None
     status: int | None = None
-    running: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class AcceptRecord(Tagged):
+class AcceptRecord(Planned):
     """An accept-triggered scenario run on a connection before a byte of it was read."""
 
     type: ClassVar[str] = "accept"
     conn: int
     scenario: str
-    rule: int | None
-    response: Response | None = None
-    actions: Sequence[ActionRecord] = ()
-    ended: str | None = None
-    duration: float | None = None
-    running: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -131,8 +132,13 @@ KINDS: dict[str, type[Record]] = {kind.type: kind for kind in (RequestRecord, Ac
 RENAMED = {"continue_": "continue"}
 """Attributes whose JSON name is a Python keyword."""
 RESPONSE_FIELDS = tuple(f.name for f in fields(Response))
+PLANNED = {f.name for f in fields(Planned)} - {f.name for f in fields(Tagged)}
 LAYOUTS: dict[type, tuple[tuple[str, str, bool], ...]] = {
-    kind: tuple((f',"{RENAMED.get(f.name, f.name)}":', f.name, f.default is None) for f in fields(kind)) for kind in KINDS.values()
+    kind: tuple(
+        (f',"{RENAMED.get(f.name, f.name)}":', f.name, f.default is None)
+        for f in sorted(fields(kind), key=lambda f: f.name in PLANNED)  # stable: the kind's own fields, then the plan's
+    )
+    for kind in KINDS.values()
 }
 """Each class's fields, in JSON order: (the JSON text before its value, the attribute, whether it is
 left out when None). `running` is left out when false, so a finished record's JSON has no trace of it."""

@@ -1,6 +1,8 @@
 """The blocking probe (what the locust users send) through real nginx, joined with the journal over
 the admin API, and on its own."""
 
+import http.server
+import threading
 from functools import partial
 
 import pytest
@@ -52,6 +54,34 @@ async def test_a_journal_that_cannot_be_read_leaves_the_verdict_to_what_the_clie
     result = await blocking(proxy_url, "bad-status-line", journal=Gone())
     assert (result.verdict, result.seen) == ("fail", "malformed")
     assert result.reason.endswith("(not joined with the upstream's journal, which could not be read: [Errno 111] Connection refused)")
+
+
+@pytest.mark.parametrize("answer, problem", [
+    (b'[{"type": "requests", "t": 1}]', "type 'requests' is none of"),
+    (b'[{"type": "request", "t": 1, "conn": 1, "renamed": 2}]', "unknown fields renamed"),
+    (b'{"not": "a list"}', "not journal records"),
+    (b"<html>an admin page</html>", "not journal records"),
+])
+def test_an_admin_api_answering_what_is_not_records_is_an_error_that_says_so(answer, problem):
+    class Garbage(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args):
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Garbage) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        journal = AdminJournal(f"http://127.0.0.1:{server.server_address[1]}")
+        try:
+            with pytest.raises(OSError, match=problem):
+                journal.records(probe="p", type="request", running=True)
+        finally:
+            journal.close()
+            server.shutdown()
 
 
 async def test_an_unreachable_proxy_is_inconclusive_and_says_so():

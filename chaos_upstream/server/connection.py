@@ -106,8 +106,8 @@ class Connection:
         Strategy: the connection's one cancel scope times every read, cancelled by the timer source
         at the read's deadline unless the read is done first (timers.cancel_at): a scope per read
         costs a held connection ~0.6 KiB, and moving one scope's deadline to each read's and back
-        costs ~12 us a request in trio's registration of deadlines. A drain cancels it only while the connection waits, reading nothing, for
-        a request's first byte (see `Upstream.drain`).
+        costs ~12 us a request in trio's registration of deadlines. A drain cancels it only while
+        the connection waits, reading nothing, for a request's first byte (see `Upstream.drain`).
         """
         live, wire, default_timeout = self.live, self.wire, self.upstream.settings.idle_timeout
         leftover, timeout = b"", default_timeout

@@ -18,7 +18,8 @@ from chaos_upstream.records import Record, parse
 class AdminJournal:
     """A `Journal` read from a running `serve --admin-port` (`GET /journal?probe=ID&type=request&running=1`)
     on one keep-alive connection per thread (per greenlet under gevent), opened again when the server
-    has closed it.  A read raises OSError when the admin API cannot be reached or refuses it.  `close`
+    has closed it.  A read raises OSError when the admin API cannot be reached, refuses it, or answers
+    what is not journal records (another program, another version).  `close`
     closes every kept connection."""
 
     def __init__(self, admin_url: str, token: str | None = None, *, timeout: float = 5.0) -> None:
@@ -53,7 +54,10 @@ class AdminJournal:
             raise OSError(f"the admin API at {self.admin_url} answered {reply.status}: {body[:200].decode('utf-8', 'replace')}")
         self.local.connection = connection
         self.kept.add(connection)
-        return [parse(data) for data in json.loads(body)]
+        try:
+            return [parse(data) for data in json.loads(body)]
+        except (ValueError, TypeError, AttributeError) as exc:  # not JSON, not a list, not records
+            raise OSError(f"the admin API at {self.admin_url} answered what is not journal records: {exc}") from None
 
     def close(self) -> None:
         for connection in list(self.kept):

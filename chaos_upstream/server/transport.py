@@ -36,7 +36,8 @@ class Transport(Protocol):
     def send_now(self, data: bytes) -> int:
         """Put what the connection takes of `data` at once on the wire, without waiting: the bytes
         taken, 0 when it would wait or fails (a send through the stream then waits, or says why).
-        Only between the stream's own sends."""
+        Only between the stream's own sends. Bytes written here skip the stream: a transport under
+        a stream that transforms them (TLS) takes none, or writes them through that layer."""
 
 
 class SocketTransport:

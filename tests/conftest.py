@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.client
+
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -111,3 +113,14 @@ def request_record(n: int, target: str = "/", probe: str | None = None, **fields
         "actions": (ActionRecord("send", 1.5 + n, 80), ActionRecord("keep-alive", 1.5 + n)),
         "ended": "keep-alive", "duration": 0.001, **fields,
     })
+
+
+def admin_call(port: int, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+    """(status, body) of one admin call (http.client undoes the chunked framing of journal pages)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request(method, path, body=body, headers={"Content-Type": "application/json"} if body else {})
+        reply = connection.getresponse()
+        return reply.status, reply.read()
+    finally:
+        connection.close()

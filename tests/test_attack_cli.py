@@ -12,8 +12,9 @@ import pytest
 from chaos_upstream import health
 from chaos_upstream.cli import _parser, main
 from chaos_upstream.server.journal_file import JournalFile
+
+from conftest import admin_call
 from test_cli import Server, fetch
-from test_workers import admin_call
 
 
 @pytest.mark.parametrize("flag", ["--port", "--admin-port"])

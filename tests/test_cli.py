@@ -13,6 +13,8 @@ import pytest
 from chaos_upstream.cli import main
 from chaos_upstream.proxies import require
 
+from conftest import admin_call
+
 ROOT = Path(__file__).resolve().parents[1]
 COMMAND = [sys.executable, "-m", "chaos_upstream"]
 
@@ -75,10 +77,14 @@ def test_sigterm_gives_in_flight_work_its_grace_then_journals_it_as_cancelled(tm
     import socket
 
     journal = tmp_path / "journal.jsonl"
-    server = Server("--journal", str(journal), "--grace", "0.3")
+    server = Server("--journal", str(journal), "--grace", "0.3", "--admin-port", "0")
+    admin_port = int(server.process.stdout.readline().rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nX-Chaos-Scenario: never-respond\r\n\r\n")
-        time.sleep(0.2)
+        deadline = time.monotonic() + 5
+        while admin_call(admin_port, "GET", "/journal?type=request&running=1")[1] == b"[]":  # until it is in flight
+            assert time.monotonic() < deadline, "the request never reached the upstream"
+            time.sleep(0.005)
         started = time.monotonic()
         server.process.send_signal(signal.SIGTERM)
         assert server.process.wait(timeout=10) == 0

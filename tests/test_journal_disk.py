@@ -16,8 +16,7 @@ from chaos_upstream.cli import main
 from chaos_upstream.server.journal import Journal
 
 from test_cli import COMMAND, ROOT, fetch
-from conftest import request_record
-from test_workers import admin_call
+from conftest import admin_call, request_record
 
 CLOSE = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
 

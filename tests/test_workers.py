@@ -1,6 +1,5 @@
 """`serve --workers N`: one port shared by N processes, driven as one through the admin API."""
 
-import http.client
 import json
 import os
 import signal
@@ -12,6 +11,7 @@ from chaos_upstream.commands.worker_settings import OWN, for_worker, received
 from chaos_upstream.plan.selection import Mix
 from chaos_upstream.server import workers
 
+from conftest import admin_call
 from test_cli import ROOT, Server, fetch
 
 
@@ -27,17 +27,6 @@ def children(pid: int) -> list[int]:
         if fields[1] == str(pid) and fields[0] != "Z":
             found.append(int(entry))
     return sorted(found)
-
-
-def admin_call(port: int, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
-    """(status, body) of one admin call (http.client undoes the chunked framing of journal pages)."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        connection.request(method, path, body=body, headers={"Content-Type": "application/json"} if body else {})
-        reply = connection.getresponse()
-        return reply.status, reply.read()
-    finally:
-        connection.close()
 
 
 def test_workers_share_the_port_and_obey_the_admin_api_together(tmp_path):
@@ -68,7 +57,9 @@ def test_a_worker_that_dies_stops_every_worker_with_exit_1():
     code = server.process.wait(timeout=10)
     assert code == 1
     assert "a worker exited on its own" in server.process.stderr.read()
-    time.sleep(0.1)
+    deadline = time.monotonic() + 5  # the supervisor stopped it; the kernel reaps it a moment later
+    while os.path.exists(f"/proc/{first}") and time.monotonic() < deadline:
+        time.sleep(0.005)
     assert not os.path.exists(f"/proc/{first}")
     server.stop()
 

@@ -31,13 +31,13 @@ def stalled(path: Path) -> Iterator[None]:
 def batches(monkeypatch) -> list[int]:
     """How many lines each write call of the thread was given."""
     sizes: list[int] = []
-    real = journal_file._write_whole
+    real = journal_file.write_whole
 
     def counted(fd: int, lines: list[bytes]) -> tuple[int, OSError | None]:
         sizes.append(len(lines))
         return real(fd, lines)
 
-    monkeypatch.setattr(journal_file, "_write_whole", counted)
+    monkeypatch.setattr(journal_file, "write_whole", counted)
     return sizes
 
 
@@ -212,7 +212,7 @@ def test_two_files_on_one_path_rotate_it_without_losing_tearing_or_overfilling_a
 def test_a_path_that_never_names_the_file_opened_on_it_still_gets_every_line(tmp_path, monkeypatch):
     """Some filesystems report another inode for the path than for the open file: after TRIES looks
     at the same file, the line is written regardless, as in a file never rotated."""
-    monkeypatch.setattr(journal_file, "_names", lambda path, held: False)
+    monkeypatch.setattr(journal_file, "names", lambda path, held: False)
     path = tmp_path / "journal.jsonl"
     file = JournalFile(path, max_bytes=150)
     for n in range(3):

@@ -27,14 +27,14 @@ thread's are called from one thread (the event loop's).
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import itertools
 import os
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
+
+from chaos_upstream.server.appending import locked, names, open_appending, reason, write_whole
 
 KEEP_FILES = 5
 """Rotated files kept beside the journal: with `--journal-max-bytes 1GiB`, the last ~12 hours at 200
@@ -77,7 +77,7 @@ class JournalFile:
         """Hears one line when writing fails and one when it resumes (from the writer thread)."""
         self.queue_bytes = queue_bytes
         """Bytes of lines queued for the thread at most; a line past them is counted unwritten."""
-        self._fd: int | None = _open(self.path)
+        self._fd: int | None = open_appending(self.path)
         self._closed = False
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         """Lines, flush()'s events (set once the lines before them are written), _REOPEN, _STOP."""
@@ -176,7 +176,7 @@ class JournalFile:
             if error is not None:
                 start += 1
                 self._failed += 1
-                self._troubled(f"cannot write ({_reason(error)})")
+                self._troubled(f"cannot write ({reason(error)})")
             elif self._trouble is not None and not self._refusing:
                 self._trouble = None
                 self._tell(f"writing again ({self.unwritten} records unwritten so far)")
@@ -185,9 +185,9 @@ class JournalFile:
     def _reopen(self) -> None:
         self._close()
         try:
-            self._fd = _open(self.path)
+            self._fd = open_appending(self.path)
         except OSError as exc:
-            self._troubled(f"cannot write ({_reason(exc)})")
+            self._troubled(f"cannot write ({reason(exc)})")
 
     def _troubled(self, cause: str) -> None:
         if self._trouble is None:
@@ -204,18 +204,18 @@ class JournalFile:
         found, again = None, 0
         while True:
             fd = self._opened()
-            with _locked(fd):
+            with locked(fd):
                 held = os.fstat(fd)
                 again = again + 1 if (held.st_dev, held.st_ino) == found else 0
                 count = 1 if again == TRIES - 1 else self._fitting(held, lines, start)
                 if count:
-                    return _write_whole(fd, lines[start:start + count])
+                    return write_whole(fd, lines[start:start + count])
             found = (held.st_dev, held.st_ino)
             self._close()
 
     def _opened(self) -> int:
         if self._fd is None:
-            self._fd = _open(self.path)
+            self._fd = open_appending(self.path)
         return self._fd
 
     def _fitting(self, held: os.stat_result, lines: list[bytes], start: int) -> int:
@@ -223,7 +223,7 @@ class JournalFile:
         reopened, as another process rotated it, or it is full and we just rotated it (we hold its lock)."""
         if self.max_bytes is None:
             return len(lines) - start
-        if not _names(self.path, held):
+        if not names(self.path, held):
             return 0
         size = held.st_size
         ends = itertools.accumulate(len(line) for line in itertools.islice(lines, start, None))
@@ -254,62 +254,3 @@ class JournalFile:
         if fd is not None:
             with contextlib.suppress(OSError):  # Linux frees the descriptor even when close reports EIO
                 os.close(fd)
-
-
-def _open(path: Path) -> int:
-    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-
-
-@contextlib.contextmanager
-def _locked(fd: int) -> Iterator[None]:
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-    except OSError:  # a filesystem without locks (some FUSE ones): unlocked is still safe for one process
-        yield
-        return
-    try:
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-
-
-def _names(path: Path, held: os.stat_result) -> bool:
-    """Whether `path` still names the file `held` is the stat of (not rotated or moved away meanwhile)."""
-    try:
-        named = os.stat(path)
-    except FileNotFoundError:
-        return False
-    return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
-
-
-def _write_whole(fd: int, lines: list[bytes]) -> tuple[int, OSError | None]:
-    """Write `lines` (in one call, unless the kernel takes less): how many were written whole, and
-    the error that stopped the rest, if any, their fragment cut off again."""
-    chunk = memoryview(b"".join(lines))
-    done = 0
-    try:
-        while done < len(chunk):
-            written = os.write(fd, chunk[done:])
-            if written == 0:
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            done += written
-    except OSError as exc:
-        ends = list(itertools.takewhile(lambda end: end <= done, itertools.accumulate(map(len, lines))))
-        whole = ends[-1] if ends else 0
-        if done > whole:
-            _cut(fd, done - whole)
-        return len(ends), exc
-    return len(lines), None
-
-
-def _cut(fd: int, fragment: int) -> None:
-    """Truncate the last `fragment` bytes, ours, when the file still ends with them (we hold its lock)."""
-    with contextlib.suppress(OSError):  # a disk that fails the truncate too: nothing more can be done
-        end = os.lseek(fd, 0, os.SEEK_CUR)  # O_APPEND left the offset just after our bytes
-        if os.fstat(fd).st_size == end:
-            os.ftruncate(fd, end - fragment)
-
-
-def _reason(exc: OSError) -> str:
-    name = errno.errorcode.get(exc.errno or 0)
-    return f"{exc.strerror or exc} [{name}]" if name else str(exc)

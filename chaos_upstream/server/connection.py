@@ -217,14 +217,14 @@ class Connection:
         keeps one small dict (at most ten entries), not a running record object or partials of one."""
         upstream = self.upstream
         execution = Execution()
-        upstream.journal.begin(id(execution), partial(_so_far, kind, fields, plan, execution.log))
+        upstream.journal.begin(id(execution), partial(_record, kind, fields, plan, execution.log, running=True))
         try:
             await execute(plan, self.wire, started, upstream.now, execution)
         finally:
             ended = "cancelled" if execution.ended == "running" else execution.ended
             duration = round(trio.current_time() - started, 6)
             upstream.stats.endings[plan.scenario, ended] += 1
-            record = kind(**fields, rule=plan.rule, response=plan.response, actions=tuple(execution.log), ended=ended, duration=duration)
+            record = _record(kind, fields, plan, execution.log, ended=ended, duration=duration)
             upstream.journal.write(record, key=id(execution))
         return execution
 
@@ -244,10 +244,13 @@ class Connection:
         upstream.journal.write(record(error=reason, status=status, ended="closed"))
 
 
-def _so_far(kind: type[RequestRecord | AcceptRecord], fields: dict[str, Any], plan: planner.Plan, log: list[ActionRecord]) -> Record:
-    """The record of a plan still running: what it has done so far (a partial of this, not a
-    closure, is what a held request keeps: half the bytes)."""
-    return kind(**fields, rule=plan.rule, response=plan.response, actions=tuple(log), running=True)
+def _record(
+    kind: type[RequestRecord | AcceptRecord], fields: dict[str, Any], plan: planner.Plan, log: list[ActionRecord], **end: Any
+) -> Record:
+    """The record of a plan's run from its `fields`, its plan and what it has done so far, with how
+    it `end`ed (or `running=True`: a partial of this, not a closure, is what a held request keeps
+    for readers of running records, half the bytes)."""
+    return kind(**fields, rule=plan.rule, response=plan.response, actions=tuple(log), **end)
 
 
 async def _read_body(wire: Wire, reader: RequestReader, scenario: Scenario, record: dict[str, Any], waiting: bool) -> None:

@@ -1,9 +1,10 @@
 """Executing plans on a byte stream: sends, waits and endings, exactly and in order.
 
 Works on any trio Stream and its Transport (a socket in the server, a memory stream under MockClock
-in the tests), which does what only a socket can: a reset, a wait for bytes that reads none. Invariants: every peer failure surfaces as PeerGone,
-never as a trio exception, a peer that stops reading included (after the send timeout); every action
-run is logged with its time.
+in the tests), which does what only a socket can: a reset, a wait for bytes that reads none, a send
+that does not wait. Invariants: every peer failure surfaces as PeerGone, never as a trio exception,
+a peer that stops reading included (after the send timeout); every action run is logged with its
+time.
 """
 
 from __future__ import annotations

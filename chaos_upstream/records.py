@@ -142,6 +142,10 @@ LAYOUTS: dict[type, tuple[tuple[str, str, bool], ...]] = {
 }
 """Each class's fields, in JSON order: (the JSON text before its value, the attribute, whether it is
 left out when None). `running` is left out when false, so a finished record's JSON has no trace of it."""
+ATTRIBUTES: dict[type, dict[str, str]] = {
+    kind: {RENAMED.get(f.name, f.name): f.name for f in fields(kind)} for kind in KINDS.values()
+}
+"""Each class's attributes by their JSON names, for `parse`."""
 RESPONSES_CACHED = 1024
 """Texts of distinct declared responses kept (a plan made once declares the same one every time)."""
 _responses: dict[Response, str] = {}
@@ -186,8 +190,8 @@ def parse(data: dict[str, Any]) -> Record:
     kind = KINDS.get(data.get("type"))  # type: ignore[arg-type]
     if kind is None:
         raise ValueError(f"not a journal record: type {data.get('type')!r} is none of {', '.join(KINDS)}")
-    layout = {key[2:-2]: attribute for key, attribute, _ in LAYOUTS[kind]}
-    unknown = sorted(set(data) - set(layout) - {"type"})
+    layout = ATTRIBUTES[kind]
+    unknown = sorted(set(data) - layout.keys() - {"type"})
     if unknown:
         raise ValueError(f"not a {kind.type} record: unknown fields {', '.join(unknown)}")
     values = {layout[name]: value for name, value in data.items() if name != "type"}

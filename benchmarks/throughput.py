@@ -29,9 +29,12 @@ per-worker cores show the spread.
 
 What the numbers mean: req/s is what one chaos-upstream process (one CPU core: trio is single
 threaded) sustains on the happy path with keep-alive, so what a proxy under test can push through
-it before the upstream, not the proxy, is the bottleneck. The ratio chaos-upstream / bare is the
-part of that which is chaos-upstream's own work (scenario choice, planning, journalling); 1.0 would
-mean it costs nothing over trio + h11. The ratio workers 2 / workers 1 is what a second worker
+it before the upstream, not the proxy, is the bottleneck. The ratio chaos-upstream / bare weighs
+chaos-upstream's own work (scenario choice, planning, journalling) against what the bare loop does
+and chaos-upstream does not: write its response through h11, and parse again a request head whose
+exact bytes it parsed before (wrk sends the same request every time). With --distinct, every
+request carries a counter of its own (benchmarks/distinct_requests.lua), so chaos-upstream parses
+each one too: the case of a proxy that tags each request it relays. The ratio workers 2 / workers 1 is what a second worker
 adds; 2.0 is the ceiling, and on a machine of two cores that wrk shares it cannot be reached (wrk
 and the kernel's loopback work take their share of the two cores). Loopback figures are ceilings
 and vary between machines and runs: compare figures from the same run, not across machines.
@@ -93,6 +96,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=bounded(1, 120), default=5, help="seconds per measurement (-d), default 5")
     parser.add_argument("--warmup", type=bounded(0, 30), default=1, help="seconds of unmeasured load first, default 1")
     parser.add_argument("--rounds", type=bounded(1, 20), default=3, help="measurements per server, default 3")
+    parser.add_argument("--distinct", action="store_true",
+                        help="make every request's bytes distinct (an X-Request-Id counter), so none is known by its bytes")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
     args = parser.parse_args(argv)
     if args.connections < args.threads:
@@ -117,11 +122,11 @@ def measure_once(command: list[str], args: argparse.Namespace) -> dict:
     with running_server(command) as (port, pid):
         url = f"http://127.0.0.1:{port}/"
         if args.warmup:
-            run_wrk(url, args.threads, args.connections, args.warmup)
+            run_wrk(url, args, args.warmup)
         processes = process_tree(pid)
         before, wrk_before, busy_before = [cpu_seconds(p) for p in processes], children_cpu_seconds(), machine_busy_seconds()
         started = time.monotonic()
-        output = run_wrk(url, args.threads, args.connections, args.duration)
+        output = run_wrk(url, args, args.duration)
         elapsed = time.monotonic() - started
         server = [(cpu_seconds(p) - b) / elapsed for p, b in zip(processes, before)]
         wrk = (children_cpu_seconds() - wrk_before) / elapsed
@@ -149,8 +154,10 @@ def running_server(command: list[str]) -> Iterator[tuple[int, int]]:
         raise SystemExit(f"{process.args} exited {code} after SIGTERM")
 
 
-def run_wrk(url: str, threads: int, connections: int, seconds: int) -> str:
-    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url]
+def run_wrk(url: str, args: argparse.Namespace, seconds: int) -> str:
+    command = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds}s", "--latency", url]
+    if args.distinct:
+        command[1:1] = ["-s", str(ROOT / "benchmarks" / "distinct_requests.lua")]
     done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + WRK_SLACK)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed ({done.returncode}): {done.stderr.strip()}")
@@ -210,7 +217,7 @@ def ratios(summary: dict[str, dict]) -> dict[str, float]:
 
 
 def settings_of(args: argparse.Namespace) -> dict:
-    keys = ("threads", "connections", "duration", "warmup", "rounds")
+    keys = ("threads", "connections", "duration", "warmup", "rounds", "distinct")
     return {key: getattr(args, key) for key in keys} | {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
 
 

@@ -175,6 +175,7 @@ async def page(address, query: str) -> tuple[list[dict], dict]:
 async def test_100k_records_page_completely_and_exactly(served):
     fleet, start = served
     address = await start()
+    fleet.journal.memory = 128 * 1024 * 1024  # 100,000 records with 300-character targets take ~80 MB
     fill(fleet.journal, 100_000)
     seen, query, pages = [], "limit=10000", 0
     while True:
@@ -229,6 +230,7 @@ async def test_bad_paging_values_get_400(served, query):
 async def test_the_data_port_stays_fast_while_clients_ask_for_big_pages_and_never_read(served):
     fleet, start = served
     address = await start()
+    fleet.journal.memory = 128 * 1024 * 1024  # 100,000 records with 300-character targets take ~80 MB
     fill(fleet.journal, 100_000)  # what blocked the data port for 8 s per client before paging
     idle = []
     try:

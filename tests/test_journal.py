@@ -115,6 +115,18 @@ def test_the_bytes_held_are_what_the_records_in_memory_really_take():
         assert 0.9 < taken / journal.held < 1.1, (probe(1), taken, journal.held)
 
 
+def test_records_in_memory_add_nothing_to_what_the_garbage_collector_walks():
+    """Packed records are tuples of plain values: once a collection has seen them, untracked."""
+    journal = Journal()
+    gc.collect()
+    tracked = len(gc.get_objects())
+    for n in range(2000):
+        journal.write(request_record(n, f"/item/{n}", probe="p" if n % 2 else None))
+    gc.collect()
+    assert len(gc.get_objects()) - tracked < 20
+    assert journal.records(probe="p")[-1].actions[0] == ActionRecord("send", 2000.5, 80)
+
+
 def test_a_record_never_keeps_a_field_over_the_limit_and_says_how_much_was_cut(tmp_path):
     journal = Journal(tmp_path / "journal.jsonl")
     journal.write(request_record(0, "/" + "t" * 60_000, probe="p" * 5000, error="e" * 3000, body="b" * 65_536))

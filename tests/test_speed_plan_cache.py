@@ -1,6 +1,7 @@
 """What the healthy path skips still holds: the plan cache answers exactly as the planner would (and
 draws from the generator exactly as it would), the journal encodes as before, and a head measured
-only when it could be too large is refused exactly as when every head was measured."""
+only when it could be too large is refused exactly as when every head was measured, and a request
+head is known by its bytes only when they are one whole request without a body."""
 
 import json
 import random
@@ -15,7 +16,8 @@ from chaos_upstream.plan.cache import PlanCache, fixed
 from chaos_upstream.plan.planner import plan
 from chaos_upstream.plan.request import RequestInfo
 from chaos_upstream.server.journal import ENCODE
-from chaos_upstream.server.reading import MAX_HEAD, _checked, _counted_size
+from chaos_upstream.server.reading import KEY_LIMIT, MAX_HEAD, KnownHeads, RequestReader, _checked, _counted_size
+from chaos_upstream.server.wire import Wire
 
 from conftest import CATALOGUE
 
@@ -99,14 +101,69 @@ def test_a_head_counted_over_the_limit_is_refused_however_few_bytes_it_came_in(l
     received could hold such a head, and a 431 then, exactly as when every head was measured."""
     head = _head([(b"a", b"")] * lines)
     wire = 16 + 9 + 4 * lines + 2  # request line, host line, the fields, the blank line
-    counted = _counted_size(head, list(head.headers))
+    counted = _counted_size(head, tuple(head.headers))
     assert counted > MAX_HEAD and wire <= counted
     with pytest.raises(h11.RemoteProtocolError) as refused:
-        _checked(head, list(head.headers), wire)
+        _checked(head, wire)
     assert refused.value.error_status_hint == 431
 
 
 def test_a_head_that_came_in_few_bytes_is_not_measured_and_passes():
     head = _head([(b"x-a", b"b" * 100)] * 10)
-    assert _checked(head, list(head.headers), MAX_HEAD * 4 // 5) is head
-    assert _counted_size(head, list(head.headers)) <= MAX_HEAD
+    assert _checked(head, MAX_HEAD * 4 // 5).fields == tuple(head.headers)
+    assert _counted_size(head, tuple(head.headers)) <= MAX_HEAD
+
+
+class Pieces:
+    """A stream handing over the given pieces, one per read, then b"" (the peer's FIN)."""
+
+    def __init__(self, *pieces: bytes) -> None:
+        self.pieces = list(pieces)
+        self.wire = Wire(self, None)  # type: ignore[arg-type]  # the reader only receives
+
+    async def receive_some(self, max_bytes: int) -> bytes:
+        return self.pieces.pop(0) if self.pieces else b""
+
+
+async def read(known: KnownHeads, *pieces: bytes, leftover: bytes = b"") -> RequestReader:
+    reader = RequestReader(Pieces(*pieces).wire, leftover, known)
+    assert await reader.read_head() is not None
+    reader.awaits_continue()
+    await reader.read_body()
+    return reader
+
+
+GET = b"GET /a HTTP/1.1\r\nHost: x\r\nX-Chaos-Scenario: healthy\r\n\r\n"
+
+
+async def test_a_request_that_came_whole_is_known_by_its_bytes_and_not_parsed_again():
+    known = KnownHeads()
+    first = await read(known, GET)
+    again = await read(known, GET)
+    assert len(known) == 1 and again.head is first.head and again.complete and again.leftover == b""
+    assert again.head.headers[-1] == ("x-chaos-scenario", "healthy") and again.head.keeps_alive
+    assert again.awaits_continue() is False and again.body_bytes == 0
+
+
+@pytest.mark.parametrize("pieces, leftover", [
+    ((GET[:10], GET[10:]), b""),  # came in two reads
+    ((GET + GET,), b""),  # another request came after it
+    ((b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nab",), b""),  # a body
+    ((b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n", b"ab"), b""),  # a 100 awaited
+    ((GET[5:],), GET[:5]),  # began in what the previous request left
+])
+async def test_only_a_whole_bodiless_request_alone_in_one_read_is_remembered(pieces, leftover):
+    known = KnownHeads()
+    await read(known, *pieces, leftover=leftover)
+    assert len(known) == 0
+
+
+async def test_known_heads_are_bounded_in_count_and_size_and_forget_the_oldest_first():
+    known = KnownHeads(size=2)
+    heads = [GET.replace(b"/a", b"/%d" % n) for n in range(3)]
+    for head in heads:
+        await read(known, head)
+    assert len(known) == 2 and known.get(heads[0]) is None and known.get(heads[2]) is not None
+    huge = GET.replace(b"/a", b"/" + b"x" * KEY_LIMIT)
+    await read(known, huge)
+    assert known.get(huge) is None

@@ -9,7 +9,6 @@ import random
 from dataclasses import dataclass
 
 from chaos_upstream.errors import ConfigError
-from chaos_upstream.plan.request import request_path
 
 SCENARIO_HEADER = "x-chaos-scenario"
 PROBE_HEADER = "x-chaos-probe"
@@ -63,7 +62,7 @@ class Choice:
 
 
 def choose(
-    target: str,
+    path: str,
     scenario_header: str | None,
     *,
     active: str | None,
@@ -71,9 +70,8 @@ def choose(
     default: str,
     rng: random.Random,
 ) -> Choice:
-    """Pick the scenario for one request (its target in origin or absolute form); draws from `rng`
+    """Pick the scenario for one request (`path`: its target's, see request_path); draws from `rng`
     only when the mix decides."""
-    path = request_path(target)
     if scenario_header:
         return Choice(scenario_header.strip(), "header", path)
     if path.startswith(PATH_PREFIX):

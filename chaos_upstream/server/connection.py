@@ -20,12 +20,12 @@ import trio
 from chaos_upstream.errors import PeerGone
 from chaos_upstream.model.scenario import Scenario
 from chaos_upstream.plan import planner
-from chaos_upstream.plan.request import RequestInfo, header
-from chaos_upstream.plan.selection import PROBE_HEADER, SCENARIO_HEADER, choose
+from chaos_upstream.plan.request import RequestInfo
+from chaos_upstream.plan.selection import choose
 from chaos_upstream.plan.wirebytes import standard_reason
 from chaos_upstream.records import AcceptRecord, ActionRecord, BadRequestRecord, ConnectionRecord, Record, RequestRecord
 from chaos_upstream.server import timers
-from chaos_upstream.server.reading import CONTINUE, RequestReader, keep_alive
+from chaos_upstream.server.reading import CONTINUE, Head, RequestReader
 from chaos_upstream.server.transport import Transport
 from chaos_upstream.server.wire import Execution, Wire, execute
 
@@ -112,7 +112,7 @@ class Connection:
         live, wire, default_timeout = self.live, self.wire, self.upstream.settings.idle_timeout
         leftover, timeout = b"", default_timeout
         while not live.draining:
-            reader = RequestReader(wire, leftover)
+            reader = RequestReader(wire, leftover, self.upstream.heads)
             ended = await self._reading(timeout, reader.read_head, idle=not leftover)
             if ended or reader.head is None:
                 return ended or "peer-closed"
@@ -167,18 +167,15 @@ class Connection:
         record's fields; or how the connection ended when there is nothing to run."""
         upstream = self.upstream
         settings = upstream.settings
-        request: h11.Request = reader.head  # type: ignore[assignment]  # read_head found one
-        method, target = request.method.decode("latin-1"), request.target.decode("latin-1")
-        headers = tuple((name.decode("latin-1"), value.decode("latin-1")) for name, value in reader.fields)
-        choice = choose(
-            target, header(headers, SCENARIO_HEADER), active=upstream.active, mix=settings.mix, default=settings.default, rng=upstream.rng
-        )
+        request: Head = reader.head  # type: ignore[assignment]  # read_head found one
+        choice = choose(request.path, request.scenario, active=upstream.active, mix=settings.mix, default=settings.default, rng=upstream.rng)
         head = {
-            "t": round(upstream.now(), 6), "conn": self.conn, **upstream.tag, "seq": count, "method": method,
-            "target": target, "scenario": choice.name, "chosen_by": choice.source, "probe": header(headers, PROBE_HEADER),
+            "conn": self.conn, **upstream.tag, "seq": count, "method": request.method, "target": request.target,
+            "scenario": choice.name, "chosen_by": choice.source, "probe": request.probe,
         }
         if choice.name not in upstream.catalogue:
-            await self._refuse(404, f"no scenario named {choice.name!r}", partial(RequestRecord, **{**head, "scenario": None}, rule=None))
+            fields = {**head, "t": round(upstream.now(), 6), "scenario": None}
+            await self._refuse(404, f"no scenario named {choice.name!r}", partial(RequestRecord, **fields, rule=None))
             return Execution(ended="closed")
         scenario = upstream.catalogue.get(choice.name)
         waiting = reader.awaits_continue()
@@ -191,8 +188,8 @@ class Connection:
         head.update(t=round(started - upstream.origin, 6), body_bytes=reader.body_bytes)
         upstream.stats.requests[choice.name] += 1
         info = RequestInfo(
-            method=method, target=target, headers=headers,
-            keep_alive=reader.complete and keep_alive(request.http_version, reader.fields),  # a body left unread leaves the connection unusable
+            method=request.method, target=request.target, headers=request.headers,
+            keep_alive=reader.complete and request.keeps_alive,  # a body left unread leaves the connection unusable
             on_connection=count, ordinal=upstream.stats.requests[choice.name], path=choice.path,
         )
         plan = upstream.plans.plan(scenario, info, upstream.rng, settings.timing, upstream.catalogue.get)

@@ -5,13 +5,15 @@ run or been cut short, a connection when it is closed); a record written to a fi
 the file's writer thread when `write` returns, and close() writes every record still queued, so a
 SIGTERM, which ends in close(), loses nothing already written. Every string in a record
 is capped (FIELD_LIMIT) before it is kept or written, so memory and file hold the same capped
-record. The records in memory take at most `memory` bytes (their JSON text and the objects holding
-it, estimated) and number at most `keep`; the oldest leave first, counted in `dropped`.
+record. The records in memory take at most `memory` bytes (estimated from above: every value they
+hold counted whole, shared or not) and number at most `keep`; the oldest leave first, counted in
+`dropped`.
 
-Strategy: records are kept in memory as (ordinal, type, probe, JSON text) tuples, not as dicts. A tuple of
-strings is untracked by the garbage collector, so a full journal (a hundred thousand records with
-nested lists and dicts) adds nothing to every collection pause; a record is parsed again only when
-asked for, and the JSON text is the same one written to the file.
+Strategy: records are kept in memory packed (records.pack: tuples of plain values), not as objects
+nor as JSON. Such tuples are untracked by the garbage collector, so a full journal (a hundred
+thousand records) adds nothing to every collection pause; packing costs a third of encoding, and
+a record is turned into JSON only when it is written to the file or served, into an object only
+when asked for.
 """
 
 from __future__ import annotations
@@ -22,11 +24,11 @@ import json
 import sys
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from chaos_upstream.records import Record, encode, parse, to_json
+from chaos_upstream.records import KINDS, NO_RESPONSE, PLAIN, PLANNED_KINDS, Packed, Record, encode_packed, pack, parse, to_json, unpack
 from chaos_upstream.server.journal_file import KEEP_FILES, JournalFile
 
 KEEP = 100_000
@@ -34,8 +36,8 @@ KEEP = 100_000
 
 MEMORY = 64 * 1024 * 1024
 """Bytes the records in memory may take: a quarter of a sidecar container's usual 256 MiB limit. A
-request record with a probe id of its own takes ~1.4 KB (~450 of JSON, the rest objects and the
-probe's index), its connection's ~450 bytes: this holds the last ~37,000 probed requests."""
+request record with a probe id of its own takes ~1.7 KB (~1 KB packed, the rest the probe's index),
+its connection's ~400 bytes: this holds the last ~32,000 probed requests."""
 
 FIELD_LIMIT = 2048
 """Characters kept of any string in a record (target, probe id, header value, error): a long URL
@@ -51,16 +53,42 @@ LIMITS = {"body": BODY_LIMIT}
 SLOT = 8
 """Bytes of one pointer: an entry's slot in the records deque, and in its probe's."""
 
+ENTRY_COST = sys.getsizeof((0, None, None, 0)) + sys.getsizeof(2**40) * 2 + SLOT
+"""Bytes of an entry beyond its values' slots and what they refer to: its tuple's header and first
+four slots, its ordinal and its size, its slot in the deque."""
+
 PROBE_COST = sys.getsizeof(deque()) + 64
 """Bytes of a probe's index: its deque, and its slot in the index dict (a key, a value and a hash,
 at the dict's two-thirds load)."""
+
+FLOAT_COST = sys.getsizeof(0.5)
+FROM_PEER = ("target", "probe", "method", "body", "error", "peer")
+"""The strings of a record that come from the peer: of any length, so capped."""
+SHARED = ("probe", "method")
+"""Strings from the peer not counted with their record: a probe id is counted with its index, a
+method is one of a few strings every record shares (the reader interns it)."""
+PEERS = {
+    kind: tuple((at, LIMITS.get(name, FIELD_LIMIT), name not in SHARED) for at, name in enumerate(names) if name in FROM_PEER)
+    for kind, names in PLAIN.items()
+}
+"""Each class's strings from the peer: where they sit among its packed values, their limit, and
+whether they are counted with it."""
+FLOATS = {kind: sum(f.type == "float" or f.type.startswith("float ") for f in fields(kind)) for kind in PLAIN}
+PACKED_ACTIONS = {kind: len(PLAIN[kind]) + len(NO_RESPONSE) for kind in PLANNED_KINDS}
+"""Where a packed planned record's actions begin: three values each, one of them a float."""
 
 ENCODE = json.JSONEncoder(separators=(",", ":")).encode
 """A record's JSON text, compact: one encoder for every record (`json.dumps` with separators builds
 a new one per call, a third of what encoding a request's record cost)."""
 
-Entry = tuple[int, str | None, str | None, str]
-"""A record in memory: its ordinal (1-based, in the order written), its type, its probe id, its JSON text."""
+Entry = tuple[Any, ...]
+"""A record in memory, one flat tuple: its ordinal (1-based, in the order written), its type
+(records.KINDS), its probe id, the bytes it is counted for, then its values (records.pack). Plain
+values only, so that the first collection that sees it untracks it (a class or a nested tuple in it
+would keep it tracked for longer)."""
+
+VALUES = 4
+"""Where an entry's values begin."""
 
 
 class Journal:
@@ -98,15 +126,19 @@ class Journal:
         record begun with `key`, if any."""
         if key is not None:
             del self._running[key]
-        text, probe = encode(record), getattr(record, "probe", None)
-        if len(text) > FIELD_LIMIT:  # else no string in it can be over the limit: the usual record
-            data = capped(json.loads(text))
-            text, probe = ENCODE(data), data.get("probe")
+        kind, values = type(record), pack(record)
+        size, over = _weighed(kind, values)
+        if over:  # the rare record with a string over its limit
+            values = tuple(capped(value, LIMITS.get(name, FIELD_LIMIT)) for name, value in itertools.zip_longest(PLAIN[kind], values))
+            size, _ = _weighed(kind, values)
         self.total += 1
-        entry = (self.total, record.type, probe, text)
-        self._remember(entry)
+        probe = getattr(record, "probe", None)
+        if probe is not None:
+            probe = capped(probe)
+            size += sys.getsizeof(probe) + SLOT
+        self._remember((self.total, kind.type, probe, size, *values))
         if self._file is not None:
-            self._file.write(entry[3].encode() + b"\n")
+            self._file.write(encode_packed(kind, values).encode() + b"\n")
 
     @property
     def unwritten(self) -> int:
@@ -127,8 +159,11 @@ class Journal:
     def records(self, *, probe: str | None = None, type: str | None = None, running: bool = False) -> list[Record]:
         """Records in the order written, optionally only one probe's or one type's; with `running`,
         then those still in progress (a request whose plan is still running), as they are so far."""
-        page = self.page(probe=probe, type=type, running=running)
-        return [parse(json.loads(text)) for text in page.texts] + [parse(data) for data in page.running]
+        source = self._records if probe is None else self._by_probe.get(capped(probe), ())
+        kept = [unpack(KINDS[entry[1]], entry[VALUES:]) for entry in source if type is None or entry[1] == type]
+        if running:
+            kept += [parse(data) for data in self.page(probe=probe, type=type, running=True, since=self.total).running]
+        return kept
 
     def page(
         self, *, probe: str | None = None, type: str | None = None, running: bool = False, since: int = 0,
@@ -143,14 +178,14 @@ class Journal:
         probe = None if probe is None else capped(probe)
         source = self._records if probe is None else self._by_probe.get(probe, ())
         after = itertools.islice(source, bisect.bisect_right(source, since, key=_ordinal), None)
-        taken: list[Entry] = []
+        taken: list[tuple[int, str]] = []
         size, more = 0, False
         for entry in (entry for entry in after if _wanted(entry[1], entry[2], probe, type)):
             if len(taken) == limit or (budget is not None and size >= budget):
                 more = True
                 break
-            taken.append(entry)
-            size += len(entry[3])
+            taken.append((entry[0], encode_packed(KINDS[entry[1]], entry[VALUES:])))
+            size += len(taken[-1][1])
         oldest = self._records[0][0] if self._records else self.total + 1
         live: list[dict[str, Any]] = []
         for snapshot in list(self._running.values()) if running and not more else ():
@@ -162,14 +197,14 @@ class Journal:
             live.append(data)
             size += len(ENCODE(live[-1]))
         return Page(
-            texts=[entry[3] for entry in taken], ordinals=[entry[0] for entry in taken],
+            texts=[text for _, text in taken], ordinals=[ordinal for ordinal, _ in taken],
             next=taken[-1][0] if more else max(since, self.total), more=more, skipped=max(0, oldest - 1 - since), running=live,
         )
 
     def _remember(self, entry: Entry) -> None:
         """Keep `entry` in memory and in its probe's index, then forget the oldest past the bounds."""
         self._records.append(entry)
-        self.held += _cost(entry)
+        self.held += entry[3]
         if entry[2] is not None:
             if entry[2] not in self._by_probe:
                 self._by_probe[entry[2]] = deque()
@@ -181,7 +216,7 @@ class Journal:
     def _forget(self, oldest: Entry) -> None:
         """Drop the oldest record, just out of memory, from its probe's index and the counts too."""
         self.dropped += 1
-        self.held -= _cost(oldest)
+        self.held -= oldest[3]
         if oldest[2] is not None:
             kept = self._by_probe[oldest[2]]
             kept.popleft()
@@ -220,11 +255,23 @@ def capped(value: Any, limit: int = FIELD_LIMIT) -> Any:
     return value
 
 
-def _cost(entry: Entry) -> int:
-    """Bytes an entry takes in memory: the tuple, its ordinal, its JSON text, its probe id, its slots."""
-    ordinal, _, probe, text = entry
-    size = sys.getsizeof(entry) + sys.getsizeof(ordinal) + sys.getsizeof(text) + SLOT
-    return size if probe is None else size + sys.getsizeof(probe) + SLOT
+def _weighed(kind: type[Record], values: Packed) -> tuple[int, bool]:
+    """The bytes a record packed as `values` is counted for in memory, and whether a string of it
+    from the peer is over its limit (FIELD_LIMIT; the body's own).
+
+    Strategy: a record's own strings from the peer (target, body, error, peer) are counted whole,
+    the rest (scenario names, endings, methods) are shared by every record that has them; floats are
+    counted by their fields (a None among them counted too: an estimate from above)."""
+    size = ENTRY_COST + SLOT * len(values) + FLOAT_COST * FLOATS[kind]
+    over = False
+    for at, limit, counted in PEERS[kind]:
+        value = values[at]
+        if value is not None:
+            size += sys.getsizeof(value) if counted else 0
+            over = over or len(value) > limit
+    if kind in PLANNED_KINDS:
+        size += (len(values) - PACKED_ACTIONS[kind]) // 3 * FLOAT_COST
+    return size, over
 
 
 def _wanted(kind: str | None, probe_id: str | None, probe: str | None, type: str | None) -> bool:

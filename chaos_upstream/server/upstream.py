@@ -24,6 +24,7 @@ from chaos_upstream.plan.selection import Mix
 from chaos_upstream.server.accepting import accept_forever, bound_sockets, open_listeners
 from chaos_upstream.server.connection import Connection, Live
 from chaos_upstream.server.journal import Journal
+from chaos_upstream.server.reading import KnownHeads
 from chaos_upstream.server.stalls import cut_stalled
 from chaos_upstream.server.transport import SocketTransport
 
@@ -124,6 +125,8 @@ class Upstream:
         self.rng = random.Random(self.settings.seed)
         self.plans = PlanCache()
         """Plans of the scenarios that plan the same for every request of a kind, made once."""
+        self.heads = KnownHeads()
+        """Request heads parsed already, by their bytes: the same request is not parsed again."""
         tags = {"worker": self.settings.worker, "member": self.settings.member}
         self.tag = {name: value for name, value in tags.items() if value is not None}
         """What tags every journal record of this upstream (its worker, its fleet member)."""

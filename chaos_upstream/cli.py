@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from chaos_upstream import __version__, environment, health
-from chaos_upstream.commands import EXIT_USAGE
+from chaos_upstream.commands import EXIT_USAGE, tls_options
 from chaos_upstream.commands.check import check as run_check
 from chaos_upstream.commands.install_proxies import install_proxies as run_install_proxies
 from chaos_upstream.commands.matrix import matrix as run_matrix
@@ -122,6 +122,7 @@ def _parser(environ: Mapping[str, str] | None = None, command: str | None = None
     serve.add_argument("--play", default=None, metavar="NAME", help="play this deploy scenario's timeline on the fleet once it listens")
     serve.add_argument("--every", type=_span, default=None, metavar="DURATION",
                        help="with --play: play it again every DURATION ('90s', '30T'), from start to start")
+    tls_options.add_arguments(serve)
     serve.set_defaults(func=run_serve)
 
     check = commands.add_parser("check", help="probe every scenario through a proxy and judge what it did")

@@ -45,6 +45,10 @@ class UnknownScenario(ChaosUpstreamError):
     """A request or a command named a scenario that is not loaded."""
 
 
+class NotClientHello(ChaosUpstreamError):
+    """The bytes a client sent first to a TLS listener are not a TLS ClientHello."""
+
+
 class PeerGone(ChaosUpstreamError):
     """The peer closed or reset the connection, or stopped reading it; `how` says which ("closed",
     "reset" or "stalled")."""

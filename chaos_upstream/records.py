@@ -101,6 +101,17 @@ class ConnectionRecord(Tagged):
     t_end: float
     bytes_in: int
     bytes_out: int
+    sni: str | None = None
+    """Over TLS: the server name the client sent."""
+    tls_version: str | None = None
+    """Over TLS, once the handshake is done: what it settled (TLSv1.3...), the cipher, the ALPN
+    protocol, the subject of the client's certificate (mTLS)."""
+    tls_cipher: str | None = None
+    alpn: str | None = None
+    client_certificate: str | None = None
+    peer_close_notify: bool | None = None
+    """Over TLS, when the peer ended the session: whether it sent close_notify (False: a bare FIN
+    or a reset, which RFC 8446 §6.1 says leaves what came before unconfirmed)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -119,7 +119,7 @@ async def serve_until_signal(
                 run_admin = functools.partial(admin.run, args.admin_host, args.admin_port)
                 admin_at = await _listen(nursery, run_admin, ("--admin-host", "--admin-port"), args.admin_host, args.admin_port)
             for host, port in await _listen(nursery, serve_then_quit, ("--host", "--port"), args.host, args.port[0]):
-                line = f"chaos-upstream listening on http://{url_host(host)}:{port}"
+                line = f"chaos-upstream listening on {'https' if args.tls else 'http'}://{url_host(host)}:{port}"
                 if worker:
                     to_supervisor(line)
                 else:

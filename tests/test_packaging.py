@@ -34,7 +34,8 @@ SAMPLES = {
     "--proxy-timeout": "2.5", "--seed": "7", "--mix": "healthy=1,upstream-502=1", "--journal": "/var/log/j.jsonl",
     "--journal-memory": "1MiB", "--journal-max-bytes": "2MiB", "--journal-keep": "3", "--admin-host": "::1",
     "--admin-port": "9091", "--admin-token": "t0ken", "--admin-allow-host": "proxy.internal", "--workers": "2",
-    "--grace": "1.5", "--play": "rolling-deploy", "--every": "90s",
+    "--grace": "1.5", "--play": "rolling-deploy", "--every": "90s", "--tls": None, "--tls-cert": "/etc/tls/cert.pem",
+    "--tls-key": "/etc/tls/key.pem", "--tls-name": "upstream.internal", "--tls-ca": "/run/ca.pem", "--tls-client-ca": "/etc/tls/clients.pem",
 }
 """A valid value for every `serve` flag: a flag added without one here fails the first test, which
 proves that its variable works as the flag does."""
@@ -61,9 +62,10 @@ def test_every_serve_flag_comes_from_its_environment_variable_as_the_flag_would_
     for name, action in flags.items():
         flag, dest = action.option_strings[0], action.dest
         assert name == "CHAOS_UPSTREAM_" + flag[2:].upper().replace("-", "_")
-        from_flag = getattr(serve_args({}, flag, SAMPLES[flag]), dest)
-        assert str(getattr(serve_args({name: SAMPLES[flag]}), dest)) == str(from_flag), name
-        other = serve_args({name: "1"} if action.type in (int, float) else {}, flag, SAMPLES[flag])
+        given = [flag] if SAMPLES[flag] is None else [flag, SAMPLES[flag]]  # None: a switch, given by itself
+        from_flag = getattr(serve_args({}, *given), dest)
+        assert str(getattr(serve_args({name: SAMPLES[flag] or "yes"}), dest)) == str(from_flag), name
+        other = serve_args({name: "1"} if action.type in (int, float) else {}, *given)
         assert str(getattr(other, dest)) == str(from_flag), f"{flag} must win over {name}"
 
 

@@ -92,6 +92,13 @@ class MemoryConnection(trio.abc.HalfCloseableStream):
 
     # Transport.
 
+    async def half_close(self) -> None:
+        await self.send_eof()
+
+    async def close(self) -> None:
+        await self.send_eof()
+        await self.aclose()
+
     def peer(self) -> str:
         return "memory:1"
 

@@ -1,5 +1,7 @@
 """Plan execution timing under trio's MockClock: exact virtual times, no real sleeping, no sockets."""
 
+import contextlib
+
 import pytest
 import trio
 import trio.testing
@@ -14,8 +16,18 @@ from test_planner import plan_for
 
 
 class StreamOnly:
-    """The Transport of a bare memory stream: readable whenever asked (its read then waits), a reset
-    that is only a close, and no send but the stream's."""
+    """The Transport of a bare memory stream (given once the stream is: `stream`): readable whenever
+    asked (its read then waits), a reset that is only a close, and no send but the stream's."""
+
+    stream: trio.abc.HalfCloseableStream
+
+    async def half_close(self) -> None:
+        await self.stream.send_eof()
+
+    async def close(self) -> None:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await self.stream.send_eof()
+        await self.stream.aclose()
 
     async def wait_readable(self) -> None:
         await trio.lowlevel.checkpoint()
@@ -42,7 +54,9 @@ class TakesSome(StreamOnly):
 async def run_and_watch(plan: Plan, client_sends: bytes = b"", client_closes_after: float | None = None, transport=None):
     """Execute `plan` on one end of a memory stream; return (virtual arrival times and bytes, execution)."""
     server, client = trio.testing.memory_stream_pair()
-    wire = Wire(server, transport or StreamOnly())
+    transport = transport or StreamOnly()
+    transport.stream = server
+    wire = Wire(server, transport)
     arrivals = []
     origin = trio.current_time()
 

@@ -69,9 +69,11 @@ SAMPLES = {
     "--proxy-timeout": "0.25", "--seed": "7", "--mix": "healthy=1,upstream-502=3", "--journal": "/tmp/j.jsonl",
     "--journal-memory": "1MiB", "--journal-max-bytes": "512KiB", "--journal-keep": "3", "--admin-host": "::1",
     "--admin-port": "9999", "--admin-token": "s3cret", "--admin-allow-host": "a.example", "--workers": "3",
-    "--grace": "0.5", "--play": "rolling-deploy", "--every": "90s",
+    "--grace": "0.5", "--play": "rolling-deploy", "--every": "90s", "--tls": None, "--tls-cert": "/etc/tls/cert.pem",
+    "--tls-key": "/etc/tls/key.pem", "--tls-name": "upstream.internal", "--tls-ca": "/run/ca.pem", "--tls-client-ca": "/etc/tls/clients.pem",
 }
-"""A value other than its default for every flag of `serve` (a flag added later must be given one here)."""
+"""A value other than its default for every flag of `serve` (a flag added later must be given one
+here); None for a switch, given by itself."""
 
 
 def test_every_serve_setting_reaches_each_worker_as_the_supervisor_has_it():
@@ -82,7 +84,7 @@ def test_every_serve_setting_reaches_each_worker_as_the_supervisor_has_it():
     flags = {action.option_strings[-1]: action.dest for action in serve._actions
              if action.option_strings and action.dest not in ("help", "worker")}
     assert set(flags) == set(SAMPLES), "give every serve flag a sample value"
-    argv = [word for flag, value in SAMPLES.items() for word in (flag, value)]
+    argv = [word for flag, value in SAMPLES.items() for word in ((flag,) if value is None else (flag, value))]
     args = parser.parse_args(["serve", *argv])
     assert all(getattr(args, dest) not in (serve.get_default(dest), [serve.get_default(dest)]) for dest in flags.values())
     assert isinstance(args.mix, Mix)

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from chaos_upstream.commands import EXIT_FAIL
+from chaos_upstream.commands import EXIT_FAIL, tls_options
 from chaos_upstream.commands.worker_settings import for_worker
 from chaos_upstream.errors import ChaosUpstreamError, ConfigError, UnknownScenario, WorkerCrashed
 from chaos_upstream.model.catalogue import Catalogue
@@ -53,6 +53,8 @@ def serve(args: argparse.Namespace) -> int:
         raise ConfigError("--journal-keep must be 1 or more")
     if args.workers > 1 and args.play is not None:
         raise ConfigError("--play: timelines play on the members of one process: serve several --port without --workers")
+    if args.workers > 1 and args.tls:
+        raise ConfigError("--tls serves from one process: leave out --workers (each worker would make a CA of its own)")
     if args.workers > 1:
         return _supervise(args, catalogue)
     return _serve_here(args, catalogue)
@@ -60,10 +62,10 @@ def serve(args: argparse.Namespace) -> int:
 
 def _serve_here(args: argparse.Namespace, catalogue: Catalogue) -> int:
     """An upstream (a worker), or a fleet of one member per --port, in this process."""
-    timing = Timing(args.proxy_timeout)
+    timing, tls = Timing(args.proxy_timeout), tls_options.contexts_of(args, catalogue)
     settings = [
         Settings(host=args.host, port=port, timing=timing, default=args.default, mix=args.mix, seed=args.seed,
-                 grace=args.grace, reuse_port=args.worker is not None, worker=args.worker)
+                 grace=args.grace, reuse_port=args.worker is not None, worker=args.worker, tls=tls)
         for port in args.port
     ]
     try:

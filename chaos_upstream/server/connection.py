@@ -10,6 +10,7 @@ the connection's output.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -28,9 +29,10 @@ from chaos_upstream.server import timers
 from chaos_upstream.server.reading import CONTINUE, Head, RequestReader
 from chaos_upstream.server.transport import Transport
 from chaos_upstream.server.wire import Execution, Wire, execute
+from chaos_upstream.tls.opening import Refused, tls_fields
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from chaos_upstream.tls.opening import Opened
 
     from chaos_upstream.server.upstream import Upstream
 
@@ -51,6 +53,9 @@ class Live:
     killed: bool = False
 
 
+Opening = Callable[[], Awaitable["Opened | Refused"]]
+"""What opens a connection accepted on a TLS listener (tls.opening.open_tls, its arguments given)."""
+
 Prepared = tuple[planner.Plan, float, dict[str, Any]]
 """A request ready to be answered: its plan, when the plan starts (trio time), its record's fields."""
 
@@ -59,13 +64,19 @@ class Connection:
     """One connection of an upstream: its wire, its number, its entry in `upstream.live`.
     `serve()` serves it until it ends, then closes and journals it."""
 
-    __slots__ = ("upstream", "stream", "transport", "wire", "conn", "live", "requests")
+    __slots__ = ("upstream", "stream", "transport", "wire", "conn", "live", "requests", "opening", "tls", "scenario")
 
-    def __init__(self, upstream: Upstream, stream: trio.abc.Stream, transport: Transport) -> None:
+    def __init__(self, upstream: Upstream, stream: trio.abc.Stream, transport: Transport, opening: Opening | None = None) -> None:
+        """`opening`, for a TLS listener: what turns the accepted socket into a TLS session (or ends
+        it) before a byte of HTTP; `stream` and `transport` are the socket's until then."""
         self.upstream = upstream
         self.stream = stream
         self.transport = transport
         self.wire = Wire(stream, transport)
+        self.opening = opening
+        self.tls: Opened | Refused | None = None
+        self.scenario: str | None = None
+        """The scenario of every request that names none, when the TLS client's SNI named it."""
 
     async def serve(self) -> None:
         upstream, stats, wire = self.upstream, self.upstream.stats, self.wire
@@ -77,11 +88,14 @@ class Connection:
         try:
             with live.scope:
                 peer = self.transport.peer()
-                on_accept = upstream.catalogue.get(upstream.active or upstream.settings.default)
-                if on_accept.trigger != "accept" or await self._accepted(on_accept) == "keep-alive":
-                    ended = await self._converse()
+                if self.opening is not None and not await self._open(self.opening):
+                    ended = self.tls.ended  # type: ignore[union-attr]  # _open says it was refused
                 else:
-                    ended = "accept-fault"
+                    on_accept = upstream.catalogue.get(self.scenario or upstream.active or upstream.settings.default)
+                    if on_accept.trigger != "accept" or await self._accepted(on_accept) == "keep-alive":
+                        ended = await self._converse()
+                    else:
+                        ended = "accept-fault"
             if live.scope.cancelled_caught:
                 ended = "killed" if live.killed else "drained" if live.draining else "idle-closed"
         except OSError:
@@ -96,7 +110,19 @@ class Connection:
             upstream.journal.write(ConnectionRecord(
                 t=started, conn=conn, **upstream.tag, peer=peer, ended=ended, requests=self.requests,
                 t_end=round(upstream.now(), 6), bytes_in=wire.bytes_in, bytes_out=wire.bytes_out,
+                **({} if self.tls is None else tls_fields(self.tls, self.wire.peer_left)),
             ))
+
+    async def _open(self, opening: Opening) -> bool:
+        """Open the connection (TLS): True once it can serve HTTP, on the session's stream; False
+        when it ended first (`self.tls` says how)."""
+        self.tls = opened = await opening()
+        if isinstance(opened, Refused):
+            return False
+        self.stream, self.transport, self.scenario = opened.stream, opened.transport, opened.scenario
+        self.wire = self.live.wire = Wire(opened.stream, opened.transport)
+        self.live.transport = opened.transport
+        return True
 
     async def _converse(self) -> str:
         """Serve requests on the connection until a plan, the peer or a drain after a response ends
@@ -168,7 +194,9 @@ class Connection:
         upstream = self.upstream
         settings = upstream.settings
         request: Head = reader.head  # type: ignore[assignment]  # read_head found one
-        choice = choose(request.path, request.scenario, active=upstream.active, mix=settings.mix, default=settings.default, rng=upstream.rng)
+        choice = choose(
+            request.path, request.scenario, active=self.scenario or upstream.active, mix=settings.mix, default=settings.default, rng=upstream.rng,
+        )
         head = {
             "conn": self.conn, **upstream.tag, "seq": count, "method": request.method, "target": request.target,
             "scenario": choice.name, "chosen_by": choice.source, "probe": request.probe,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+from functools import partial
 from collections import Counter
 from dataclasses import dataclass, field
 from collections.abc import Coroutine
@@ -27,6 +28,8 @@ from chaos_upstream.server.journal import Journal
 from chaos_upstream.server.reading import KnownHeads
 from chaos_upstream.server.stalls import cut_stalled
 from chaos_upstream.server.transport import SocketTransport
+from chaos_upstream.tls.contexts import Contexts
+from chaos_upstream.tls.opening import open_tls
 
 IDLE_TIMEOUT = 120.0
 """Seconds a connection may sit idle or mid-head, and one send may wait for a peer that does not
@@ -56,6 +59,8 @@ class Settings:
     origin: float | None = None
     """The trio time the journal's "t" counts from; None: this upstream's own start. A fleet
     member's incarnations share one, so that its records keep one clock across restarts."""
+    tls: Contexts | None = None
+    """Serve every connection over TLS with these contexts (serve --tls); None: plain HTTP."""
 
 
 @dataclass
@@ -210,5 +215,10 @@ class Upstream:
 
     def _connection(self, stream: trio.SocketStream) -> Coroutine[Any, Any, None]:
         """The task serving one accepted connection (no coroutine of its own around it: a held
-        connection keeps every frame of its await chain)."""
-        return Connection(self, stream, SocketTransport(stream)).serve()
+        connection keeps every frame of its await chain); over TLS, opened first by `open_tls`
+        with the scenario the connection has when its SNI names none."""
+        contexts, opening = self.settings.tls, None
+        if contexts is not None:
+            own = self.active or self.settings.default
+            opening = partial(open_tls, stream, contexts, known=self.catalogue.__contains__, own=own, timeout=self.settings.idle_timeout)
+        return Connection(self, stream, SocketTransport(stream), opening).serve()

@@ -37,7 +37,7 @@ def _peer_gone(exc: BaseException) -> PeerGone:
 class Wire:
     """One connection: counts bytes both ways, turns peer failures into PeerGone, knows how to end."""
 
-    __slots__ = ("stream", "transport", "bytes_in", "bytes_out", "sending_since", "_stalled")
+    __slots__ = ("stream", "transport", "bytes_in", "bytes_out", "sending_since", "peer_left", "_stalled")
 
     def __init__(self, stream: trio.abc.Stream, transport: Transport) -> None:
         self.stream = stream
@@ -47,6 +47,9 @@ class Wire:
         self.sending_since: float | None = None
         """When (trio time) the send in progress began; None between sends. A send waits as long as
         the peer reads nothing: whoever watches this may `stall()` the connection."""
+        self.peer_left: BaseException | bool | None = None
+        """How a read found the peer gone: True at the end of its stream (over TLS: its
+        close_notify), else what the read raised; None while it has not left."""
         self._stalled = False
 
     async def send(self, data: bytes) -> None:
@@ -85,7 +88,10 @@ class Wire:
         try:
             data = await self.stream.receive_some(RECEIVE_SIZE)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self.peer_left = exc
             raise _peer_gone(exc) from exc
+        if not data:
+            self.peer_left = True
         self.bytes_in += len(data)
         return data
 
@@ -105,17 +111,13 @@ class Wire:
     async def send_eof(self) -> None:
         """FIN on our side only; the peer may still send."""
         try:
-            await self.stream.send_eof()  # type: ignore[attr-defined]
+            await self.transport.half_close()
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise _peer_gone(exc) from exc
 
     async def close(self) -> None:
-        """FIN, then release the stream; a peer already gone is no reason to fail."""
-        try:
-            await self.send_eof()
-        except PeerGone:
-            pass
-        await self.stream.aclose()
+        """End in order (the transport's close): a peer already gone is no reason to fail."""
+        await self.transport.close()
 
     async def reset(self) -> None:
         """RST now."""

@@ -141,6 +141,7 @@ def _parser(environ: Mapping[str, str] | None = None, command: str | None = None
     _add_timeout(check)
     check.add_argument("--profile", default=RFC, choices=PROFILES, help="whose expectations: the RFCs' or a proxy's")
     _add_reports(check)
+    tls_options.add_arguments(check)
     check.set_defaults(func=run_check)
 
     matrix = commands.add_parser("matrix", help="start real proxies in front of chaos-upstream and check each one")

@@ -82,7 +82,9 @@ class RequestRecord(Planned):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AcceptRecord(Planned):
-    """An accept-triggered scenario run on a connection before a byte of it was read."""
+    """A connection-level scenario run on a connection before a request was read: an accept-triggered
+    one (before a byte of it was read), or a TLS fault at the handshake (`ended` says how the
+    handshake ended: `handshake-done` when it did not fail)."""
 
     type: ClassVar[str] = "accept"
     conn: int

@@ -8,6 +8,8 @@ from xml.etree import ElementTree
 
 import pytest
 
+from chaos_upstream.model.catalogue import Catalogue
+
 from chaos_upstream.proxies import require
 from test_cli import run
 
@@ -97,18 +99,20 @@ def test_check_says_what_it_left_out_and_how_to_include_it_and_reports_failures_
     result = run("check", "--proxy", f"http://{address}", "--upstream", address, "--proxy-timeout", "0.1",
                  "--report-json", str(report))
     assert result.returncode == 1, result.stdout + result.stderr
-    assert result.stdout.splitlines()[-2:] == [
+    tls = ", ".join(sorted(name for name in Catalogue.load().names() if name.startswith("tls-")))
+    assert result.stdout.splitlines()[-3:] == [
         "not checked: accept-then-close, accept-then-hang, accept-then-reset, connection-refused (each needs an upstream "
         "port of its own: pass --upstream NAME=HOST:PORT and have the proxy route /_chaos/NAME/ to it)",
         "not checked: rolling-deploy (each needs a fleet of at least 2 upstreams, and --upstream gave 1: pass --upstream "
         "HOST:PORT 2 times, each an address the proxy forwards to)",
+        f"not checked: {tls} (each needs TLS: pass --tls, and have the proxy speak TLS to the upstream)",
     ]
     document = json.loads(report.read_text())
-    assert document["skipped"][-1] == {"scenario": "rolling-deploy", "reason": "needs a fleet of at least 2 upstreams, "
-                                       "and --upstream gave 1: pass --upstream HOST:PORT 2 times, each an address the "
-                                       "proxy forwards to"}
-    assert [s["scenario"] for s in document["skipped"]] == [
-        "accept-then-close", "accept-then-hang", "accept-then-reset", "connection-refused", "rolling-deploy"]
+    skipped = {entry["scenario"]: entry["reason"] for entry in document["skipped"]}
+    assert skipped["rolling-deploy"] == ("needs a fleet of at least 2 upstreams, and --upstream gave 1: pass --upstream "
+                                         "HOST:PORT 2 times, each an address the proxy forwards to")
+    assert list(skipped) == ["accept-then-close", "accept-then-hang", "accept-then-reset", "connection-refused", "rolling-deploy",
+                             *tls.split(", ")]
     verdicts = [r["verdict"] for r in document["results"]]
     assert "fail" in verdicts and verdicts == sorted(verdicts, key=["fail", "inconclusive", "pass"].index)
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", document["date"])

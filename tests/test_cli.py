@@ -131,7 +131,7 @@ def test_validate_reports_file_line_field_and_exits_2(tmp_path):
 
 def test_validate_accepts_the_catalogue():
     result = run("validate", "scenarios")
-    assert (result.returncode, result.stdout.strip()) == (0, "32 scenario files valid")
+    assert (result.returncode, result.stdout.strip()) == (0, f"{len(list((ROOT / 'scenarios').glob('*.yaml')))} scenario files valid")
 
 
 def test_list_shows_each_scenario_with_phase_and_expectation(capsys):

@@ -4,9 +4,12 @@ import pytest
 
 from chaos_upstream.model.durations import Timing
 from chaos_upstream.plan.actions import Response
+from chaos_upstream.records import AcceptRecord
 from chaos_upstream.verifier.exchange import Capture
 from chaos_upstream.verifier.classify import classify
 from chaos_upstream.verifier.judge import judge
+
+from chaos_upstream.records import AcceptRecord
 
 from conftest import CATALOGUE, request_record
 
@@ -289,3 +292,23 @@ def test_a_hang_with_no_end_of_its_own_gets_no_word_on_the_upstreams_end():
     timeout = b"HTTP/1.1 504 Gateway Time-out\r\nContent-Length: 0\r\n\r\n"
     result = judge(CATALOGUE.get("never-respond"), seen(timeout, "open", at=1.0), [attempt(status=None)], timing=T)
     assert result.reason == "the client saw a complete 504 with a 0-byte body, as expected"
+
+
+@pytest.mark.parametrize(("name", "accepted"), [
+    ("tls-expired-certificate", "an expired certificate"),
+    ("tls-wrong-name", "a certificate for another name"),
+    ("tls-untrusted-certificate", "a certificate signed by no authority it trusts"),
+])
+def test_a_200_through_a_certificate_fault_says_the_proxy_accepted_it_and_why(name, accepted):
+    past = b"HTTP/1.1 200 OK\r\nContent-Length: 41\r\n\r\nchaos-upstream: served past a TLS fault!\n"
+    through = AcceptRecord(t=0.0, conn=1, scenario=name, rule=None, ended="handshake-done", duration=0.001)
+    verdict = judge(CATALOGUE.get(name), seen(past, "open"), [through], timing=T)
+    assert verdict.verdict == "fail"
+    assert verdict.reason.startswith(f"the proxy accepted {accepted} from the upstream, which it had to refuse, and the client saw")
+    assert "proxy_ssl_verify" in verdict.reason
+
+
+def test_a_502_for_a_certificate_fault_is_a_pass():
+    refused = AcceptRecord(t=0.0, conn=1, scenario="tls-wrong-name", rule=None, ended="tls-handshake-failed: x", duration=0.001)
+    verdict = judge(CATALOGUE.get("tls-wrong-name"), seen(BAD_GATEWAY, "open"), [refused], timing=T)
+    assert verdict.verdict == "pass"

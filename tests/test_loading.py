@@ -114,7 +114,12 @@ truncated-content-length truncated-chunked malformed-chunk-size reset-mid-body s
 stall-mid-body drip-body interim-then-final close-delimited-body upstream-502 keepalive-close-race
 """.split()
 
-CONNECTION_LEVEL = ["accept-then-close", "accept-then-hang", "accept-then-reset", "connection-refused"]
+CONNECTION_LEVEL = [
+    "accept-then-close", "accept-then-hang", "accept-then-reset", "connection-refused", "tls-client-certificate-required",
+    "tls-expired-certificate", "tls-handshake-alert", "tls-handshake-stall", "tls-protocol-mismatch", "tls-reset-in-handshake",
+    "tls-untrusted-certificate", "tls-wrong-name",
+]
+"""Those of the promised interface: the TLS ones act at the handshake."""
 
 
 def test_the_catalogue_has_every_request_level_scenario_of_the_interface():
@@ -136,9 +141,13 @@ def test_an_unknown_profile_is_named():
 @pytest.mark.parametrize(
     ("head", "steps", "message"),
     [
-        ("trigger: refuse", "steps:\n  - kind: close", "steps: a refusing scenario has no steps; any other needs at least one"),
-        ("trigger: accept", "", "steps: a refusing scenario has no steps; any other needs at least one"),
+        ("trigger: refuse", "steps:\n  - kind: close", "steps: a refusing scenario, or a TLS fault at the ClientHello, has no steps; any other needs at least one"),
+        ("trigger: accept", "", "steps: a refusing scenario, or a TLS fault at the ClientHello, has no steps; any other needs at least one"),
         ("trigger: hang", "steps:\n  - kind: close", "trigger: Input should be 'request', 'accept' or 'refuse'"),
+        ("tls: handshake-stall", "steps:\n  - kind: close", "steps: a refusing scenario, or a TLS fault at the ClientHello, has no steps"),
+        ("tls: wrong-name", "", "steps: a refusing scenario, or a TLS fault at the ClientHello, has no steps; any other needs at least one"),
+        ("tls: valid\ntrigger: accept", "steps:\n  - kind: close", "tls: a TLS scenario is triggered by its handshake, not on accept"),
+        ("tls: expired", "steps:\n  - kind: close", "tls: Input should be 'valid', 'handshake-stall'"),
     ],
 )
 def test_steps_must_fit_the_trigger(head, steps, message):

@@ -24,7 +24,7 @@ from chaos_upstream.tls.handshake import HANDSHAKE_FAILURE_ALERT, ClientHello, c
 from chaos_upstream.tls.material import Material, generate
 from chaos_upstream.tls.recordstream import RecordStream
 from chaos_upstream.tls.sni import scenario_of
-from chaos_upstream.tls.transport import TlsTransport, end_with_close_notify, end_without_close_notify
+from chaos_upstream.tls.transport import TlsTransport
 
 MATERIAL: Material = generate(now=datetime.datetime.now(datetime.timezone.utc))
 CLIENT_TIMEOUT = 0.3
@@ -119,9 +119,10 @@ async def serve_one(listener: trio.SocketListener, serve: Serve | None = None) -
     async with records:
         hello = await records.client_hello()
         scenario = scenario_of(hello.sni if hello else None)
-        if scenario in HANDSHAKE_FAULTS:
-            return await HANDSHAKE_FAULTS[scenario](records)
-        tls = trio.SSLStream(records, Contexts(MATERIAL).for_scenario(scenario), server_side=True)
+        fault = None if scenario is None else scenario.removeprefix("tls-")  # the catalogue's tls-NAME has `tls: NAME`
+        if fault in HANDSHAKE_FAULTS:
+            return await HANDSHAKE_FAULTS[fault](records)
+        tls = trio.SSLStream(records, Contexts(MATERIAL).for_fault(fault), server_side=True)
         await tls.do_handshake()
         return await serve(tls, TlsTransport(records, tls), hello.sni) if serve else None
 
@@ -274,7 +275,7 @@ def reading_to_the_end(sock: socket.socket) -> list[object]:
 async def test_a_fin_without_close_notify_is_a_ragged_eof_to_the_client() -> None:
     async def serve(tls: trio.SSLStream, transport: TlsTransport, sni: str | None) -> None:
         await tls.send_all(b"body")
-        await end_without_close_notify(tls)
+        await transport.close(close_notify=False)
 
     seen, _ = await exchange(reading_to_the_end, serve)
     assert seen == [b"body", ssl.SSLEOFError]
@@ -283,7 +284,7 @@ async def test_a_fin_without_close_notify_is_a_ragged_eof_to_the_client() -> Non
 async def test_a_close_notify_mid_body_is_a_clean_end_to_the_client() -> None:
     async def serve(tls: trio.SSLStream, transport: TlsTransport, sni: str | None) -> None:
         await tls.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf")
-        await end_with_close_notify(tls)
+        await transport.close()
 
     seen, _ = await exchange(reading_to_the_end, serve)
     assert seen == [b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf", b""]

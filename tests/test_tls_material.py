@@ -120,23 +120,23 @@ def test_the_untrusted_certificate_is_signed_by_itself_for_the_right_names(mater
     handshake(server_context(material.untrusted), client, "localhost")
 
 
-def test_sni_of_a_certificate_fault_switches_to_its_certificate(material: Material) -> None:
+def test_the_wrong_name_fault_presents_the_certificate_for_another_name(material: Material) -> None:
     contexts = Contexts(material)
-    client, _ = handshake(contexts.for_scenario(None), client_context(material, check_hostname=False), "tls-wrong-name.chaos")
+    client, _ = handshake(contexts.for_fault("wrong-name"), client_context(material, check_hostname=False), "localhost")
     assert san(client.getpeercert()) == [("DNS", WRONG_NAME)]
 
 
-def test_sni_naming_no_certificate_fault_keeps_the_servers_certificate(material: Material) -> None:
+def test_no_fault_a_context_makes_keeps_the_servers_certificate(material: Material) -> None:
     contexts = Contexts(material)
-    for name in ("tls-handshake-stall.chaos", "localhost", "chaos"):
-        client, _ = handshake(contexts.for_scenario(None), client_context(material, check_hostname=False), name)
+    for fault in (None, "valid", "handshake-stall"):
+        client, _ = handshake(contexts.for_fault(fault), client_context(material, check_hostname=False), "localhost")
         assert san(client.getpeercert()) == [("DNS", "localhost"), ("IP Address", "127.0.0.1")]
 
 
-def test_sni_of_the_expired_certificate_fails_as_expired(material: Material) -> None:
+def test_the_expired_certificate_fails_as_expired(material: Material) -> None:
     contexts = Contexts(material)
     with pytest.raises(ssl.SSLCertVerificationError) as failure:
-        handshake(contexts.default, client_context(material, check_hostname=False), "tls-expired-certificate.chaos")
+        handshake(contexts.for_fault("expired-certificate"), client_context(material, check_hostname=False), "localhost")
     assert failure.value.verify_message == "certificate has expired"
 
 
@@ -153,17 +153,17 @@ def test_the_protocol_mismatch_offers_only_tls_1_0_and_1_1(material: Material) -
 
 def test_the_protocol_mismatch_scenario_gets_its_context(material: Material) -> None:
     with pytest.raises(ssl.SSLError, match="TLSV1_ALERT_PROTOCOL_VERSION"):
-        handshake(Contexts(material).for_scenario("tls-protocol-mismatch"), client_context(material), "localhost")
+        handshake(Contexts(material).for_fault("protocol-mismatch"), client_context(material), "localhost")
 
 
 def test_mtls_refuses_a_client_without_a_certificate(material: Material) -> None:
-    required = Contexts(material).for_scenario("tls-client-certificate-required")
+    required = Contexts(material).for_fault("client-certificate-required")
     with pytest.raises(ssl.SSLError, match="PEER_DID_NOT_RETURN_A_CERTIFICATE"):
         handshake(required, client_context(material), "localhost")
 
 
 def test_mtls_accepts_a_client_certificate_signed_by_the_client_ca(material: Material) -> None:
-    required = Contexts(material).for_scenario("tls-client-certificate-required")
+    required = Contexts(material).for_fault("client-certificate-required")
     _, server = handshake(required, client_context(material, client=material.client), "localhost")
     assert dict(rdn[0] for rdn in server.getpeercert()["subject"])["commonName"] == CLIENT_NAME
 
@@ -172,6 +172,6 @@ def test_a_client_ca_given_makes_every_context_require_its_certificates(material
     other = generate(now=NOW)
     contexts = Contexts(material, client_ca=other.ca_pem)
     with pytest.raises(ssl.SSLError, match="CERTIFICATE_VERIFY_FAILED"):  # signed by a CA it does not trust
-        handshake(contexts.for_scenario(None), client_context(material, client=material.client), "localhost")
-    _, server = handshake(contexts.for_scenario(None), client_context(material, client=other.client), "localhost")
+        handshake(contexts.for_fault(None), client_context(material, client=material.client), "localhost")
+    _, server = handshake(contexts.for_fault(None), client_context(material, client=other.client), "localhost")
     assert server.getpeercert()["subject"]

@@ -17,10 +17,12 @@ from chaos_upstream.records import ConnectionRecord, RequestRecord
 from chaos_upstream.tls.contexts import Contexts
 from chaos_upstream.tls.material import DEFAULT_NAMES, Material, generate
 
-from conftest import get, settled
+from conftest import CATALOGUE, T, get, settled
 from test_cli import COMMAND, ROOT, Server, run
 
-MATERIAL: Material = generate([*DEFAULT_NAMES, "truncated-chunked.chaos"], now=datetime.datetime.now(datetime.timezone.utc))
+MATERIAL: Material = generate(
+    [*DEFAULT_NAMES, *(f"{scenario.name}.chaos" for scenario in CATALOGUE)], now=datetime.datetime.now(datetime.timezone.utc),
+)
 LIMIT = 3.0
 
 
@@ -35,13 +37,13 @@ async def tls_upstream(start_upstream):
     return await start_upstream(tls=Contexts(MATERIAL))
 
 
-async def exchange(upstream, request: bytes, *, name: str = "localhost", leave: str | None = None) -> bytes:
+async def exchange(upstream, request: bytes, *, name: str = "localhost", leave: str | None = None, context: ssl.SSLContext | None = None) -> bytes:
     """Send `request` over TLS with SNI `name`; what comes back until the server ends (with its
     close_notify, or a FIN without one: trio raises then), or, when the client is to `leave`,
     until the healthy body has come, the client then ending with "close_notify" or a bare "fin"."""
     host, port = upstream.addresses[0]
     raw = await trio.open_tcp_stream(host, port)
-    tls = trio.SSLStream(raw, trusting(), server_hostname=name)
+    tls = trio.SSLStream(raw, context or trusting(), server_hostname=name)
     received = bytearray()
     with trio.fail_after(LIMIT):
         await tls.send_all(request)
@@ -177,3 +179,80 @@ def test_the_users_own_certificate_is_served(tmp_path):
                 assert tls.recv(65536).startswith(b"HTTP/1.1 200 OK")
     finally:
         assert server.stop() == 0
+
+
+SENT_PAST = b"chaos-upstream: served past a TLS fault!\n"
+TLS_WIRE = {
+    "tls-healthy": ("body", b"chaos-upstream: healthy\n"),
+    "tls-handshake-stall": ("timeout", None),
+    "tls-reset-in-handshake": ("reset", None),
+    "tls-handshake-alert": ("refused", "SSLV3_ALERT_HANDSHAKE_FAILURE"),
+    "tls-expired-certificate": ("refused", "certificate has expired"),
+    "tls-wrong-name": ("refused", "Hostname mismatch"),
+    "tls-untrusted-certificate": ("refused", "self-signed certificate"),
+    "tls-protocol-mismatch": ("refused", "TLSV1_ALERT_PROTOCOL_VERSION"),
+    "tls-client-certificate-required": ("refused", "CERTIFICATE_REQUIRED"),
+    "tls-close-delimited-no-close-notify": ("no-close_notify", 1000),
+    "tls-close-notify-mid-body": ("close_notify", 500),
+}
+"""Each TLS scenario named by SNI, as a client that trusts the CA sees it: the healthy body; no
+answer within 3T; a reset; its handshake refused (and OpenSSL's words for why); or a body of N
+bytes ended with, or without, close_notify."""
+
+
+def test_every_tls_scenario_is_on_the_wire():
+    assert sorted(TLS_WIRE) == sorted(scenario.name for scenario in CATALOGUE if scenario.tls is not None)
+
+
+@pytest.mark.parametrize("name", sorted(TLS_WIRE))
+async def test_each_tls_scenario_named_by_sni(start_upstream, name):
+    upstream = await tls_upstream(start_upstream)
+    how, what = TLS_WIRE[name]
+    raw = await trio.open_tcp_stream(*upstream.addresses[0])
+    tls = trio.SSLStream(raw, trusting(), server_hostname=f"{name}.chaos")
+    received, ending = bytearray(), None
+    with trio.move_on_after(3 * T) as waited:
+        try:
+            await tls.send_all(get(extra="Connection: close\r\n"))
+            while data := await tls.receive_some(65536):
+                received += data
+            ending = "close_notify"
+        except trio.BrokenResourceError as exc:
+            ending = exc.__cause__
+    await raw.aclose()
+    if how == "timeout":
+        assert waited.cancelled_caught and not received
+    elif how == "reset":
+        assert isinstance(ending, ConnectionResetError) and not received
+    elif how == "refused":
+        assert isinstance(ending, ssl.SSLError) and what in str(ending) and not received
+    elif how == "body":
+        assert received.endswith(what) and ending == "close_notify"
+    else:
+        head, body = bytes(received).split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 200 OK") and len(body) == what
+        assert (ending == "close_notify") is (how == "close_notify")
+        assert how == "close_notify" or isinstance(ending, ssl.SSLEOFError)
+    [connection] = await settled(upstream.journal, type="connection", count=1)
+    assert connection.sni == f"{name}.chaos"
+    acted = [(record.scenario, record.ended) for record in upstream.journal.records(type="accept")]
+    if CATALOGUE.get(name).connection_level:  # the fault acted at the handshake: one attempt, journaled
+        assert [scenario for scenario, _ in acted] == [name] and acted[0][1] == ENDED.get(name, acted[0][1])
+        assert (acted[0][1] == "handshake-done") is (how != "refused" and how not in ENDED_BY_FAULT)
+    else:
+        assert acted == []
+
+
+ENDED = {"tls-handshake-stall": "hung, peer-closed", "tls-reset-in-handshake": "reset", "tls-handshake-alert": "alert"}
+"""How a handshake fault's run ends, as journaled."""
+ENDED_BY_FAULT = {"timeout", "reset"}
+
+
+async def test_the_client_certificate_of_the_trusted_ca_gets_through_mtls(start_upstream):
+    upstream = await tls_upstream(start_upstream)
+    context = trusting()
+    MATERIAL.client.install(context)
+    data = await exchange(upstream, get(extra="Connection: close\r\n"), name="tls-client-certificate-required.chaos", context=context)
+    assert data.endswith(b"chaos-upstream: healthy\n")
+    [connection] = await settled(upstream.journal, type="connection", count=1)
+    assert connection.client_certificate.endswith("CN=chaos-upstream-client")

@@ -95,7 +95,7 @@ class MemoryConnection(trio.abc.HalfCloseableStream):
     async def half_close(self) -> None:
         await self.send_eof()
 
-    async def close(self) -> None:
+    async def close(self, close_notify: bool = True) -> None:
         await self.send_eof()
         await self.aclose()
 

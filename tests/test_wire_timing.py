@@ -24,7 +24,7 @@ class StreamOnly:
     async def half_close(self) -> None:
         await self.stream.send_eof()
 
-    async def close(self) -> None:
+    async def close(self, close_notify: bool = True) -> None:
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await self.stream.send_eof()
         await self.stream.aclose()

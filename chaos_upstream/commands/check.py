@@ -13,7 +13,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from chaos_upstream import reports
-from chaos_upstream.commands import EXIT_FAIL, EXIT_OK
+from chaos_upstream.commands import EXIT_FAIL, EXIT_OK, tls_options
 from chaos_upstream.commands.output import VERDICT_COLOURS, console, write
 from chaos_upstream.errors import ConfigError
 from chaos_upstream.model.catalogue import Catalogue
@@ -27,15 +27,16 @@ def check(args: argparse.Namespace) -> int:
     """Exit status: EXIT_OK when every verdict is a pass, else EXIT_FAIL."""
     catalogue = Catalogue.load(args.scenarios)
     addresses, ports = split_upstreams(catalogue, args.upstream)
-    scenarios = choose_scenarios(catalogue, args.only, ports, members=len(addresses))
-    skipped = unchecked(catalogue, args.only, ports, members=len(addresses))
+    tls = tls_options.contexts_of(args, catalogue)
+    scenarios = choose_scenarios(catalogue, args.only, ports, members=len(addresses), tls=tls is not None)
+    skipped = unchecked(catalogue, args.only, ports, members=len(addresses), tls=tls is not None)
     out = console()
     timing = Timing(args.proxy_timeout)
     with progress(out, len(scenarios)) as on_result:
         report = trio.run(
             functools.partial(
                 serve_and_check, args.proxy, addresses, catalogue, scenarios, timing=timing, profile=args.profile,
-                ports=ports, on_result=on_result, rotation_limit=args.rotation_wait, skipped=skipped,
+                ports=ports, on_result=on_result, rotation_limit=args.rotation_wait, skipped=skipped, tls=tls,
             )
         )
     out.print(verdict_table(report))

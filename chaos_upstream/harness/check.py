@@ -8,6 +8,7 @@ from chaos_upstream.harness.serving import Address, serving
 from chaos_upstream.model.catalogue import Catalogue
 from chaos_upstream.model.durations import Timing
 from chaos_upstream.model.scenario import Scenario
+from chaos_upstream.tls.contexts import Contexts
 from chaos_upstream.verifier.check import Report, Skipped, check
 from chaos_upstream.verifier.judge import RFC
 from chaos_upstream.verifier.probe import Result
@@ -26,9 +27,10 @@ async def serve_and_check(
     on_result: Callable[[Result], None] = lambda result: None,
     rotation_limit: float = ROTATION_LIMIT,
     skipped: Sequence[Skipped] = (),
+    tls: Contexts | None = None,
 ) -> Report:
-    """Serve the catalogue at every address and each connection-level scenario at its port, check
-    through the proxy, stop serving."""
-    async with serving(catalogue, addresses, timing=timing, ports=ports) as served:
+    """Serve the catalogue at every address and each connection-level scenario at its port (over
+    TLS with `tls`), check through the proxy, stop serving."""
+    async with serving(catalogue, addresses, timing=timing, ports=ports, tls=tls) as served:
         return await check(proxy_url, scenarios, served.journal, timing=timing, profile=profile, members=served.members,
                            on_result=on_result, rotation_limit=rotation_limit, skipped=skipped)

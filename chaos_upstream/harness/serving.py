@@ -21,6 +21,7 @@ from chaos_upstream.plan.timeline import Change
 from chaos_upstream.server.fleet import Fleet, Member, play
 from chaos_upstream.server.journal import Journal
 from chaos_upstream.server.upstream import Settings, Upstream
+from chaos_upstream.tls.contexts import Contexts
 from chaos_upstream.verifier.series import Address
 
 
@@ -65,9 +66,11 @@ class Served:
 
 @asynccontextmanager
 async def serving(
-    catalogue: Catalogue, addresses: Sequence[Address], *, timing: Timing, ports: Mapping[str, Address] | None = None
+    catalogue: Catalogue, addresses: Sequence[Address], *, timing: Timing, ports: Mapping[str, Address] | None = None,
+    tls: Contexts | None = None,
 ) -> AsyncIterator[Served]:
-    """Serve until the block ends; port 0 in an address picks a free port (`Served` has the real ones)."""
+    """Serve until the block ends (over TLS with `tls`); port 0 in an address picks a free port
+    (`Served` has the real ones)."""
     journal = Journal()
     async with trio.open_nursery() as nursery:
 
@@ -82,13 +85,13 @@ async def serving(
                 raise ConfigError(f"cannot serve an upstream on {where}: {failure.strerror or failure}") from None
             return address
 
-        fleet = Fleet(catalogue, [_settings(address, timing) for address in addresses], journal)
+        fleet = Fleet(catalogue, [_settings(address, timing, tls=tls) for address in addresses], journal)
         await start(fleet)
-        own = {name: await start(Upstream(catalogue, _settings(address, timing, name), journal))
+        own = {name: await start(Upstream(catalogue, _settings(address, timing, tls, name), journal))
                for name, address in (ports or {}).items()}
         yield Served(journal, Members(fleet.members), own)
         nursery.cancel_scope.cancel()
 
 
-def _settings(address: Address, timing: Timing, default: str = "healthy") -> Settings:
-    return Settings(host=address[0], port=address[1], timing=timing, default=default)
+def _settings(address: Address, timing: Timing, tls: Contexts | None, default: str = "healthy") -> Settings:
+    return Settings(host=address[0], port=address[1], timing=timing, default=default, tls=tls)

@@ -66,6 +66,11 @@ class Catalogue:
         except KeyError:
             raise UnknownScenario(f"no scenario named {name!r}") from None
 
+    def find(self, name: str) -> Scenario | None:
+        """Scenario `name`, or None when there is none."""
+        entry = self._entries.get(name)
+        return None if entry is None else entry.scenario
+
     def entry(self, name: str) -> Entry:
         self.get(name)
         return self._entries[name]

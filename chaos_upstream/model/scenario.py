@@ -19,9 +19,20 @@ from chaos_upstream.model.timeline import Event, Probing
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
 
-Phase = Literal["connection", "head", "body", "timing", "deploy"]
-"""Where the fault strikes: before any response byte, in the status line or headers, in the body,
-in the timing of an otherwise valid response, or across restarts of the upstream."""
+Phase = Literal["connection", "tls", "head", "body", "timing", "deploy"]
+"""Where the fault strikes: before any response byte, in the TLS handshake or session, in the status
+line or headers, in the body, in the timing of an otherwise valid response, or across restarts of
+the upstream."""
+
+TlsFault = Literal[
+    "valid", "handshake-stall", "reset-in-handshake", "handshake-alert", "expired-certificate", "wrong-name",
+    "untrusted-certificate", "protocol-mismatch", "client-certificate-required",
+]
+"""What a TLS scenario does at the handshake: `valid`, nothing (a valid certificate for the name the
+proxy asks for: its fault, if any, is in its steps); the rest, see `tls`."""
+
+HANDSHAKE_FAULTS = frozenset({"handshake-stall", "reset-in-handshake", "handshake-alert"})
+"""The TLS faults that end the connection at its ClientHello: no step ever runs."""
 
 Kind = Literal["aborted", "masked-truncation", "malformed", "closed", "reset", "timeout", "relayed"]
 """What a client can see other than a complete response with a status code (the verifier's
@@ -155,6 +166,14 @@ class Scenario(Model):
     before any byte is read; `refuse`: no step, the port is bound but nothing listens, so the kernel
     refuses every connection.  `accept` and `refuse` are connection-level faults, each on a port
     of its own."""
+    tls: TlsFault | None = None
+    """Only served over TLS (`serve --tls`, `check --tls`): at the handshake, `handshake-stall`
+    reads the ClientHello and never answers, `reset-in-handshake` resets right after it,
+    `handshake-alert` answers it with a fatal handshake_failure alert; `expired-certificate`,
+    `wrong-name` and `untrusted-certificate` present such a certificate, `protocol-mismatch`
+    offers only TLS 1.0 and 1.1, `client-certificate-required` requires the proxy's certificate
+    (mTLS); `valid` does nothing at the handshake. Any but `valid` acts before a request is read,
+    so it needs a port of its own, or the SNI NAME.chaos."""
     request_body: Literal["discard", "record"] = "discard"
     """The request body is always read before the steps run; `record` keeps up to 64 KiB of it in
     the journal."""
@@ -185,8 +204,10 @@ class Scenario(Model):
                 raise ValueError("timeline: a timeline's members serve other scenarios: give no steps and no trigger")
             if self.probes.every is None:
                 raise ValueError("probes.every: a timeline is probed by a stream: say how often")
-        elif (self.trigger == "refuse") != (not self.steps):
-            raise ValueError("steps: a refusing scenario has no steps; any other needs at least one")
+        elif (self.trigger == "refuse" or self.tls in HANDSHAKE_FAULTS) != (not self.steps):
+            raise ValueError("steps: a refusing scenario, or a TLS fault at the ClientHello, has no steps; any other needs at least one")
+        if self.tls is not None and self.trigger != "request":
+            raise ValueError(f"tls: a TLS scenario is triggered by its handshake, not on {self.trigger}")
         if self.expect.errors == "while-down" and (not self.timeline or self.expect.recovery is None):
             raise ValueError("expect.errors: while-down needs a timeline and expect.recovery")
         if self.expect.relays:
@@ -196,7 +217,7 @@ class Scenario(Model):
     @property
     def connection_level(self) -> bool:
         """Whether the fault strikes before any request is read, so it needs a port of its own."""
-        return self.trigger != "request"
+        return self.trigger != "request" or self.tls not in (None, "valid")
 
 
 def check_relayable(scenario: Scenario) -> None:

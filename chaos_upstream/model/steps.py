@@ -147,6 +147,9 @@ class Close(Model):
     """Close the connection with a FIN, after everything before it has been sent."""
 
     kind: Literal["close"]
+    close_notify: bool = True
+    """Over TLS, send close_notify before the FIN; false: a bare FIN, which leaves the session (and
+    a body it ends) unconfirmed (RFC 8446 §6.1). Nothing changes over plain HTTP."""
 
 
 class Reset(Model):

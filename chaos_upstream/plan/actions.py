@@ -26,7 +26,9 @@ class Wait:
 
 @dataclass(frozen=True)
 class Close:
-    """Close with a FIN."""
+    """Close with a FIN (over TLS, after a close_notify unless `close_notify` is false)."""
+
+    close_notify: bool = True
 
 
 @dataclass(frozen=True)

@@ -180,7 +180,7 @@ def _drip(step: s.Drip, context: _Context) -> Iterator[Action]:
 
 
 def _close(step: s.Close, context: _Context) -> Iterator[Action]:
-    yield Close()
+    yield Close(close_notify=step.close_notify)
 
 
 def _reset(step: s.Reset, context: _Context) -> Iterator[Action]:

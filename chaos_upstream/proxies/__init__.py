@@ -5,6 +5,10 @@ Traefik, Caddy, nghttpx) started in front of chaos-upstream, one uniform API.
     with launcher.launch(upstreams=[("127.0.0.1", 8081)], proxy_timeout=0.5, workdir=path) as proxy:
         ...  # talk to proxy.url
 
+TLS to the upstream: `dataclasses.replace(launcher, tls=UpstreamTls(ca=...))` speaks it, verified
+(or `verify=False`: the product's own defaults), with each launcher's `upstream_tls` saying what
+those defaults do, or that the product cannot ("none").
+
 `LAUNCHERS` maps each proxy's name to its launcher; the launchers are immutable and stateless, so
 one instance per product serves every caller. The errors a proxy raises (ProxyError and its kinds,
 UnknownProxy) live in the one tree of chaos_upstream.errors, and are re-exported here, where users
@@ -26,6 +30,7 @@ from chaos_upstream.proxies.lighttpd import LighttpdLauncher
 from chaos_upstream.proxies.nghttpx import NghttpxLauncher
 from chaos_upstream.proxies.nginx import NginxLauncher
 from chaos_upstream.proxies.running import RunningProxy
+from chaos_upstream.proxies.settings import UpstreamTls
 from chaos_upstream.proxies.squid import SquidLauncher
 from chaos_upstream.proxies.trafficserver import TrafficServerLauncher
 from chaos_upstream.proxies.traefik import TraefikLauncher
@@ -33,7 +38,7 @@ from chaos_upstream.proxies.varnish import VarnishLauncher
 
 __all__ = [
     "LAUNCHERS", "REQUIRE_PROXIES_ENV", "Launcher", "PortTaken", "ProxyError", "ProxyFailed",
-    "ProxyNotInstalled", "RunningProxy", "UnknownProxy", "get_launcher", "require",
+    "ProxyNotInstalled", "RunningProxy", "UnknownProxy", "UpstreamTls", "get_launcher", "require",
 ]
 
 LAUNCHERS: dict[str, Launcher] = {

@@ -19,6 +19,19 @@ Invariants of the generated configuration:
   read of the response.  It counts whole seconds (`timeout_step_ms` = 1000): ProxyTimeout and the
   `timeout=` worker parameter read their value with atoi, so "500ms" would mean 500 s.  Client-side
   timeouts are generous, so in a test only the upstream side can time out.
+- Under `tls` (mod_ssl loaded as well), every member and route is https:// with `SSLProxyEngine
+  on`.  Apache has no setting for the SNI: it sends the host it connects to, or with
+  `ProxyPreserveHost On` (kept, for the client's Host) the client's Host, and checks the
+  certificate against that same name (`SSLProxyCheckPeerName`, on by default); so the name sent
+  and checked is the *client's Host*, and `server_name` is only honoured by a client that sends it
+  (a Host that is an IP literal always fails, even on a certificate naming that IP).  Verified:
+  `SSLProxyVerify require` against the CA (`SSLProxyCACertificateFile`), the name and the expiry
+  checked (`SSLProxyCheckPeerName on`, `SSLProxyCheckPeerExpire on`, both written out).
+  Default: nothing else, which is Apache's own `SSLProxyVerify none`: no chain check, so a
+  certificate from any CA passes, though the name and the expiry are still checked by default:
+  `upstream_tls` "trusts".  A client certificate is presented either way
+  (`SSLProxyMachineCertificateFile`, certificate and key in one file the launcher writes in
+  workdir).  Every TLS failure is a 500 to the client (the error log says "sending 502").
 - Everything Apache writes (its pid file, any runtime file) is in workdir, its ServerRoot and
   DefaultRuntimeDir; logs go to stdout/stderr, which the launcher captures.
 """
@@ -30,8 +43,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
-from chaos_upstream.proxies.launcher import Launcher
-from chaos_upstream.proxies.settings import ProxySettings, quotable
+from typing import ClassVar
+
+from chaos_upstream.proxies.launcher import Launcher, UpstreamTlsSupport
+from chaos_upstream.proxies.settings import CLIENT_PEM, ProxySettings, UpstreamTls, client_pem_files, quotable
 
 MODULES_DIR = "/usr/lib/apache2/modules"
 """Where Debian installs Apache's shared modules (log_config and unixd are built in)."""
@@ -40,6 +55,9 @@ MODULES = ("mpm_event", "authz_core", "proxy", "proxy_http", "proxy_balancer", "
            "lbmethod_byrequests")
 """The event MPM, authz_core (without it every request is a 500: "couldn't check user"),
 mod_proxy with its HTTP scheme, and the balancer with its shared memory and its round robin."""
+
+TLS_MODULES = ("ssl",)
+"""mod_ssl, for TLS to the upstream (`SSLProxy*`)."""
 
 THREADS = 64
 """Threads of the single child, each serving one request at a time: more than a test sends at once."""
@@ -90,7 +108,7 @@ ProxyPreserveHost On
 # The upstream-side timeout is the proxy_timeout under test, in whole seconds: it bounds the
 # connect, each write of the request and each read of the response.
 ProxyTimeout $timeout_s
-
+$tls
 <Proxy balancer://chaos>
     # Apache's defaults: keep-alive connections pooled; a member whose connection fails is in
     # error state for retry=60 s, and the request fails over to another member.
@@ -117,21 +135,42 @@ class ApacheLauncher(Launcher):
     package: str = "apache2"
     profile: str = "apache"
     timeout_step_ms: int = 1000
+    upstream_tls: ClassVar[UpstreamTlsSupport] = "trusts"
 
     def render(self, settings: ProxySettings) -> str:
+        scheme = settings.scheme
         return TEMPLATE.substitute(
             workdir=quotable(settings.workdir, "Apache"), listen=settings.listen,
             user=ROOT_USER if os.geteuid() == 0 else "",
             modules="\n".join(f"LoadModule {module}_module {MODULES_DIR}/mod_{module}.so"
-                              for module in MODULES),
-            threads=THREADS,
-            members="\n".join(f"    BalancerMember http://{server}" for server in settings.servers),
-            routes="".join(f"ProxyPass {prefix} http://{server}{prefix}\n"
+                              for module in (*MODULES, *(() if settings.tls is None else TLS_MODULES))),
+            threads=THREADS, tls=_tls(settings.tls, settings.workdir),
+            members="\n".join(f"    BalancerMember {scheme}://{server}" for server in settings.servers),
+            routes="".join(f"ProxyPass {prefix} {scheme}://{server}{prefix}\n"
                            for prefix, server in settings.routed),
             timeout_s=settings.proxy_timeout_s, client_timeout_s=settings.client_timeout_s)
+
+    def files(self, settings: ProxySettings) -> dict[str, str]:
+        return client_pem_files(settings)
 
     def check_args(self, conf: Path, settings: ProxySettings) -> list[str]:
         return ["-t", "-f", str(conf)]
 
     def run_args(self, conf: Path, settings: ProxySettings) -> list[str]:
         return ["-DFOREGROUND", "-f", str(conf)]
+
+
+def _tls(tls: UpstreamTls | None, workdir: Path) -> str:
+    """The SSLProxy* directives for `tls` ("" for plain HTTP)."""
+    if tls is None:
+        return ""
+    lines = ["# TLS to the upstream; the SNI and the name checked are the client's Host (ProxyPreserveHost).",
+             "SSLProxyEngine on"]
+    if tls.verify:
+        lines += ["# Verified: the chain against the CA, the name and the expiry.",
+                  "SSLProxyVerify require", f'SSLProxyCACertificateFile "{tls.ca}"',
+                  "SSLProxyCheckPeerName on", "SSLProxyCheckPeerExpire on"]
+    if tls.client_cert:
+        lines += ["# Presented to an upstream that asks for one (mTLS):",
+                  f'SSLProxyMachineCertificateFile "{workdir / CLIENT_PEM}"']
+    return "".join(f"{line}\n" for line in lines)

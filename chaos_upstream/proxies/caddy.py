@@ -34,6 +34,14 @@ Invariants of the generated configuration:
   a new connection (the upstream sees it twice, the 504 of a silent upstream comes after up to
   2T) and a POST gets an early 504.
 - Access log (`log`, JSON) to stdout; Caddy's own log, proxy errors included, to stderr (its default).
+- Under `tls`, the snippet's `transport http` speaks TLS to every upstream and route alike.
+  Verified: the CA as the only trusted root (`tls_trust_pool file` in 2.11; 2.6 only knows
+  `tls_trusted_ca_certs`, which 2.11 still takes but calls deprecated) and `tls_server_name` (the
+  SNI and the name checked).  Default: a bare `tls`, which is Caddy's own default of checking the
+  chain against the system's roots and the name against the upstream's address, so a private CA
+  is refused: `upstream_tls` "verifies".  A client certificate is presented either way
+  (`tls_client_auth`).  `header_up Host {hostport}` keeps the client's Host, which Caddy 2.11
+  replaces with the upstream's address for an HTTPS upstream.  A certificate refused is a 502.
 - A stop waits at most `grace_period` for requests in flight (Caddy's default is forever, after
   which the launcher would SIGKILL it).
 """
@@ -44,8 +52,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
-from chaos_upstream.proxies.launcher import Launcher
-from chaos_upstream.proxies.settings import ProxySettings, quotable
+from typing import ClassVar
+
+from chaos_upstream.proxies.launcher import Launcher, UpstreamTlsSupport
+from chaos_upstream.proxies.settings import ProxySettings, UpstreamTls, quotable
 
 GRACE_PERIOD_MS = 500
 """How long a stopping Caddy waits for requests in flight: a test's stop must not wait for a hung
@@ -68,6 +78,9 @@ connection cannot be made, which a member that is down refuses.  Without `lb_ret
 would also retry a GET after any other failure (a timeout, a reset): a 504 would then take 3T.
 No passive health check (`fail_duration`): with it, a fault of one scenario would mark upstreams
 down for the next ones, and a fleet that came back would be refused for the rest of the duration."""
+
+HOST = "\theader_up Host {hostport} # the client's Host: 2.11 sends the address to an HTTPS upstream\n"
+"""Under TLS only: Caddy passes the client's Host to a plain-HTTP upstream by itself."""
 
 PERSIST_CONFIG_OFF = "\tpersist_config off # no autosave.json (Caddy 2.6.3+)\n"
 """Only for a Caddy that knows the option: 2.6 rejects it (its autosave lands in workdir's config)."""
@@ -98,8 +111,8 @@ $retries	transport http {
 		dial_timeout ${timeout_ms}ms # to establish the TCP connection to an upstream
 		response_header_timeout ${timeout_ms}ms # from the request sent to the end of the response head
 		read_timeout ${timeout_ms}ms # for each read from the upstream connection, body included
-	}
-}
+$tls	}
+$host}
 
 # No host in the address: any Host header is served (a host would be a matcher).
 http://:$port {
@@ -135,8 +148,13 @@ class CaddyLauncher(Launcher):
     persist_config: bool = True
     """Whether this build knows the `persist_config` global option (2.6.3 and later)."""
 
+    trust_pool: bool = True
+    """Whether this build knows `tls_trust_pool` (2.10 and later); else `tls_trusted_ca_certs`."""
+    upstream_tls: ClassVar[UpstreamTlsSupport] = "verifies"
+
     def render(self, settings: ProxySettings) -> str:
         return TEMPLATE.substitute(
+            tls=self._tls(settings.tls), host="" if settings.tls is None else HOST,
             workdir=quotable(settings.workdir, "caddy"), port=settings.listen_port,
             persist_config=PERSIST_CONFIG_OFF if self.persist_config else "",
             servers=" ".join(settings.servers),
@@ -145,6 +163,20 @@ class CaddyLauncher(Launcher):
                            for prefix, server in settings.routed),
             retries=RETRIES[settings.variant], timeout_ms=settings.proxy_timeout_ms,
             grace_period_ms=GRACE_PERIOD_MS, client_timeout_s=settings.client_timeout_s)
+
+    def _tls(self, tls: UpstreamTls | None) -> str:
+        """The TLS lines of the `transport http` block ("" for plain HTTP)."""
+        if tls is None:
+            return ""
+        if tls.verify:
+            trust = f"tls_trust_pool file {tls.ca}" if self.trust_pool else f"tls_trusted_ca_certs {tls.ca}"
+            lines = ["# TLS to the upstream, verified: trust only the CA; the SNI and the name checked:",
+                     trust, f"tls_server_name {tls.server_name}"]
+        else:
+            lines = ["tls # TLS to the upstream, with Caddy's defaults (the system's roots, the address's name)"]
+        if tls.client_cert:
+            lines.append(f"tls_client_auth {tls.client_cert} {tls.client_key} # presented to an upstream that asks (mTLS)")
+        return "".join(f"\t\t{line}\n" for line in lines)
 
     def check_args(self, conf: Path, settings: ProxySettings) -> list[str]:
         return ["validate", "--config", str(conf), "--adapter", "caddyfile"]
@@ -170,3 +202,4 @@ class CaddyDebianLauncher(CaddyLauncher):
     package: str = "caddy"
     wheel: str = ""
     persist_config: bool = False
+    trust_pool: bool = False

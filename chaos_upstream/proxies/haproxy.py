@@ -12,6 +12,16 @@ Invariants of the generated configuration:
 - HAProxy writes no file: every request is logged to stdout; failed requests are logged to stderr
   as well, next to HAProxy's own alerts, so that the captured error log says why requests failed,
   as nginx's does.  In the foreground (`-db`) it writes no pid file either.
+- Under `tls`, every server line (the backend's and each route's) gets `ssl` and the same options.
+  Verified: `verify required` with the CA as `ca-file`, `sni str(NAME)` and `verifyhost NAME`
+  (the name checked).  Default: HAProxy's own default is `verify required` (global
+  `ssl-server-verify required`), and it refuses to load `ssl` with neither a CA file nor an explicit
+  `verify none`; the default variant adds the one thing HAProxy requires, `ca-file`, and keeps its
+  default verification: the chain is checked, the name is not (no SNI, no `verifyhost`), so
+  `upstream_tls` is "verifies".  `verify none` would be a choice to turn checking off, which is
+  no one's default.  A client certificate is presented either way (`crt`, certificate and key in
+  one file that the launcher writes in workdir).  A certificate refused means a failed connect to
+  HAProxy: 503 after its 3 retries, each after its 1 s turn-around (about 3 s).
 """
 
 from __future__ import annotations
@@ -20,8 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
-from chaos_upstream.proxies.launcher import Launcher
-from chaos_upstream.proxies.settings import ProxySettings
+from typing import ClassVar
+
+from chaos_upstream.proxies.launcher import Launcher, UpstreamTlsSupport
+from chaos_upstream.proxies.settings import CLIENT_PEM, ProxySettings, UpstreamTls, client_pem_files
 
 RETRIES = {
     "default": "",
@@ -80,21 +92,39 @@ class HaproxyLauncher(Launcher):
                         "refused or closed unanswered by one server is retried on another"),
     )
 
+    upstream_tls: ClassVar[UpstreamTlsSupport] = "verifies"
+
     def render(self, settings: ProxySettings) -> str:
+        tls = _tls(settings.tls, settings.workdir)
         return TEMPLATE.substitute(
             workdir=settings.workdir, listen=settings.listen,
-            servers="\n".join(f"    server upstream{index} {server}"
+            servers="\n".join(f"    server upstream{index} {server}{tls}"
                               for index, server in enumerate(settings.servers)),
             acls="".join(f"    use_backend route{index} if {{ path_beg {prefix} }}\n"
                          for index, (prefix, _) in enumerate(settings.routed)),
             route_backends="".join(f"\nbackend route{index}  # {prefix}: a connection-level scenario's own port\n"
-                                   f"    server route{index} {server}\n"
+                                   f"    server route{index} {server}{tls}\n"
                                    for index, (prefix, server) in enumerate(settings.routed)),
             retries=RETRIES[settings.variant],
             timeout_ms=settings.proxy_timeout_ms, client_timeout_s=settings.client_timeout_s)
+
+    def files(self, settings: ProxySettings) -> dict[str, str]:
+        return client_pem_files(settings)
 
     def check_args(self, conf: Path, settings: ProxySettings) -> list[str]:
         return ["-c", "-f", str(conf)]
 
     def run_args(self, conf: Path, settings: ProxySettings) -> list[str]:
         return ["-db", "-f", str(conf)]
+
+
+def _tls(tls: UpstreamTls | None, workdir: Path) -> str:
+    """The TLS options of a server line ("" for plain HTTP)."""
+    if tls is None:
+        return ""
+    options = f" ssl ca-file {tls.ca}"
+    if tls.verify:
+        options += f" verify required sni str({tls.server_name}) verifyhost {tls.server_name}"
+    if tls.client_cert:
+        options += f" crt {workdir / CLIENT_PEM}"
+    return options

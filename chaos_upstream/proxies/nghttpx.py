@@ -33,6 +33,12 @@ first column):
   "Timeout"); it also logs every connection and header there.  Run as root, nghttpx keeps root (it
   only changes user when `user` is set).  `--conf` is always given, so the package's
   /etc/nghttpx/nghttpx.conf is never read.
+- Under `tls`, every `backend` (the catch-all's and each route's) gets `;tls`.  Verified: `;sni=`
+  the server name (the SNI and the name checked) and the CA as `cacert` (global: one for every
+  backend).  Default: nothing else, which is nghttpx's own default of checking the chain against
+  the system's store and the name against the backend's host, so a private CA is refused:
+  `upstream_tls` "verifies".  A client certificate (`client-cert-file`, `client-private-key-file`,
+  global too) is presented either way.  A certificate refused is a 502.
 - nghttpx has no configuration-test mode (nghttp2 issue #1071, asked for in 2017).  The check runs
   it with an empty configuration file (`--conf=/dev/null`), then a first frontend on a UNIX socket
   that cannot exist, then the configuration (`--include`): nghttpx parses and processes all of it
@@ -50,9 +56,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
-from chaos_upstream.proxies.launcher import Launcher
+from typing import ClassVar
+
+from chaos_upstream.proxies.launcher import Launcher, UpstreamTlsSupport
 from chaos_upstream.proxies.ports import host_port
-from chaos_upstream.proxies.settings import ProxySettings
+from chaos_upstream.proxies.settings import ProxySettings, UpstreamTls
 
 CHECK_FRONTEND = "unix:{conf}/check;no-tls"
 """The check's first frontend: a UNIX socket "inside" the configuration file, a regular file, so
@@ -100,15 +108,31 @@ backend-write-timeout=${timeout_ms}ms
 frontend-read-timeout=${client_timeout_s}s
 frontend-write-timeout=${client_timeout_s}s
 frontend-keep-alive-timeout=${client_timeout_s}s
-$backoff
+$backoff$tls
 # Every upstream in the catch-all pattern's group: taken in turn, never taken out (no "fall").
 $servers$routes""")
 
 
-def _backend(host: str, port: int, pattern: str = "") -> str:
+def _backend(host: str, port: int, tls: UpstreamTls | None, pattern: str = "") -> str:
     """A `backend` line (host and port apart, an IPv6 literal without brackets) after a comment
-    naming the address as `host:port`."""
-    return f"# {host_port(host, port)}\nbackend={host},{port};{pattern};proto=http/1.1\n"
+    naming the address as `host:port`; with `;tls` (and `;sni=` when verified) under `tls`."""
+    params = "" if tls is None else ";tls" + (f";sni={tls.server_name}" if tls.verify else "")
+    return f"# {host_port(host, port)}\nbackend={host},{port};{pattern};proto=http/1.1{params}\n"
+
+
+def _tls(tls: UpstreamTls | None) -> str:
+    """The global TLS options for the backends ("" for plain HTTP, or for nghttpx's defaults with no
+    client certificate)."""
+    if tls is None:
+        return ""
+    lines = []
+    if tls.verify:
+        lines += ["# TLS to the upstreams, verified against this CA only (the name: each backend's sni=).",
+                  f"cacert={tls.ca}"]
+    if tls.client_cert:
+        lines += ["# Presented to an upstream that asks for one (mTLS):",
+                  f"client-cert-file={tls.client_cert}", f"client-private-key-file={tls.client_key}"]
+    return "".join(f"{line}\n" for line in lines)
 
 
 @dataclass(frozen=True)
@@ -126,11 +150,14 @@ class NghttpxLauncher(Launcher):
                         "instead of 1 s and more, so a returned upstream gets traffic again at once"),
     )
 
+    upstream_tls: ClassVar[UpstreamTlsSupport] = "verifies"
+
     def render(self, settings: ProxySettings) -> str:
+        tls = settings.tls
         return TEMPLATE.substitute(
-            workdir=settings.workdir, port=settings.listen_port,
-            servers="".join(_backend(host, port) for host, port in settings.upstreams),
-            routes="".join(f"\n# {prefix}: a connection-level scenario's own port\n{_backend(*address, prefix)}"
+            workdir=settings.workdir, port=settings.listen_port, tls=_tls(tls),
+            servers="".join(_backend(host, port, tls) for host, port in settings.upstreams),
+            routes="".join(f"\n# {prefix}: a connection-level scenario's own port\n{_backend(*address, tls, prefix)}"
                            for prefix, address in settings.routes),
             backoff=BACKOFF[settings.variant], timeout_ms=settings.proxy_timeout_ms,
             client_timeout_s=settings.client_timeout_s)

@@ -10,6 +10,15 @@ Invariants of the generated configuration:
 - Every path nginx writes (pid, temp directories) is inside workdir; logs go to stdout/stderr,
   which the launcher captures.  `-e stderr` keeps nginx from opening its compiled-in error log
   (/var/log/nginx/error.log) before it has read the configuration.
+- Under `tls`, every `proxy_pass` is https:// (the group and each route alike), with the settings
+  at server level so that every location has them.  Verified: SNI on (nginx sends none by default)
+  with `proxy_ssl_name` the server name, which is also the name checked (nginx checks DNS names
+  only: an IP would fail even on a certificate naming it), `proxy_ssl_verify on` against the CA,
+  and TLSv1.2 and TLSv1.3 (1.22's default list lacks 1.3).  Default: nothing else, which is nginx's
+  own default of checking nothing at all (no chain, no name, no expiry) and sending no SNI, over
+  TLSv1.2 at most: `upstream_tls` "trusts".  A client certificate is presented either way.
+  One configuration has one `verify`, so no location resumes a session another one made without
+  checking (nginx shares TLS sessions between locations with the same address).
 """
 
 from __future__ import annotations
@@ -19,8 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
-from chaos_upstream.proxies.launcher import Launcher
-from chaos_upstream.proxies.settings import ProxySettings, quotable
+from typing import ClassVar
+
+from chaos_upstream.proxies.launcher import Launcher, UpstreamTlsSupport
+from chaos_upstream.proxies.settings import ProxySettings, UpstreamTls, quotable
 
 UPSTREAM_KEEPALIVE = 16
 """Idle upstream connections each worker keeps: more than a test opens at once, so reuse is seen."""
@@ -73,8 +84,8 @@ $servers
         proxy_send_timeout ${timeout_ms}ms;  # between two writes of the request to the upstream
         proxy_read_timeout ${timeout_ms}ms;  # between two reads of the response, head included
 
-        location / {
-            proxy_pass http://chaos_upstream;
+${tls}        location / {
+            proxy_pass $scheme://chaos_upstream;
         }
 $routes    }
 }
@@ -96,13 +107,16 @@ class NginxLauncher(Launcher):
                         "returned upstream gets traffic at once and a GET is still retried on the next one"),
     )
 
+    upstream_tls: ClassVar[UpstreamTlsSupport] = "trusts"
+
     def render(self, settings: ProxySettings) -> str:
         return TEMPLATE.substitute(
+            tls=_tls(settings.tls), scheme=settings.scheme,
             user=ROOT_USER if os.geteuid() == 0 else "",
             workdir=quotable(settings.workdir, "nginx"), listen=settings.listen,
             servers="\n".join(f"        server {server}{MAX_FAILS[settings.variant]};" for server in settings.servers),
             routes="".join(f"\n        location {prefix} {{  # a connection-level scenario's own port\n"
-                           f"            proxy_pass http://{server};\n        }}\n"
+                           f"            proxy_pass {settings.scheme}://{server};\n        }}\n"
                            for prefix, server in settings.routed),
             keepalive=UPSTREAM_KEEPALIVE, timeout_ms=settings.proxy_timeout_ms,
             client_timeout_s=settings.client_timeout_s)
@@ -112,6 +126,26 @@ class NginxLauncher(Launcher):
 
     def run_args(self, conf: Path, settings: ProxySettings) -> list[str]:
         return [*_common_args(conf, settings.workdir), "-g", "daemon off;"]
+
+
+def _tls(tls: UpstreamTls | None) -> str:
+    """The server-level proxy_ssl_* directives for `tls` ("" for plain HTTP)."""
+    if tls is None:
+        return ""
+    lines = []
+    if tls.verify:
+        lines += ["        # TLS to the upstreams, verified: SNI (off by default) and the name checked,",
+                  "        # the chain against the CA; TLSv1.3 as well (nginx 1.22's default list lacks it).",
+                  "        proxy_ssl_server_name on;", f"        proxy_ssl_name {tls.server_name};",
+                  "        proxy_ssl_verify on;", f'        proxy_ssl_trusted_certificate "{tls.ca}";',
+                  "        proxy_ssl_protocols TLSv1.2 TLSv1.3;"]
+    else:
+        lines += ["        # TLS to the upstreams with nginx's defaults: no verification, no SNI."]
+    if tls.client_cert:
+        lines += ["        # The client certificate, for an upstream that asks for one (mTLS):",
+                  f'        proxy_ssl_certificate "{tls.client_cert}";',
+                  f'        proxy_ssl_certificate_key "{tls.client_key}";']
+    return "\n".join(lines) + "\n\n"
 
 
 def _common_args(conf: Path, workdir: Path) -> list[str]:

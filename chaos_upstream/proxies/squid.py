@@ -21,6 +21,13 @@ Invariants of the generated configuration:
   `cache_effective_user` (it refuses root) and opens /dev/stdout and /dev/stderr only then, so the
   launcher hands the two capture files in workdir to that user first.  Outside workdir, Squid
   creates and removes shared-memory segments of its own (/dev/shm/squid-cf__*).
+- No TLS to the upstream (`upstream_tls` "none"): Debian's Squid 5.7 is built with GnuTLS, and
+  its `cache_peer ... tls` was measured to verify nothing (an untrusted, expired or wrongly named
+  certificate passes, with or without `tls-cafile` and `tls-domain`), to send no SNI, to take no
+  client certificate that helps, and to fail every request to a TLS 1.3 upstream (502
+  ERR_READ_ERROR), which chaos-upstream's is.  "trusts" would promise a working TLS client that
+  lets bad certificates through; this one cannot reach the upstream at all, and could never be
+  given the verified variant, so it is left out of the TLS matrix.
 - Squid runs in the foreground as a single process (`-N`: no master/kid split), and stops 1-2 s
   after SIGTERM: its shutdown waits `shutdown_lifetime` (0) plus one second, on that same clock.
 """

@@ -32,9 +32,10 @@ import subprocess
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from chaos_upstream.errors import ProxyFailed
-from chaos_upstream.proxies.launcher import Launcher
+from chaos_upstream.proxies.launcher import Launcher, UpstreamTlsSupport
 from chaos_upstream.proxies.ports import LOOPBACK, PROBE_TIMEOUT_S
 from chaos_upstream.proxies.running import RunningProxy
 from chaos_upstream.proxies.settings import ProxySettings
@@ -62,6 +63,10 @@ class TraefikLauncher(Launcher):
                         "failed before any byte was sent goes to the next server; one that reached a server "
                         "is never replayed"),
     )
+
+    upstream_tls: ClassVar[UpstreamTlsSupport] = "verifies"
+    """TLS to the upstream is the servers transport's (see `traefik_config`): by default the chain
+    against the system's roots and the name."""
 
     def render(self, settings: ProxySettings) -> str:
         return static(settings)

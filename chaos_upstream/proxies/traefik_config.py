@@ -24,6 +24,12 @@ Invariants of the generated configuration:
   Go's transport has no default response timeout at all: without `responseHeaderTimeout` (or
   `readTimeout`) a silent upstream would hang the client forever.  `readTimeout` also ends a pooled
   upstream connection left idle for T (its pending read expires), well before `idleConnTimeout`'s 90 s.
+- Under `tls`, every server URL is https:// and the one servers transport says how.  Verified:
+  `serverName` (the SNI and the name checked) and the CA as `rootCAs`.  Default: nothing else,
+  which is Traefik's own default (`insecureSkipVerify` false) of checking the chain against the
+  system's roots and the name against the URL's host, so a private CA is refused.  A client
+  certificate is presented either way (`certificates`).  A certificate refused is a 500 (Go's TLS
+  error is not one of the network errors Traefik answers 502).
 - Client-side timeouts are generous (`respondingTimeouts` read and idle); there is no write
   timeout, which in Go's server is a total deadline on the whole response.
 - The access log (Common Log Format plus router, server and duration) goes to stdout; Traefik's
@@ -44,7 +50,7 @@ from __future__ import annotations
 import json
 from string import Template
 
-from chaos_upstream.proxies.settings import ProxySettings
+from chaos_upstream.proxies.settings import ProxySettings, UpstreamTls
 
 DYNAMIC = "dynamic.yaml"
 """In workdir: the file provider's configuration (routers, services, middlewares, transport)."""
@@ -149,7 +155,7 @@ $middlewares
         readTimeout: ${timeout_ms}ms  # between two reads from the upstream, head and body alike
         writeTimeout: ${timeout_ms}ms  # between two writes of the request to the upstream
         idleConnTimeout: 90s  # Traefik's default; readTimeout ends an idle pooled connection after T
-""")
+$tls""")
 
 
 def _quoted(text: str) -> str:
@@ -164,8 +170,24 @@ def _rule_path(prefix: str) -> str:
     return prefix
 
 
-def _server(address: str) -> str:
-    return f"          - url: {_quoted(f'http://{address}')}"
+def _server(address: str, scheme: str) -> str:
+    return f"          - url: {_quoted(f'{scheme}://{address}')}"
+
+
+def _tls(tls: UpstreamTls | None) -> str:
+    """The servers transport's TLS fields for `tls` ("" for plain HTTP, or for Traefik's defaults
+    with no client certificate)."""
+    if tls is None:
+        return ""
+    lines = []
+    if tls.verify:
+        lines += ["      # TLS to the upstream, verified (insecureSkipVerify is false by default):",
+                  f"      serverName: {_quoted(tls.server_name)}  # the SNI and the name checked",
+                  f"      rootCAs: [{_quoted(str(tls.ca))}]  # the only roots trusted"]
+    if tls.client_cert:
+        lines += ["      certificates:  # presented to an upstream that asks for one (mTLS)",
+                  f"      - {{certFile: {_quoted(str(tls.client_cert))}, keyFile: {_quoted(str(tls.client_key))}}}"]
+    return "".join(f"{line}\n" for line in lines)
 
 
 def static(settings: ProxySettings) -> str:
@@ -180,7 +202,8 @@ def dynamic(settings: ProxySettings) -> str:
     return DYNAMIC_TEMPLATE.substitute(
         ready_path=READY_PATH, ready_priority=READY_PRIORITY,
         retry=RETRY[settings.variant], middlewares=RETRY_MIDDLEWARE[settings.variant],
-        servers="\n".join(_server(server) for server in settings.servers),
+        servers="\n".join(_server(server, settings.scheme) for server in settings.servers),
+        tls=_tls(settings.tls),
         route_routers="".join(
             f"    route{index}:  # a connection-level scenario's own port\n"
             f"      rule: {_quoted(f'PathPrefix(`{_rule_path(prefix)}`)')}\n"
@@ -193,6 +216,6 @@ def dynamic(settings: ProxySettings) -> str:
             f"      loadBalancer:\n"
             f"        passHostHeader: true\n"
             f"        serversTransport: upstream\n"
-            f"        servers:\n{_server(server)}\n"
+            f"        servers:\n{_server(server, settings.scheme)}\n"
             for index, (_, server) in enumerate(settings.routed)),
         timeout_ms=settings.proxy_timeout_ms)

@@ -20,6 +20,16 @@ Invariants of the generated configuration:
 - Everything Traffic Server writes is in workdir/var (lock file, notes, the empty cache's state),
   except its warnings, errors and failed transactions, which go to stderr, and its access log, which
   goes to stdout: the launcher captures both.  No plugin is loaded.
+- Under `tls`, every `map` target is https://.  Traffic Server sends the request's Host as SNI
+  (`ssl.client.sni_policy` "host", its default, and the Host is the client's) and checks the
+  certificate against it: it has no setting for a fixed name, so `server_name` is only honoured
+  by a client that sends it.  Verified: `verify.server.policy ENFORCED` with the CA
+  (`ssl.client.CA.cert.*`) and `verify.server.properties ALL` (signature and name), written out.
+  Default: nothing else, which is Traffic Server's own `PERMISSIVE` policy: a certificate that
+  fails is logged and let through: `upstream_tls` "trusts".  A client certificate
+  (`ssl.client.cert.*`, `ssl.client.private_key.*`) is presented either way.  A certificate refused
+  is a 502.  Measured with one upstream and routes; several upstreams (parent.config, the
+  placeholder mapped as https) are untested over TLS.
 - Traffic Server keeps the user that starts it (`user_id #-1`) rather than switching to the
   `trafficserver` user, which could not write into a workdir private to root.
 """
@@ -30,8 +40,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
-from chaos_upstream.proxies.launcher import Launcher
-from chaos_upstream.proxies.settings import ProxySettings
+from typing import ClassVar
+
+from chaos_upstream.proxies.launcher import Launcher, UpstreamTlsSupport
+from chaos_upstream.proxies.settings import ProxySettings, UpstreamTls
 
 BALANCED = "127.0.0.2"
 """The catch-all rule's target when parent.config balances several upstreams, never connected to
@@ -66,7 +78,7 @@ CONFIG proxy.config.url_remap.pristine_host_hdr INT 1
 
 # No cache (storage.config is empty too): every request must reach an upstream.
 CONFIG proxy.config.http.cache.http INT 0
-
+$tls
 # The upstream-side timeouts are the proxy_timeout under test, in whole seconds.  Traffic Server
 # looks for idle connections once a second, so each fires T to T + 1 s after the last byte.
 # - to connect and get the response's first byte; for a request with a body; through a parent:
@@ -152,8 +164,31 @@ def _remap(settings: ProxySettings) -> str:
     """remap.config: each route to its address, everything else to the upstream(s)."""
     catch_all = settings.servers[0] if len(settings.upstreams) == 1 else BALANCED
     routed = sorted(settings.routed, key=lambda route: -len(route[0]))
-    routes = "".join(f"map {prefix} http://{server}{prefix}\n" for prefix, server in routed)
-    return f"{routes}map / http://{catch_all}/\n"
+    scheme = settings.scheme
+    routes = "".join(f"map {prefix} {scheme}://{server}{prefix}\n" for prefix, server in routed)
+    return f"{routes}map / {scheme}://{catch_all}/\n"
+
+
+def _tls(tls: UpstreamTls | None) -> str:
+    """The records of TLS to the upstreams ("" for plain HTTP, or for Traffic Server's defaults
+    with no client certificate)."""
+    if tls is None:
+        return ""
+    lines = []
+    if tls.verify:
+        lines += ["# TLS to the upstreams, verified (PERMISSIVE by default: logged, let through); the name",
+                  "# checked is the SNI sent, the client's Host (sni_policy host, the default).",
+                  "CONFIG proxy.config.ssl.client.verify.server.policy STRING ENFORCED",
+                  "CONFIG proxy.config.ssl.client.verify.server.properties STRING ALL",
+                  f"CONFIG proxy.config.ssl.client.CA.cert.path STRING {tls.ca.parent}",
+                  f"CONFIG proxy.config.ssl.client.CA.cert.filename STRING {tls.ca.name}"]
+    if tls.client_cert and tls.client_key:
+        lines += ["# Presented to an upstream that asks for one (mTLS):",
+                  f"CONFIG proxy.config.ssl.client.cert.path STRING {tls.client_cert.parent}",
+                  f"CONFIG proxy.config.ssl.client.cert.filename STRING {tls.client_cert.name}",
+                  f"CONFIG proxy.config.ssl.client.private_key.path STRING {tls.client_key.parent}",
+                  f"CONFIG proxy.config.ssl.client.private_key.filename STRING {tls.client_key.name}"]
+    return "".join(f"\n{line}" for line in lines) + "\n" if lines else ""
 
 
 @dataclass(frozen=True)
@@ -173,8 +208,10 @@ class TrafficServerLauncher(Launcher):
                         "never set aside (by default for 300 s), so it gets traffic again as soon as it is back"),
     )
 
+    upstream_tls: ClassVar[UpstreamTlsSupport] = "trusts"
+
     def render(self, settings: ProxySettings) -> str:
-        return RECORDS.substitute(port=settings.listen_port, timeout_s=settings.proxy_timeout_s,
+        return RECORDS.substitute(port=settings.listen_port, tls=_tls(settings.tls), timeout_s=settings.proxy_timeout_s,
                                   client_timeout_s=settings.client_timeout_s,
                                   disable_markdowns=DISABLE_MARKDOWNS[settings.variant])
 

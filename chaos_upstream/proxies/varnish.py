@@ -21,6 +21,8 @@ Invariants of the generated VCL and command line:
 - `-n workdir/varnishd` holds all Varnish writes (pid, secret, shared memory, compiled VCL); `-j none`
   keeps every process as the starting user, so that a root-owned private workdir stays readable.
 - The management CLI listens on a kernel-chosen loopback port (varnishd's default `-T`).
+- No TLS to the upstream (`upstream_tls` "none"): backend TLS is a Varnish Enterprise feature;
+  open-source Varnish 7.1 rejects `.ssl` in a backend.
 """
 
 from __future__ import annotations

@@ -116,7 +116,16 @@ class Connection:
     async def _open(self, opening: Opening) -> bool:
         """Open the connection (TLS): True once it can serve HTTP, on the session's stream; False
         when it ended first (`self.tls` says how)."""
+        started = trio.current_time()
         self.tls = opened = await opening()
+        if opened.fault is not None:  # a TLS fault acted: journaled as a connection-level scenario's run
+            upstream = self.upstream
+            upstream.stats.requests[opened.fault] += 1
+            ended = opened.ended if isinstance(opened, Refused) else "handshake-done"
+            upstream.journal.write(AcceptRecord(
+                t=round(started - upstream.origin, 6), conn=self.conn, **upstream.tag, scenario=opened.fault, rule=None,
+                ended=ended, duration=round(trio.current_time() - started, 6),
+            ))
         if isinstance(opened, Refused):
             return False
         self.stream, self.transport, self.scenario = opened.stream, opened.transport, opened.scenario

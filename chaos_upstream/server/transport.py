@@ -39,10 +39,10 @@ class Transport(Protocol):
         """FIN on our side only: the peer may still send (over TLS, with no close_notify before it:
         trio sends none without closing). Raises as the stream's send would."""
 
-    async def close(self) -> None:
-        """End the connection in order (over TLS, a close_notify first), then FIN, then release it;
-        a peer already gone is no reason to fail. FIN before the close: a socket closed with bytes
-        unread would reset the connection instead."""
+    async def close(self, close_notify: bool = True) -> None:
+        """End the connection in order (over TLS, a close_notify first, unless `close_notify` is
+        false), then FIN, then release it; a peer already gone is no reason to fail. FIN before the
+        close: a socket closed with bytes unread would reset the connection instead."""
 
     def send_now(self, data: bytes) -> int:
         """Put what the connection takes of `data` at once on the wire, without waiting: the bytes
@@ -82,7 +82,7 @@ class SocketTransport:
     async def half_close(self) -> None:
         await self._stream.send_eof()
 
-    async def close(self) -> None:
+    async def close(self, close_notify: bool = True) -> None:
         try:
             await self._stream.send_eof()
         except (trio.BrokenResourceError, trio.ClosedResourceError):

@@ -220,5 +220,5 @@ class Upstream:
         contexts, opening = self.settings.tls, None
         if contexts is not None:
             own = self.active or self.settings.default
-            opening = partial(open_tls, stream, contexts, known=self.catalogue.__contains__, own=own, timeout=self.settings.idle_timeout)
+            opening = partial(open_tls, stream, contexts, lookup=self.catalogue.find, own=own, timeout=self.settings.idle_timeout)
         return Connection(self, stream, SocketTransport(stream), opening).serve()

@@ -115,9 +115,10 @@ class Wire:
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise _peer_gone(exc) from exc
 
-    async def close(self) -> None:
-        """End in order (the transport's close): a peer already gone is no reason to fail."""
-        await self.transport.close()
+    async def close(self, close_notify: bool = True) -> None:
+        """End in order (the transport's close; over TLS, with a close_notify unless told not to):
+        a peer already gone is no reason to fail."""
+        await self.transport.close(close_notify)
 
     async def reset(self) -> None:
         """RST now."""
@@ -180,7 +181,7 @@ async def _keep_alive(action: KeepAlive, wire: Wire, origin: float) -> str:
 
 
 async def _close(action: Close, wire: Wire, origin: float) -> str:
-    await wire.close()
+    await wire.close(action.close_notify)
     return "closed"
 
 

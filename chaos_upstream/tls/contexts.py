@@ -1,11 +1,11 @@
-"""Server-side ssl.SSLContext objects: the upstream's own, one per certificate fault, the protocol
-mismatch, and mTLS; and the SNI switch between them.
+"""Server-side ssl.SSLContext objects: the upstream's own, and one per TLS fault a context makes
+(a certificate fault, the protocol mismatch, mTLS required).
 
 Invariants: every context offers ALPN http/1.1 only; a context that requires a client certificate
-verifies it against the client CA it was given; the SNI switch, run by OpenSSL inside the
-handshake, changes only the certificate presented (OpenSSL's SSL_set_SSL_CTX moves the certificate,
-not the protocol versions or the verify mode): the scenarios that change more are chosen before the
-handshake, by `Contexts.for_scenario` on the name the ClientHello's SNI gave (see records.py).
+verifies it against the client CA it was given. A context is chosen before the handshake, from the
+scenario the ClientHello's SNI names (tls/opening.py): OpenSSL's own switch inside the handshake
+(the SNI callback) could change the certificate presented, but not the protocol versions or the
+verify mode.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import ssl
 import warnings
 
 from chaos_upstream.tls.material import Identity, Material
-from chaos_upstream.tls.sni import scenario_of
 
 ALPN = ("http/1.1",)
 """The upstream speaks HTTP/1.1 only: a proxy offering h2 first must fall back, as against nginx."""
@@ -26,9 +25,10 @@ MISMATCH_CIPHERS = "DEFAULT:@SECLEVEL=0"
 """OpenSSL 3 refuses TLS 1.0/1.1 at its default security level 1 (no SHA-1 signatures: "no ciphers
 available"); level 0 lets a server offer them (measured on OpenSSL 3.0.19)."""
 
-CERTIFICATE_FAULTS = ("tls-expired-certificate", "tls-wrong-name", "tls-untrusted-certificate")
-PROTOCOL_MISMATCH = "tls-protocol-mismatch"
-CLIENT_CERTIFICATE_REQUIRED = "tls-client-certificate-required"
+CERTIFICATE_FAULTS = ("expired-certificate", "wrong-name", "untrusted-certificate")
+PROTOCOL_MISMATCH = "protocol-mismatch"
+CLIENT_CERTIFICATE_REQUIRED = "client-certificate-required"
+"""The TLS faults (model.scenario.TlsFault) that a context of their own makes."""
 
 
 def server_context(identity: Identity, *, client_ca: bytes | None = None) -> ssl.SSLContext:
@@ -54,31 +54,22 @@ def protocol_mismatch_context(identity: Identity) -> ssl.SSLContext:
 
 
 class Contexts:
-    """The contexts of one TLS upstream, by scenario: its own for any scenario that is no TLS fault.
-    Each switches, by SNI, to a certificate fault's certificate when the name names one."""
+    """The contexts of one TLS upstream, by TLS fault: its own for a scenario with none that a
+    context makes."""
 
-    __slots__ = ("default", "_by_scenario")
+    __slots__ = ("default", "_by_fault")
 
     def __init__(self, material: Material, *, client_ca: bytes | None = None) -> None:
         """`client_ca` (PEM): every connection must bring a client certificate it signed (mTLS);
-        the `tls-client-certificate-required` scenario requires one signed by it, or by
-        `material`'s CA without it."""
+        `client-certificate-required` requires one signed by it, or by `material`'s CA without it."""
         self.default = server_context(material.server, client_ca=client_ca)
         faults = (material.expired, material.wrong_name, material.untrusted)
-        self._by_scenario = {
+        self._by_fault = {
             **{name: server_context(identity, client_ca=client_ca) for name, identity in zip(CERTIFICATE_FAULTS, faults, strict=True)},
             PROTOCOL_MISMATCH: protocol_mismatch_context(material.server),
             CLIENT_CERTIFICATE_REQUIRED: server_context(material.server, client_ca=client_ca or material.ca_pem),
         }
-        for context in (self.default, *self._by_scenario.values()):
-            context.sni_callback = self._switch
 
-    def for_scenario(self, scenario: str | None) -> ssl.SSLContext:
-        """The context to start a handshake with when `scenario` applies."""
-        return self._by_scenario.get(scenario or "", self.default)
-
-    def _switch(self, connection: ssl.SSLObject, server_name: str | None, context: ssl.SSLContext) -> None:
-        """OpenSSL's servername callback: present the certificate fault the name names, if any."""
-        scenario = scenario_of(server_name)
-        if scenario in CERTIFICATE_FAULTS:
-            connection.context = self._by_scenario[scenario]
+    def for_fault(self, fault: str | None) -> ssl.SSLContext:
+        """The context to start a handshake with under the TLS fault `fault` (None: none)."""
+        return self._by_fault.get(fault or "", self.default)

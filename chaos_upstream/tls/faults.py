@@ -45,8 +45,8 @@ async def alert(stream: RecordStream) -> str:
 
 
 HANDSHAKE_FAULTS: dict[str, Callable[[RecordStream], Awaitable[str]]] = {
-    "tls-handshake-stall": stall,
-    "tls-reset-in-handshake": reset,
-    "tls-handshake-alert": alert,
+    "handshake-stall": stall,
+    "reset-in-handshake": reset,
+    "handshake-alert": alert,
 }
-"""The scenarios that end a connection at its ClientHello, and what runs them."""
+"""The TLS faults that end a connection at its ClientHello (model.scenario.HANDSHAKE_FAULTS), and what runs them."""

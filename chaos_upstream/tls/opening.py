@@ -11,6 +11,7 @@ peer to leave (the connection's scope ends it on a kill or at shutdown).
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from typing import Any
 import trio
 
 from chaos_upstream.errors import NotClientHello
+from chaos_upstream.model.scenario import Scenario
 from chaos_upstream.tls.contexts import Contexts
 from chaos_upstream.tls.facts import TlsFacts, ending_of, facts_of
 from chaos_upstream.tls.faults import HANDSHAKE_FAULTS
@@ -36,6 +38,8 @@ class Opened:
     facts: TlsFacts
     scenario: str | None
     """The scenario its SNI named (NAME.chaos, NAME in the catalogue); None when it named none."""
+    fault: str | None = None
+    """The scenario whose TLS fault acted at the handshake (a certificate, mTLS), if one did."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,13 +48,15 @@ class Refused:
 
     ended: str
     sni: str | None = None
+    fault: str | None = None
+    """The scenario whose TLS fault acted at the handshake, if one did (it may be why it ended)."""
 
 
 async def open_tls(
-    raw: trio.SocketStream, contexts: Contexts, *, known: Callable[[str], bool], own: str, timeout: float
+    raw: trio.SocketStream, contexts: Contexts, *, lookup: Callable[[str], Scenario | None], own: str, timeout: float
 ) -> Opened | Refused:
-    """Open `raw` as TLS: the scenario is the one the SNI names if `known`, else `own` (the
-    connection's: its port's, the active one, the default)."""
+    """Open `raw` as TLS: the scenario is the one the SNI names if `lookup` finds it, else `own`
+    (the connection's: its port's, the active one, the default); its TLS fault, if any, acts."""
     records = RecordStream(raw)
     hello, ended = None, "tls-timeout"
     try:
@@ -68,31 +74,47 @@ async def open_tls(
         await raw.aclose()
         return Refused(ended, sni)
     named = scenario_of(sni)
-    scenario = named if named is not None and known(named) else None
-    fault = HANDSHAKE_FAULTS.get(scenario or own)
-    if fault is not None:
-        return Refused(await fault(records), sni)
-    tls = trio.SSLStream(records, contexts.for_scenario(scenario or own), server_side=True)
+    chosen = None if named is None else lookup(named)
+    scenario = chosen or lookup(own)
+    fault = None if scenario is None else scenario.tls
+    acting = None if fault in (None, "valid") else scenario.name  # type: ignore[union-attr]
+    if fault in HANDSHAKE_FAULTS:
+        return Refused(await HANDSHAKE_FAULTS[fault](records), sni, acting)
+    tls = trio.SSLStream(records, contexts.for_fault(fault), server_side=True)
     failure = await _handshake(tls, timeout)
     if failure is not None:
         await raw.aclose()
-        return Refused(failure, sni)
-    return Opened(tls, TlsTransport(records, tls), facts_of(tls, sni), scenario)
+        return Refused(failure, sni, acting)
+    return Opened(tls, TlsTransport(records, tls), facts_of(tls, sni), None if chosen is None else chosen.name, acting)
 
 
 async def _handshake(tls: trio.SSLStream[RecordStream], timeout: float) -> str | None:
     """Finish the handshake within `timeout`: None once done, else how it failed, in the journal's
-    words ("tls-handshake-failed: <OpenSSL's reason>", "peer-reset", "tls-timeout")."""
+    words ("tls-handshake-failed: <OpenSSL's reason>", "peer-reset", "tls-timeout"). A handshake
+    this side refuses ends with OpenSSL's alert on the wire (`_send_alert`)."""
     with trio.move_on_after(timeout):
         try:
             await tls.do_handshake()
         except trio.BrokenResourceError as exc:
             cause = exc.__cause__
             if isinstance(cause, ssl.SSLError):
+                await _send_alert(tls)
                 return f"tls-handshake-failed: {cause.reason or cause.strerror}".lower()
             return "peer-reset" if isinstance(cause, ConnectionResetError) else "peer-closed"
         return None
     return "tls-timeout"
+
+
+async def _send_alert(tls: trio.SSLStream[RecordStream]) -> None:
+    """Send what OpenSSL wrote as it refused the handshake: its fatal alert (protocol_version,
+    certificate_required, ...), which trio's SSLStream drops when it raises (trio 0.25 to 0.35 keep it
+    in the stream's outgoing BIO, `_outgoing`: read here, as nothing public gives it). Without it a
+    proxy sees a bare EOF and cannot say why; a test checks the alert arrives."""
+    outgoing = getattr(tls, "_outgoing", None)
+    alert = outgoing.read() if isinstance(outgoing, ssl.MemoryBIO) else b""
+    if alert:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await tls.transport_stream.raw.send_all(alert)
 
 
 def tls_fields(tls: Opened | Refused, peer_left: BaseException | bool | None) -> dict[str, Any]:

@@ -31,6 +31,8 @@ class RecordStream(trio.abc.HalfCloseableStream):
         self.resetting = False
         """Set by a reset: nothing more is sent (the SSLStream's close_notify fails, as trio lets
         it), and the close is the RST alone, no FIN before it."""
+        self.closed = False
+        """Closed under the SSLStream (a FIN with no close_notify): nothing more is sent either."""
 
     @property
     def buffered(self) -> int:
@@ -68,8 +70,8 @@ class RecordStream(trio.abc.HalfCloseableStream):
         self.resetting = True
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        if self.resetting:
-            raise trio.BrokenResourceError("the connection is being reset")
+        if self.resetting or self.closed:
+            raise trio.BrokenResourceError("the connection is reset or closed")
         await self.raw.send_all(data)
 
     async def wait_send_all_might_not_block(self) -> None:
@@ -80,7 +82,8 @@ class RecordStream(trio.abc.HalfCloseableStream):
 
     async def aclose(self) -> None:
         """FIN, then close (a socket closed with bytes unread resets instead); a reset's RST alone."""
-        if not self.resetting:
+        if not self.resetting and not self.closed:
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 await self.raw.send_eof()
+        self.closed = True
         await self.raw.aclose()

@@ -1,5 +1,5 @@
-"""The Transport of a connection served over trio's SSLStream (see server/transport.py), and the
-two wire endings only TLS has.
+"""The Transport of a connection served over trio's SSLStream (see server/transport.py), with the
+two endings only TLS has: a close with close_notify, and one without.
 
 Invariants: `pending` and `wait_readable` count bytes wherever they wait: decrypted in the SSL
 object (SSLObject.pending()), arrived and not yet decrypted (the RecordStream's buffer: trio's
@@ -45,9 +45,13 @@ class TlsTransport:
         """A TCP FIN on the raw socket, no close_notify: trio's SSLStream sends none without closing."""
         await self._records.raw.send_eof()
 
-    async def close(self) -> None:
-        """close_notify, then FIN (the RecordStream's close), then release."""
-        await self._tls.aclose()
+    async def close(self, close_notify: bool = True) -> None:
+        """close_notify, then FIN (the RecordStream's close), then release; without close_notify,
+        the FIN and the release alone (the SSLStream's own close later sends nothing)."""
+        if close_notify:
+            await self._tls.aclose()
+        else:
+            await self._records.aclose()
 
     def send_now(self, data: bytes) -> int:
         """Nothing: bytes written past the SSLStream would corrupt the TLS session."""
@@ -57,13 +61,3 @@ class TlsTransport:
         """Whether bytes wait above the socket: decrypted, or read and not decrypted yet."""
         return self._tls.pending() > 0 or self._records.buffered > 0
 
-
-async def end_without_close_notify(tls: trio.SSLStream[RecordStream]) -> None:
-    """End the connection with a TCP FIN and no close_notify (a close-delimited body cut this way
-    is incomplete: RFC 9112 §9.8). The SSLStream is left as it is: only its socket is closed."""
-    await tls.transport_stream.aclose()
-
-
-async def end_with_close_notify(tls: trio.SSLStream[RecordStream]) -> None:
-    """A clean close_notify, then FIN (trio sends it and closes without waiting for the peer's)."""
-    await tls.aclose()

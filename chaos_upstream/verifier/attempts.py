@@ -37,7 +37,7 @@ def attempts(journal: Journal, scenario: Scenario | None, probe_id: str) -> list
     """Every journal record (running ones included) of a time this probe may have reached the upstream:
     its request records, or for a connection-level scenario's port (`scenario` None: the members')
     every connection that port accepted."""
-    if scenario is None or scenario.trigger == "request":
+    if scenario is None or not scenario.connection_level:
         return [r for r in journal.records(probe=probe_id, type="request", running=True) if isinstance(r, RequestRecord)]
     return [r for r in journal.records(type="accept", running=True) if isinstance(r, AcceptRecord) and r.scenario == scenario.name]
 

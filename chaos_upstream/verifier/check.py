@@ -128,10 +128,13 @@ class Report:
 
 
 
-def left_out(scenario: Scenario, ports: Collection[str] = (), members: int = 1) -> Skipped | None:
+def left_out(scenario: Scenario, ports: Collection[str] = (), members: int = 1, tls: bool = False) -> Skipped | None:
     """Why `check` cannot exercise the scenario, or None when it can: a request-level one always
     can, a connection-level one when it has a port of its own (named in `ports`), a timeline when
-    the fleet has `min_members`."""
+    the fleet has `min_members`, a TLS one (`tls`) when the upstream serves TLS."""
+    if scenario.tls is not None and not tls:
+        need = "needs TLS: pass --tls, and have the proxy speak TLS to the upstream"
+        return Skipped(scenario.name, need, "each " + need)
     if scenario.timeline:
         if members >= scenario.min_members:
             return None
@@ -146,29 +149,31 @@ def left_out(scenario: Scenario, ports: Collection[str] = (), members: int = 1) 
 
 
 def choose_scenarios(
-    catalogue: Catalogue, only: Sequence[str], ports: Collection[str] = (), members: int = 1
+    catalogue: Catalogue, only: Sequence[str], ports: Collection[str] = (), members: int = 1, tls: bool = False
 ) -> list[Scenario]:
     """The scenarios to check: those named by --only (in that order; one that cannot be checked is
     a ConfigError naming the option that would allow it), else every one that can be."""
     if not only:
-        return [scenario for scenario in catalogue if left_out(scenario, ports, members) is None]
+        return [scenario for scenario in catalogue if left_out(scenario, ports, members, tls) is None]
     unknown = [name for name in only if name not in catalogue]
     if unknown:
         raise ConfigError(f"--only: no scenario named {unknown[0]!r}")
     chosen = [catalogue.get(name) for name in only]
     for scenario in chosen:
-        skipped = left_out(scenario, ports, members)
+        skipped = left_out(scenario, ports, members, tls)
         if skipped is not None:
             raise ConfigError(f"--only: {scenario.name!r} {skipped.reason}")
     return chosen
 
 
-def unchecked(catalogue: Catalogue, only: Sequence[str], ports: Collection[str] = (), members: int = 1) -> list[Skipped]:
+def unchecked(
+    catalogue: Catalogue, only: Sequence[str], ports: Collection[str] = (), members: int = 1, tls: bool = False
+) -> list[Skipped]:
     """The catalogue's scenarios that `choose_scenarios` leaves out without being asked to (none
     under --only, where the user chose), each with the option that would include it."""
     if only:
         return []
-    return [skipped for scenario in catalogue if (skipped := left_out(scenario, ports, members)) is not None]
+    return [skipped for scenario in catalogue if (skipped := left_out(scenario, ports, members, tls)) is not None]
 
 
 async def check(

@@ -53,6 +53,17 @@ class Verdict:
     and a busy machine can make an answer late (never early), so a second probe may tell."""
 
 
+UNVERIFIED = {
+    "expired-certificate": "an expired certificate",
+    "wrong-name": "a certificate for another name",
+    "untrusted-certificate": "a certificate signed by no authority it trusts",
+}
+"""The certificate faults a proxy must refuse at the handshake, and what it accepted when a 200 came through."""
+
+VERIFICATION_OFF = ("the usual cause: nginx's proxy_ssl_verify is off unless set on; Envoy checks nothing without a "
+                    "validation_context; HAProxy's `verify none`; Traefik's insecureSkipVerify")
+
+
 def judge(
     scenario: Scenario,
     observation: Observation,
@@ -80,6 +91,9 @@ def judge(
     silence = _silence(scenario, observation, kind, timing, len(attempts))
     if not matches(kind, observation.status, outcomes):
         came = f"; it came after {_when(observation, kind):.2f} s{silence}" if silence else ""
+        if scenario.tls in UNVERIFIED and kind == STATUS and observation.status == 200:
+            return Verdict(FAIL, kind, expected, f"the proxy accepted {UNVERIFIED[scenario.tls]} from the upstream, which it had to "
+                                                 f"refuse, and the client saw {seen}: its upstream TLS verification is off ({VERIFICATION_OFF})")
         return Verdict(FAIL, kind, expected, f"expected the client to see {expected}; it saw {seen}{came}")
     problem, late = _timing_problem(scenario, observation, kind, timing)
     if problem:

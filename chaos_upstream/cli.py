@@ -159,6 +159,8 @@ def _parser(environ: Mapping[str, str] | None = None, command: str | None = None
     matrix.add_argument("--report-markdown", type=Path, metavar="FILE",
                         help="write the matrix as a Markdown table, scenarios in name order (that of docs/proxies.md)")
     matrix.add_argument("--show-config", action="store_true", help="print each proxy's generated configuration")
+    matrix.add_argument("--tls", action="store_true",
+                        help="the TLS section: the upstreams serve TLS, each proxy verifies it (and runs at its default when that trusts anything)")
     matrix.set_defaults(func=run_matrix)
 
     validate = commands.add_parser("validate", help="check scenario files")

@@ -30,6 +30,7 @@ from chaos_upstream.model.durations import Timing
 from chaos_upstream.model.scenario import Scenario
 from chaos_upstream.proxies import LAUNCHERS, Launcher, ProxyError, RunningProxy, get_launcher
 from chaos_upstream.proxies.ports import LOOPBACK
+from chaos_upstream.tls.contexts import Contexts
 from chaos_upstream.verifier.check import WORST_FIRST, Report, check
 from chaos_upstream.verifier.judge import PASS
 from chaos_upstream.verifier.probe import Result
@@ -128,6 +129,7 @@ async def run_proxy(
     workdir: Path,
     on_result: Callable[[Launcher, Result], None] = lambda launcher, result: None,
     limits: Limits | None = None,
+    tls: Contexts | None = None,
 ) -> Run:
     """Check every scenario through the proxy, in parallel parts, each with a proxy instance of its
     own: the request- and connection-level scenarios in front of a single upstream (so passive
@@ -148,7 +150,7 @@ async def run_proxy(
     async def part(name: str, members: int, chosen: list[Scenario]) -> None:
         async with limits.timelines if chosen[0].timeline else limits.singles:
             done[name] = await check_through(launcher, catalogue, chosen, timing, workdir / name, members,
-                                             lambda result: on_result(launcher, result))
+                                             lambda result: on_result(launcher, result), tls)
 
     try:
         async with trio.open_nursery() as nursery:
@@ -187,17 +189,20 @@ async def running(
 
 async def check_through(
     launcher: Launcher, catalogue: Catalogue, scenarios: Sequence[Scenario], timing: Timing, workdir: Path,
-    members: int = 1, on_result: Callable[[Result], None] = lambda result: None,
+    members: int = 1, on_result: Callable[[Result], None] = lambda result: None, tls: Contexts | None = None,
 ) -> tuple[Report, RunningProxy]:
     """(report, proxy): the proxy started in front of a fleet of `members` serving the catalogue
-    (and a port for each connection-level scenario), `check` run through it under the proxy's
-    profile, the proxy stopped (its `error_log()` stays readable)."""
+    (and a port for each connection-level scenario; over TLS with `tls`), `check` run through it
+    under the proxy's profile, the proxy stopped (its `error_log()` stays readable). Over TLS the
+    probes name the proxy `localhost`: the proxies that send the client's Host as SNI then send the
+    name the upstream's certificate is for."""
     ports = {scenario.name: (LOOPBACK, 0) for scenario in scenarios if scenario.connection_level}
     async with (
-        serving(catalogue, [(LOOPBACK, 0)] * members, timing=timing, ports=ports) as served,
+        serving(catalogue, [(LOOPBACK, 0)] * members, timing=timing, ports=ports, tls=tls) as served,
         running(launcher, served.addresses, timing.proxy_timeout, workdir, served.routes) as proxy,
     ):
-        report = await check(proxy.url, scenarios, served.journal, timing=timing, profile=launcher.profile,
+        url = proxy.url if tls is None else proxy.url.replace(f"//{LOOPBACK}:", "//localhost:")
+        report = await check(url, scenarios, served.journal, timing=timing, profile=launcher.profile,
                              members=served.members, on_result=on_result)
     return report, proxy
 
@@ -211,15 +216,17 @@ async def run_matrix(
     workdir: Path,
     on_result: Callable[[Launcher, Result], None] = lambda launcher, result: None,
     concurrency: int | None = None,
+    tls: Contexts | None = None,
 ) -> list[Run]:
-    """Every proxy at once, within `Limits.fitting(concurrency)`; the runs come back in the order of `launchers`."""
+    """Every proxy at once, within `Limits.fitting(concurrency)` (the upstreams over TLS with `tls`);
+    the runs come back in the order of `launchers`."""
     runs: dict[str, Run] = {}
     limits = Limits.fitting(concurrency)
 
     async def one(launcher: Launcher) -> None:
         runs[launcher.key] = await run_proxy(
             launcher, catalogue, scenarios, proxy_timeout=proxy_timeout, workdir=workdir / launcher.slug,
-            on_result=on_result, limits=limits,
+            on_result=on_result, limits=limits, tls=tls,
         )
 
     async with trio.open_nursery() as nursery:

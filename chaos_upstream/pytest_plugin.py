@@ -7,7 +7,7 @@
 Fixtures: `chaos_upstream` (a ChaosUpstream, in a thread of its own), `chaos_upstream_async` (an
 AsyncChaosUpstream in the test's trio loop, with pytest-trio) and `chaos_proxy` (a factory that
 starts a real proxy in front of an upstream).  Configuration, closest first: the markers
-`chaos_upstream(proxy_timeout=..., members=...)` and `chaos_scenarios(path, ...)` (paths relative to
+`chaos_upstream(proxy_timeout=..., members=..., tls=...)` and `chaos_scenarios(path, ...)` (paths relative to
 the test file), then the ini options `chaos_upstream_proxy_timeout` and `chaos_upstream_scenarios`
 (paths relative to the ini file).
 
@@ -18,6 +18,7 @@ explains its probes and shows each of its proxies' error log.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ OPENED = pytest.StashKey[list[Any]]()
 PROXIES = pytest.StashKey[list[RunningProxy]]()
 """The proxies `chaos_proxy` started for the test."""
 
-MARKER_OPTIONS = ("proxy_timeout", "members")
+MARKER_OPTIONS = ("proxy_timeout", "members", "tls")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -49,8 +50,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "chaos_scenarios(*paths): scenario files or folders, relative to the test "
                             "file, added to this test's chaos upstream catalogue")
-    config.addinivalue_line("markers", "chaos_upstream(proxy_timeout=None, members=None): this test's chaos "
-                            "upstream: T in seconds, and the size of its fleet")
+    config.addinivalue_line("markers", "chaos_upstream(proxy_timeout=None, members=None, tls=False): this test's chaos "
+                            "upstream: T in seconds, the size of its fleet, and whether it serves TLS")
     _ini_timeout(config)
 
 
@@ -72,7 +73,7 @@ def _marked(node: pytest.Item, config: pytest.Config) -> dict[str, Any]:
     for mark in reversed(list(node.iter_markers("chaos_upstream"))):
         unknown = set(mark.kwargs) - set(MARKER_OPTIONS)
         if mark.args or unknown:
-            pytest.fail(f"@pytest.mark.chaos_upstream takes only {' and '.join(MARKER_OPTIONS)}=..., "
+            pytest.fail(f"@pytest.mark.chaos_upstream takes only {', '.join(MARKER_OPTIONS[:-1])} and {MARKER_OPTIONS[-1]}=..., "
                         f"not {', '.join(map(repr, mark.args)) or ', '.join(sorted(unknown))}", pytrace=False)
         options.update(mark.kwargs)
     return options
@@ -122,7 +123,11 @@ def chaos_proxy(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Call
 
     def start(name: str, upstream: Any) -> RunningProxy:
         launcher = require(name)
-        addresses, routes, timeout = proxy_targets(upstream, default_timeout)
+        addresses, routes, timeout, tls = proxy_targets(upstream, default_timeout)
+        if tls is not None:  # a TLS upstream: the proxy verifies it with its CA, and presents its client certificate
+            if launcher.upstream_tls == "none":
+                pytest.fail(f"{name} cannot speak TLS to an upstream: put another proxy in front of a tls=True upstream", pytrace=False)
+            launcher = dataclasses.replace(launcher, tls=tls)
         if launcher.effective_timeout(timeout) != timeout:
             least = f" and {launcher.min_timeout_s:g} s at least" if launcher.min_timeout_s else ""
             pytest.fail(f"{name} takes its upstream timeout in steps of {launcher.timeout_step_ms} ms{least}, so it "

@@ -12,6 +12,7 @@ import trio
 from chaos_upstream.errors import UnknownScenario
 from chaos_upstream.proxies import LAUNCHERS, REQUIRE_PROXIES_ENV
 from chaos_upstream.testing import ChaosUpstream, UpstreamStopped, assert_verdict, open_chaos_upstream
+from chaos_upstream.verifier.blocking import probe_blocking
 
 pytest_plugins = ["pytester"]
 
@@ -223,7 +224,7 @@ def test_scenario_files_come_from_the_ini_and_markers_and_the_timeout_from_the_c
     result.stdout.fnmatch_lines_random([
         "chaos-upstream scenario files:",
         "*/tests/bad.yaml:4: expect.outcomes.0: Input should be less than or equal to 599",
-        "@pytest.mark.chaos_upstream takes only proxy_timeout and members=..., not timeout",
+        "@pytest.mark.chaos_upstream takes only proxy_timeout, members and tls=..., not timeout",
     ])
 
 
@@ -281,3 +282,17 @@ def test_a_missing_proxy_skips_the_test_or_fails_it_when_proxies_are_required(py
     skipped.stdout.fnmatch_lines(["*missing: no `chaos-upstream-no-such-proxy` executable*set CHAOS_UPSTREAM_REQUIRE_PROXIES=1*"])
     monkeypatch.setenv(REQUIRE_PROXIES_ENV, "1")
     pytester.runpytest_inprocess("-p", "no:cacheprovider").assert_outcomes(failed=1)
+
+
+@pytest.mark.proxy
+@pytest.mark.chaos_upstream(proxy_timeout=0.5, tls=True)
+def test_a_tls_upstream_hands_the_proxy_its_ca_and_the_proxy_verifies_it(chaos_upstream, chaos_proxy):
+    assert chaos_upstream.url.startswith("https://") and chaos_upstream.tls_ca.read_bytes().startswith(b"-----BEGIN CERTIFICATE-----")
+    nginx = chaos_proxy("nginx", chaos_upstream)
+    assert "proxy_ssl_verify on" in nginx.config_text
+    assert chaos_upstream.probe(nginx, "tls-healthy").verdict == "pass"
+    wrong = chaos_upstream.probe(nginx, "tls-wrong-name")  # through its own routed port
+    assert (wrong.verdict, wrong.observed["status"]) == ("pass", 502), wrong.explain()
+    assert {record.scenario for record in chaos_upstream.journal.records(type="accept")} == {"tls-wrong-name"}  # its handshake, journaled
+    drawn = probe_blocking(nginx.url, chaos_upstream.scenario("tls-untrusted-certificate"), timing=chaos_upstream.timing)
+    assert (drawn.verdict, drawn.observed["status"]) == ("pass", 502)  # what a locust user drawing it from its mix gets

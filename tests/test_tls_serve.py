@@ -13,12 +13,12 @@ import subprocess
 import pytest
 import trio
 
-from chaos_upstream.records import ConnectionRecord, RequestRecord
+from chaos_upstream.records import RequestRecord
 from chaos_upstream.tls.contexts import Contexts
 from chaos_upstream.tls.material import DEFAULT_NAMES, Material, generate
 
 from conftest import CATALOGUE, T, get, settled
-from test_cli import COMMAND, ROOT, Server, run
+from test_cli import COMMAND, Server
 
 MATERIAL: Material = generate(
     [*DEFAULT_NAMES, *(f"{scenario.name}.chaos" for scenario in CATALOGUE)], now=datetime.datetime.now(datetime.timezone.utc),
@@ -256,3 +256,16 @@ async def test_the_client_certificate_of_the_trusted_ca_gets_through_mtls(start_
     assert data.endswith(b"chaos-upstream: healthy\n")
     [connection] = await settled(upstream.journal, type="connection", count=1)
     assert connection.client_certificate.endswith("CN=chaos-upstream-client")
+
+
+async def test_an_active_tls_scenario_acts_at_the_next_handshake(start_upstream):
+    upstream = await tls_upstream(start_upstream)
+    upstream.active = "tls-wrong-name"  # what PUT /active does
+    raw = await trio.open_tcp_stream(*upstream.addresses[0])
+    tls = trio.SSLStream(raw, trusting(), server_hostname="localhost")
+    with trio.fail_after(LIMIT), pytest.raises(trio.BrokenResourceError) as refused:
+        await tls.do_handshake()
+    await raw.aclose()
+    assert "Hostname mismatch" in str(refused.value.__cause__)
+    [acted] = await settled(upstream.journal, type="accept", count=1)
+    assert acted.scenario == "tls-wrong-name"

@@ -13,6 +13,7 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
+import tempfile
 from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from chaos_upstream.model.durations import Timing
 from chaos_upstream.model.scenario import Scenario
 from chaos_upstream.proxies import UnknownProxy, get_launcher
 from chaos_upstream.proxies.ports import LOOPBACK
+from chaos_upstream.proxies.tls_setup import tls_material
 from chaos_upstream.server.journal import Journal
 from chaos_upstream.testing.upstream import BaseChaosUpstream, Headers, Proxy, announce, checked_options
 from chaos_upstream.verifier.judge import RFC
@@ -86,14 +88,17 @@ def _judged_as(proxy: Proxy, profile: str | None) -> tuple[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def serving_upstream(catalogue: Catalogue, timing: Timing, members: int, host: str) -> AsyncIterator[AsyncChaosUpstream]:
-    """Serve until the block ends; an error of the block or of the upstream comes out as itself,
-    not wrapped in the exception groups of the nurseries it crossed."""
+async def serving_upstream(catalogue: Catalogue, timing: Timing, members: int, host: str, tls: bool = False) -> AsyncIterator[AsyncChaosUpstream]:
+    """Serve until the block ends (over TLS with `tls`: a CA of its own, whose files last as long);
+    an error of the block or of the upstream comes out as itself, not wrapped in the exception
+    groups of the nurseries it crossed."""
     __tracebackhide__ = True
     ports = {scenario.name: (host, 0) for scenario in catalogue if scenario.connection_level}
     try:
-        async with serving(catalogue, [(host, 0)] * members, timing=timing, ports=ports) as served:
-            yield AsyncChaosUpstream(catalogue, timing, served, [])
+        with tempfile.TemporaryDirectory(prefix="chaos-upstream-tls-") as folder:
+            contexts, files = tls_material(catalogue, Path(folder)) if tls else (None, None)
+            async with serving(catalogue, [(host, 0)] * members, timing=timing, ports=ports, tls=contexts) as served:
+                yield AsyncChaosUpstream(catalogue, timing, served, [], files)
     except BaseExceptionGroup as group:
         sole = unwrap(group, BaseException)
         if sole is None:
@@ -103,12 +108,13 @@ async def serving_upstream(catalogue: Catalogue, timing: Timing, members: int, h
 
 @contextlib.asynccontextmanager
 async def open_chaos_upstream(
-    *, scenarios: Iterable[str | Path] = (), proxy_timeout: float = 1.0, members: int = 1, host: str = LOOPBACK
+    *, scenarios: Iterable[str | Path] = (), proxy_timeout: float = 1.0, members: int = 1, host: str = LOOPBACK, tls: bool = False,
 ) -> AsyncIterator[AsyncChaosUpstream]:
     """An upstream in the caller's trio loop, for the block: the built-in scenarios plus the files
-    or folders at `scenarios`, T = `proxy_timeout`, a fleet of `members`, on free ports of `host`."""
+    or folders at `scenarios`, T = `proxy_timeout`, a fleet of `members`, on free ports of `host`;
+    over TLS with `tls` (`upstream.tls_ca` is the CA a proxy must trust)."""
     __tracebackhide__ = True
     catalogue, timing = checked_options(scenarios, proxy_timeout, members)
-    async with serving_upstream(catalogue, timing, members, host) as upstream:
+    async with serving_upstream(catalogue, timing, members, host, tls) as upstream:
         announce(upstream)
         yield upstream

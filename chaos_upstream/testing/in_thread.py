@@ -52,13 +52,14 @@ class ChaosUpstream(BaseChaosUpstream):
     stopped by `close()` or at the end of a `with` block.  Same options as `open_chaos_upstream`."""
 
     def __init__(
-        self, *, scenarios: Iterable[str | Path] = (), proxy_timeout: float = 1.0, members: int = 1, host: str = LOOPBACK
+        self, *, scenarios: Iterable[str | Path] = (), proxy_timeout: float = 1.0, members: int = 1, host: str = LOOPBACK,
+        tls: bool = False,
     ) -> None:
         catalogue, timing = checked_options(scenarios, proxy_timeout, members)
         self._error: BaseException | None = None
         self._reported = False
         ready = threading.Event()
-        self._thread = threading.Thread(target=self._main, args=(catalogue, timing, members, host, ready),
+        self._thread = threading.Thread(target=self._main, args=(catalogue, timing, members, host, tls, ready),
                                         name="chaos-upstream", daemon=True)
         self._thread.start()
         ready.wait()
@@ -66,21 +67,21 @@ class ChaosUpstream(BaseChaosUpstream):
             self._thread.join()
             raise self._error
         inner = self._inner
-        super().__init__(catalogue, timing, inner._served, inner.results)
+        super().__init__(catalogue, timing, inner._served, inner.results, inner.tls)
         self.journal = _ThreadJournal(self, inner.journal)
         """Every connection and request the upstream handled: `.records(probe=..., type=...)`."""
         announce(self)
 
-    def _main(self, catalogue: Catalogue, timing: Timing, members: int, host: str, ready: threading.Event) -> None:
+    def _main(self, catalogue: Catalogue, timing: Timing, members: int, host: str, tls: bool, ready: threading.Event) -> None:
         try:
-            trio.run(self._serve, catalogue, timing, members, host, ready)
+            trio.run(self._serve, catalogue, timing, members, host, tls, ready)
         except BaseException as exc:  # noqa: BLE001: whatever ended the loop is raised in the caller's thread
             self._error = exc
         finally:
             ready.set()
 
-    async def _serve(self, catalogue: Catalogue, timing: Timing, members: int, host: str, ready: threading.Event) -> None:
-        async with serving_upstream(catalogue, timing, members, host) as inner:
+    async def _serve(self, catalogue: Catalogue, timing: Timing, members: int, host: str, tls: bool, ready: threading.Event) -> None:
+        async with serving_upstream(catalogue, timing, members, host, tls) as inner:
             self._inner, self._token, self._stopping = inner, trio.lowlevel.current_trio_token(), trio.Event()
             ready.set()
             await self._stopping.wait()

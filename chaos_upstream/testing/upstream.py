@@ -25,6 +25,7 @@ from chaos_upstream.model.durations import Timing
 from chaos_upstream.model.scenario import Scenario
 from chaos_upstream.plan.selection import route_prefix
 from chaos_upstream.proxies import RunningProxy
+from chaos_upstream.proxies.settings import UpstreamTls
 from chaos_upstream.proxies.ports import host_port
 from chaos_upstream.verifier.probe import Result
 
@@ -78,11 +79,19 @@ class BaseChaosUpstream:
     """What both kinds of upstream share: where they listen, their scenarios and timing, the
     active scenario, and the probes made (`results`, for failure reports)."""
 
-    def __init__(self, catalogue: Catalogue, timing: Timing, served: Served, results: list[Result]) -> None:
+    def __init__(self, catalogue: Catalogue, timing: Timing, served: Served, results: list[Result], tls: UpstreamTls | None = None) -> None:
         self.catalogue = catalogue
         self.timing = timing
         self._served = served
         self.results = results
+        self.tls = tls
+        """With `tls=True`: what a proxy needs to speak TLS to it (the CA to trust, a client
+        certificate it may present), files that live as long as the upstream; else None."""
+
+    @property
+    def tls_ca(self) -> Path | None:
+        """With `tls=True`: the CA file (PEM) a proxy must trust to verify the upstream."""
+        return None if self.tls is None else self.tls.ca
 
     @property
     def proxy_timeout(self) -> float:
@@ -108,7 +117,7 @@ class BaseChaosUpstream:
 
     @property
     def url(self) -> str:
-        return f"http://{host_port(*self.address)}"
+        return f"{'https' if self.tls else 'http'}://{host_port(*self.address)}"
 
     @property
     def routes(self) -> dict[str, Address]:
@@ -138,15 +147,15 @@ class BaseChaosUpstream:
         return chosen
 
 
-def proxy_targets(upstream: Any, proxy_timeout: float) -> tuple[list[Address], dict[str, Address], float]:
-    """(addresses, routes, timeout) for a proxy in front of `upstream`: a chaos upstream (all its
-    members, its connection-level routes, its T), or an address, or a list of addresses (with
-    `proxy_timeout`).  A fleet of chaos upstreams is one upstream with `members`: one journal must
-    see every attempt for a probe to be judged."""
+def proxy_targets(upstream: Any, proxy_timeout: float) -> tuple[list[Address], dict[str, Address], float, UpstreamTls | None]:
+    """(addresses, routes, timeout, TLS) for a proxy in front of `upstream`: a chaos upstream (all
+    its members, its connection-level routes, its T, its TLS settings), or an address, or a list of
+    addresses (with `proxy_timeout`, plain HTTP).  A fleet of chaos upstreams is one upstream with
+    `members`: one journal must see every attempt for a probe to be judged."""
     if isinstance(upstream, BaseChaosUpstream):
-        return upstream.addresses, upstream.routes, upstream.proxy_timeout
+        return upstream.addresses, upstream.routes, upstream.proxy_timeout, upstream.tls
     addresses: Sequence[Any] = [upstream] if isinstance(upstream, tuple) else upstream
     if not all(isinstance(address, tuple) and len(address) == 2 for address in addresses):
         raise TypeError(f"a proxy goes in front of a chaos upstream, a (host, port) or a list of them, "
                         f"not {upstream!r}; for a fleet of chaos upstreams, give one members=N")
-    return list(addresses), {}, proxy_timeout
+    return list(addresses), {}, proxy_timeout, None

@@ -158,6 +158,8 @@ def test_serve_tls_writes_the_ca_and_announces_https(tmp_path):
     (["--tls", "--tls-client-ca", "garbage.pem"], "--tls-client-ca garbage.pem: "),
     (["--tls", "--tls-ca", "no/such/dir/ca.pem"], "--tls-ca no/such/dir/ca.pem: No such file or directory"),
     (["--tls", "--workers", "2"], "--tls serves from one process"),
+    (["--default", "tls-wrong-name"], "'tls-wrong-name' is served over TLS only: give --tls"),
+    (["--mix", "healthy=1,tls-handshake-stall=1"], "'tls-handshake-stall' is served over TLS only: give --tls"),
 ])
 def test_tls_flags_that_cannot_be_served_exit_2_naming_the_flag(tmp_path, args, message):
     (tmp_path / "garbage.pem").write_bytes(b"\x00\xffnot a pem\n")

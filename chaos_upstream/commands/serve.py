@@ -38,6 +38,9 @@ def serve(args: argparse.Namespace) -> int:
     unknown = [name for name in names if name not in catalogue]
     if unknown:
         raise ConfigError(f"unknown scenario {unknown[0]!r}: `chaos-upstream list` shows the loaded ones")
+    tls_only = [name for name in names if catalogue.get(name).tls is not None]
+    if tls_only and not args.tls:
+        raise ConfigError(f"{tls_only[0]!r} is served over TLS only: give --tls")
     if args.admin_port is not None and args.admin_host not in LOOPBACK_HOSTS and not args.admin_token:
         raise ConfigError(f"--admin-host {args.admin_host} is reachable from outside: give --admin-token too")
     if args.workers < 1:

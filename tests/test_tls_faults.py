@@ -74,7 +74,10 @@ def test_no_sni_for_an_ip_address_or_no_name() -> None:
         assert client_hello(hello) == ClientHello(sni=None, size=len(hello))
 
 
-@pytest.mark.parametrize("data", [b"GET / HTTP/1.1\r\n", b"\x16\x02\x00\x00\x01", b"\x16\x03\x01\x00\x04\x02\x00\x00\x00", b"\x16\x03\x01\x00\x00"])
+@pytest.mark.parametrize("data", [
+    b"GET / HTTP/1.1\r\n", b"\x16\x02\x00\x00\x01", b"\x16\x03\x01\x00\x04\x02\x00\x00\x00", b"\x16\x03\x01\x00\x00",
+    b"\x16\x03\x01\x40\x01",  # a record longer than 2^14: refused at its header
+])
 def test_what_is_no_client_hello_is_refused(data: bytes) -> None:
     with pytest.raises(NotClientHello):
         client_hello(data)

@@ -6,6 +6,7 @@ client, trusting the throwaway CA."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ssl
 import subprocess
@@ -271,3 +272,39 @@ async def test_an_active_tls_scenario_acts_at_the_next_handshake(start_upstream)
     assert "Hostname mismatch" in str(refused.value.__cause__)
     [acted] = await settled(upstream.journal, type="accept", count=1)
     assert acted.scenario == "tls-wrong-name"
+
+
+def hello_bytes() -> bytes:
+    """The first flight of Python's TLS client for `localhost`: a whole ClientHello."""
+    outgoing = ssl.MemoryBIO()
+    client = trusting().wrap_bio(ssl.MemoryBIO(), outgoing, server_hostname="localhost")
+    with pytest.raises(ssl.SSLWantReadError):
+        client.do_handshake()
+    return outgoing.read()
+
+
+@pytest.mark.parametrize(("sent", "ended"), [
+    (b"\x16\x03\x01\xff\xff" + b"\x01\xff\xff\xff", "tls-not-client-hello"),  # a ClientHello past 64 KiB
+    (b"\x16\x03\x01\x00\x05" + b"\x01\x00\x00\x01" + b"\x03", "tls-not-client-hello"),  # one cut short inside
+    (hello_bytes() + b"\x17\x03\x03\x00\x05" + b"\x00" * 5, "tls-handshake-failed: "),  # data instead of the handshake's end
+    (hello_bytes()[:40], "tls-timeout"),  # half a ClientHello, then nothing
+])
+async def test_a_hostile_tls_client_ends_its_connection_and_no_other(start_upstream, sent, ended):
+    upstream = await start_upstream(tls=Contexts(MATERIAL), idle_timeout=0.3)
+    async with await trio.open_tcp_stream(*upstream.addresses[0]) as stream:
+        with trio.fail_after(LIMIT):
+            await stream.send_all(sent)
+            with contextlib.suppress(trio.BrokenResourceError):
+                while await stream.receive_some(65536):
+                    pass
+    [connection] = await settled(upstream.journal, type="connection", count=1)
+    assert connection.ended.startswith(ended), connection.ended
+    assert (await exchange(upstream, get(extra="Connection: close\r\n"))).endswith(b"chaos-upstream: healthy\n")  # still serving
+
+
+async def test_garbage_http_inside_a_good_tls_session_gets_its_400(start_upstream):
+    upstream = await tls_upstream(start_upstream)
+    data = await exchange(upstream, b"GET / HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 400 ")
+    [bad] = await settled(upstream.journal, type="bad-request", count=1)
+    assert bad.status == 400

@@ -25,6 +25,10 @@ CLIENT_HELLO = 1
 SERVER_NAME = 0
 """Extension type of server_name, and its name type host_name (RFC 6066 §3)."""
 
+MAX_RECORD = 2**14
+"""The longest record a client may send before encryption (RFC 8446 §5.1): a longer one is refused
+at its header, before its bytes are waited for."""
+
 MAX_HELLO = 65536
 """The largest ClientHello accepted: a hybrid post-quantum key share takes a ClientHello past one
 record (~1.8 KB with X25519MLKEM768), none comes near 64 KiB; past it the client is no TLS client."""
@@ -59,7 +63,7 @@ def client_hello(data: bytes | bytearray) -> ClientHello | None:
         if len(data) - offset < RECORD_HEADER:
             return _not_yet(data, offset)
         kind, length = data[offset], int.from_bytes(data[offset + 3:offset + 5], "big")
-        if kind != HANDSHAKE or data[offset + 1] != 3 or length == 0:
+        if kind != HANDSHAKE or data[offset + 1] != 3 or not 0 < length <= MAX_RECORD:
             raise NotClientHello(f"a record of type {kind}, version {data[offset + 1]}.{data[offset + 2]}, length {length}")
         if len(data) - offset - RECORD_HEADER < length:
             return None

@@ -56,7 +56,7 @@ def effective(args: argparse.Namespace) -> str:
     them (unset ones left out), secrets as ***: one line to read in a log before `listening on`."""
     words = []
     for dest, value in vars(args).items():
-        if dest in ("command", "func", "worker") or value is None or value is False or value == []:
+        if dest in ("command", "func", "worker", "tls_material") or value is None or value is False or value == []:
             continue
         flag = "--" + dest.replace("_", "-")
         for one in value if isinstance(value, list) else [value]:

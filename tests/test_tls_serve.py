@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import json
 import ssl
 import subprocess
 
@@ -18,7 +19,7 @@ from chaos_upstream.records import RequestRecord
 from chaos_upstream.tls.contexts import Contexts
 from chaos_upstream.tls.material import DEFAULT_NAMES, Material, generate
 
-from conftest import CATALOGUE, T, get, settled
+from conftest import CATALOGUE, T, admin_call, get, settled
 from test_cli import COMMAND, Server
 
 MATERIAL: Material = generate(
@@ -158,7 +159,6 @@ def test_serve_tls_writes_the_ca_and_announces_https(tmp_path):
     (["--tls", "--tls-cert", "garbage.pem", "--tls-key", "garbage.pem"], "--tls-cert garbage.pem --tls-key garbage.pem: "),
     (["--tls", "--tls-client-ca", "garbage.pem"], "--tls-client-ca garbage.pem: "),
     (["--tls", "--tls-ca", "no/such/dir/ca.pem"], "--tls-ca no/such/dir/ca.pem: No such file or directory"),
-    (["--tls", "--workers", "2"], "--tls serves from one process"),
     (["--default", "tls-wrong-name"], "'tls-wrong-name' is served over TLS only: give --tls"),
     (["--mix", "healthy=1,tls-handshake-stall=1"], "'tls-handshake-stall' is served over TLS only: give --tls"),
 ])
@@ -308,3 +308,27 @@ async def test_garbage_http_inside_a_good_tls_session_gets_its_400(start_upstrea
     assert data.startswith(b"HTTP/1.1 400 ")
     [bad] = await settled(upstream.journal, type="bad-request", count=1)
     assert bad.status == 400
+
+
+def test_workers_serving_tls_present_certificates_of_one_ca(tmp_path):
+    server = Server("--tls", "--tls-ca", str(tmp_path / "ca.pem"), "--workers", "2", "--admin-port", "0")
+    try:
+        assert server.line.startswith("chaos-upstream listening on https://") and "--tls-material" not in server.settings
+        admin = int(server.process.stdout.readline().strip().rsplit(":", 1)[1])
+        context = ssl.create_default_context(cafile=tmp_path / "ca.pem")
+        import socket
+
+        seen = set()
+        for _ in range(12):  # the kernel spreads connections over both workers
+            with socket.create_connection(("127.0.0.1", server.port), timeout=LIMIT) as sock:
+                with context.wrap_socket(sock, server_hostname="localhost") as tls:  # verified against the one CA
+                    tls.sendall(get(extra="Connection: close\r\n"))
+                    answer = b""
+                    while data := tls.recv(65536):
+                        answer += data
+                    seen.add(answer.startswith(b"HTTP/1.1 200 OK"))
+        assert seen == {True}
+        status, body = admin_call(admin, "GET", "/journal?type=connection")
+        assert status == 200 and {record["worker"] for record in json.loads(body)} == {0, 1}  # both workers served, one CA
+    finally:
+        assert server.stop() == 0

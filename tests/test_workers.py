@@ -71,6 +71,7 @@ SAMPLES = {
     "--admin-port": "9999", "--admin-token": "s3cret", "--admin-allow-host": "a.example", "--workers": "3",
     "--grace": "0.5", "--play": "rolling-deploy", "--every": "90s", "--tls": None, "--tls-cert": "/etc/tls/cert.pem",
     "--tls-key": "/etc/tls/key.pem", "--tls-name": "upstream.internal", "--tls-ca": "/run/ca.pem", "--tls-client-ca": "/etc/tls/clients.pem",
+    "--tls-material": "/tmp/chaos-upstream-tls-x",
 }
 """A value other than its default for every flag of `serve` (a flag added later must be given one
 here); None for a switch, given by itself."""

@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import trio
 
@@ -26,6 +28,7 @@ from chaos_upstream.server.fleet import Fleet
 from chaos_upstream.server.journal import Journal
 from chaos_upstream.server.upstream import Settings, Upstream
 from chaos_upstream.server.worker_supervisor import Supervisor, reserve_port
+from chaos_upstream.tls.material import save
 from chaos_upstream.serving import (
     cannot_listen, cause, effective, serve_until_signal, settle_collector, whole_line, worker_environment,
 )
@@ -56,8 +59,6 @@ def serve(args: argparse.Namespace) -> int:
         raise ConfigError("--journal-keep must be 1 or more")
     if args.workers > 1 and args.play is not None:
         raise ConfigError("--play: timelines play on the members of one process: serve several --port without --workers")
-    if args.workers > 1 and args.tls:
-        raise ConfigError("--tls serves from one process: leave out --workers (each worker would make a CA of its own)")
     if args.workers > 1:
         return _supervise(args, catalogue)
     return _serve_here(args, catalogue)
@@ -118,7 +119,11 @@ def _supervise(args: argparse.Namespace, catalogue: Catalogue) -> int:
         reserved = reserve_port(args.host, args.port[0])
     except OSError as exc:
         raise cannot_listen(exc, ("--host", "--port"), args.host, args.port[0]) from None
-    with reserved:
+    with reserved, tempfile.TemporaryDirectory(prefix="chaos-upstream-tls-") as folder:
+        material = tls_options.material_of(args, catalogue)
+        if material is not None:  # made once: every worker presents certificates of one CA
+            save(material, Path(folder))
+            args.tls_material = Path(folder)
         port = reserved.getsockname()[1]
         commands = [[sys.executable, "-m", "chaos_upstream", "serve", "--worker", str(index)] for index in range(args.workers)]
         settings = [for_worker(args, port, index) for index in range(args.workers)]

@@ -17,7 +17,7 @@ from pathlib import Path
 from chaos_upstream.errors import ConfigError
 from chaos_upstream.model.catalogue import Catalogue
 from chaos_upstream.tls.contexts import Contexts
-from chaos_upstream.tls.material import DEFAULT_NAMES, Identity, generate, write_ca
+from chaos_upstream.tls.material import DEFAULT_NAMES, Identity, Material, generate, load, write_ca
 from chaos_upstream.tls.sni import SUFFIX
 
 FLAGS = ("tls_cert", "tls_key", "tls_name", "tls_ca", "tls_client_ca")
@@ -35,12 +35,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--tls-ca", type=Path, default=None, metavar="FILE", help="write the throwaway CA's certificate here, for the proxy to trust")
     group.add_argument("--tls-client-ca", type=Path, default=None, metavar="FILE", help="require a client certificate signed by this CA (mTLS)")
+    group.add_argument("--tls-material", type=Path, default=None, help=argparse.SUPPRESS)  # a supervisor's, for its workers
 
 
 def contexts_of(args: argparse.Namespace, catalogue: Catalogue) -> Contexts | None:
-    """The contexts `serve --tls ...` asks for (None without --tls), the CA written to --tls-ca.
-    The throwaway certificate is also for NAME.chaos, each scenario NAME of `catalogue` (OpenSSL
-    takes no wildcard over a top-level name), so a proxy that checks names may select any by SNI."""
+    """The contexts `serve --tls ...` asks for (None without --tls): over the certificates of
+    `material_of`, or those a supervisor made for its workers (the hidden --tls-material)."""
+    if args.tls_material is not None:
+        try:
+            material = load(args.tls_material)
+        except OSError as exc:
+            raise ConfigError(f"the supervisor's TLS material {args.tls_material}: {exc.strerror or exc}") from None
+    else:
+        material = material_of(args, catalogue)
+        if material is None:
+            return None
+    client_ca = None if args.tls_client_ca is None else _client_ca(args.tls_client_ca)
+    return Contexts(material, client_ca=client_ca)
+
+
+def material_of(args: argparse.Namespace, catalogue: Catalogue) -> Material | None:
+    """The certificates `serve --tls ...` asks for (None without --tls), checked, the CA written to
+    --tls-ca. The throwaway certificate is also for NAME.chaos, each scenario NAME of `catalogue`
+    (OpenSSL takes no wildcard over a top-level name), so a proxy that checks names may select any by SNI."""
     if not args.tls:
         given = [name for name in FLAGS if getattr(args, name)]
         if given:
@@ -51,7 +68,8 @@ def contexts_of(args: argparse.Namespace, catalogue: Catalogue) -> Contexts | No
     if args.tls_cert is not None and args.tls_name:
         raise ConfigError("--tls-name names the throwaway certificate: leave it out with --tls-cert")
     server = None if args.tls_cert is None else _identity(args.tls_cert, args.tls_key)
-    client_ca = None if args.tls_client_ca is None else _client_ca(args.tls_client_ca)
+    if args.tls_client_ca is not None:
+        _client_ca(args.tls_client_ca)  # checked before anything is made
     try:
         names = [*(args.tls_name or DEFAULT_NAMES), *(scenario.name + SUFFIX for scenario in catalogue)]
         material = generate(names, now=datetime.datetime.now(datetime.timezone.utc), server=server)
@@ -62,7 +80,7 @@ def contexts_of(args: argparse.Namespace, catalogue: Catalogue) -> Contexts | No
             write_ca(material, args.tls_ca)
         except OSError as exc:
             raise ConfigError(f"--tls-ca {args.tls_ca}: {exc.strerror or exc}") from None
-    return Contexts(material, client_ca=client_ca)
+    return material
 
 
 def _identity(cert: Path, key: Path) -> Identity:

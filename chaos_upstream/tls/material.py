@@ -74,6 +74,29 @@ class Material:
     """A client certificate signed by the CA, for a proxy doing mTLS against this upstream."""
 
 
+IDENTITIES = ("server", "expired", "wrong_name", "untrusted", "client")
+"""A Material's identities, by attribute: the files `save` writes, NAME.pem and NAME-key.pem each."""
+
+
+def save(material: Material, folder: Path) -> None:
+    """Write `material` into `folder` (private to this user), for `load` in another process."""
+    folder.chmod(0o700)
+    (folder / "ca.pem").write_bytes(material.ca_pem)
+    for name in IDENTITIES:
+        identity: Identity = getattr(material, name)
+        (folder / f"{name}.pem").write_bytes(identity.chain_pem)
+        key = folder / f"{name}-key.pem"
+        key.touch(mode=0o600)
+        key.write_bytes(identity.key_pem)
+
+
+def load(folder: Path) -> Material:
+    """The Material `save` wrote into `folder` (serve --workers: the supervisor's, so that every
+    worker presents certificates of one CA); OSError when a file is missing."""
+    identities = {name: Identity.from_files(folder / f"{name}.pem", folder / f"{name}-key.pem") for name in IDENTITIES}
+    return Material(ca_pem=(folder / "ca.pem").read_bytes(), **identities)
+
+
 def generate(names: Sequence[str] = DEFAULT_NAMES, *, now: datetime.datetime, server: Identity | None = None) -> Material:
     """Material for `names` (the first is each certificate's common name) made under a new CA;
     the user's own `server` identity, when given, instead of one the CA issues."""

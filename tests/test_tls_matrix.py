@@ -2,17 +2,24 @@
 cell filled, at least one pass and one fail for each, and the findings that matter most: nginx and
 Envoy at their defaults let an expired, a mis-named and an untrusted certificate through, and the
 verdict says so; every proxy passes on a body cut by a close_notify; none mistakes a verified
-certificate fault for a healthy upstream."""
+certificate fault for a healthy upstream. And `check --tls` from the command line, through nginx."""
 
 from __future__ import annotations
+
+import dataclasses
+import datetime
 
 import pytest
 
 from chaos_upstream.matrix import run_matrix
 from chaos_upstream.proxies.tls_setup import tls_launchers, tls_material
 from chaos_upstream.proxies import get_launcher, require
+from chaos_upstream.proxies.ports import free_port
+from chaos_upstream.proxies.settings import UpstreamTls
+from chaos_upstream.tls.material import generate
 
 from conftest import CATALOGUE
+from test_cli import run
 
 PROXIES = ["nginx", "haproxy", "envoy", "caddy", "traefik"]
 TLS_SCENARIOS = [scenario for scenario in CATALOGUE if scenario.tls is not None]
@@ -45,3 +52,22 @@ async def test_the_tls_matrix_through_five_real_proxies(tmp_path):
             assert "accepted" in result.reason and "verification is off" in result.reason
     for key in ("nginx+tls", "caddy+tls"):
         assert all(verdicts[key][name] == "pass" for name in CERTIFICATE_FAULTS), key
+
+
+@pytest.mark.proxy
+def test_check_tls_through_nginx_with_the_users_own_certificate_and_a_fault_on_its_own_port(tmp_path):
+    """`check --tls` as a user runs it: nginx verifies the upstream against the user's CA; the
+    upstream serves the user's certificate, and `tls-handshake-alert` on a port of its own."""
+    material = generate(["localhost"], now=datetime.datetime.now(datetime.timezone.utc))
+    files = {"ca.pem": material.ca_pem, "cert.pem": material.server.chain_pem, "key.pem": material.server.key_pem}
+    for name, pem in files.items():
+        (tmp_path / name).write_bytes(pem)
+    member, alert = ("127.0.0.1", free_port()), ("127.0.0.1", free_port())
+    nginx = dataclasses.replace(require("nginx"), tls=UpstreamTls(ca=tmp_path / "ca.pem"))
+    with nginx.launch([member], 0.5, tmp_path / "nginx", routes={"/_chaos/tls-handshake-alert/": alert}) as proxy:
+        ran = run("check", "--tls", "--tls-cert", str(tmp_path / "cert.pem"), "--tls-key", str(tmp_path / "key.pem"),
+                  "--proxy", proxy.url, "--proxy-timeout", "0.5", "--upstream", f"{member[0]}:{member[1]}",
+                  "--upstream", f"tls-handshake-alert={alert[0]}:{alert[1]}", "--only", "tls-healthy",
+                  "--only", "tls-close-notify-mid-body", "--only", "tls-handshake-alert", "--only", "truncated-chunked")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "4 scenarios through" in ran.stdout and "4 pass" in ran.stdout

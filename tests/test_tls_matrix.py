@@ -1,8 +1,7 @@
 """The matrix's TLS section through the real proxies (nginx, HAProxy, Envoy, Caddy, Traefik): every
 cell filled, at least one pass and one fail for each, and the findings that matter most: nginx and
 Envoy at their defaults let an expired, a mis-named and an untrusted certificate through, and the
-verdict says so; every proxy passes on a body cut by a close_notify; none mistakes a verified
-certificate fault for a healthy upstream. And `check --tls` from the command line, through nginx."""
+verdict says so; nginx and Caddy, verifying, refuse every certificate fault. And `check --tls` from the command line, through nginx."""
 
 from __future__ import annotations
 

@@ -2,6 +2,9 @@
 certificate for its names, the fault certificates of the TLS catalogue, and the PEM files a proxy
 is given to trust them.
 
+Strategy: trustme and cryptography are imported when certificates are made, not with the module
+(~40 ms a start of every command, TLS or not).
+
 Invariants: a name that parses as an IP address is an IP SAN, any other a DNS SAN (trustme does so,
 and `_self_signed` the same); the expired and wrong-name certificates are signed by the same CA as
 the server's, so a proxy that trusts the CA refuses them for exactly one reason; the untrusted one
@@ -19,11 +22,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import trustme
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import trustme
+    from cryptography import x509
 
 DEFAULT_NAMES = ("localhost", "127.0.0.1")
 """What a proxy on the same host names the upstream: curl and nginx's default `proxy_ssl_name` use
@@ -100,6 +103,8 @@ def load(folder: Path) -> Material:
 def generate(names: Sequence[str] = DEFAULT_NAMES, *, now: datetime.datetime, server: Identity | None = None) -> Material:
     """Material for `names` (the first is each certificate's common name) made under a new CA;
     the user's own `server` identity, when given, instead of one the CA issues."""
+    import trustme
+
     ca = trustme.CA(organization_name="chaos-upstream throwaway CA")
     expired = ca.issue_cert(*names, not_before=now - 10 * EXPIRED_FOR, not_after=now - EXPIRED_FOR)
     return Material(
@@ -123,6 +128,11 @@ def _identity(leaf: trustme.LeafCert) -> Identity:
 
 def _self_signed(names: Sequence[str], now: datetime.datetime) -> Identity:
     """A leaf certificate for `names` signed by its own key: valid in every way but trust."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
     cert = (
@@ -143,6 +153,8 @@ def _self_signed(names: Sequence[str], now: datetime.datetime) -> Identity:
 
 def _general_name(name: str) -> x509.GeneralName:
     """An IP SAN for an IP address, a DNS SAN for anything else."""
+    from cryptography import x509
+
     try:
         return x509.IPAddress(ipaddress.ip_address(name))
     except ValueError:

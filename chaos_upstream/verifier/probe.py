@@ -217,7 +217,8 @@ class Sample:
     """None when the proxy could not be reached at all (then `unreachable` says why)."""
     attempts: tuple[Attempt, ...]
     sent: float = 0.0
-    """When its request went out (trio's clock; a stream makes it seconds from its own start)."""
+    """When its request went out, once connected (trio's clock; a stream makes it seconds from its
+    own start): with `observation.elapsed`, the span in which it met the upstream's state."""
     unreachable: str = ""
 
 
@@ -260,11 +261,12 @@ async def send_probe(
     own_port = scenario.connection_level and name_scenario
     earlier = len(attempts(journal, scenario, out.probe_id)) if own_port else 0
     parser = ResponseParser(method)
-    sent = trio.current_time()
+    began = trio.current_time()
     try:
         seen = await capture(out.host, out.port, out.request, limit=limit or probe_limit(timing), done=parser.feed)
     except OSError as exc:
-        return unreachable(out.probe_id, proxy_url, exc, sent)
+        return unreachable(out.probe_id, proxy_url, exc, began)
+    sent = trio.current_time() - seen.elapsed  # the request went out once connected: a loaded machine may take a while to connect
     reached = await settled_attempts(journal, scenario if own_port else None, out.probe_id, earlier)
     return Sample(out.probe_id, classify(seen, method), seen, tuple(reached), sent)
 

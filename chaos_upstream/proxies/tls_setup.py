@@ -20,7 +20,7 @@ from chaos_upstream.model.catalogue import Catalogue
 from chaos_upstream.proxies.launcher import Launcher
 from chaos_upstream.proxies.settings import UpstreamTls
 from chaos_upstream.tls.contexts import Contexts
-from chaos_upstream.tls.material import DEFAULT_NAMES, generate
+from chaos_upstream.tls.material import DEFAULT_NAMES, generate, save
 from chaos_upstream.tls.sni import SUFFIX
 
 SERVER_NAME = "localhost"
@@ -29,14 +29,12 @@ SERVER_NAME = "localhost"
 
 def tls_material(catalogue: Catalogue, workdir: Path) -> tuple[Contexts, UpstreamTls]:
     """The run's contexts for the upstreams, and the proxies' TLS settings: the CA and the client
-    certificate written into `workdir` (absolute), verification on."""
+    certificate written into `workdir` (absolute, with the rest of the material: `save`), verification on."""
     material = generate([*DEFAULT_NAMES, *(scenario.name + SUFFIX for scenario in catalogue)],
                         now=datetime.datetime.now(datetime.timezone.utc))
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    files = {"ca.pem": material.ca_pem, "client.pem": material.client.chain_pem, "client-key.pem": material.client.key_pem}
-    for name, pem in files.items():
-        (workdir / name).write_bytes(pem)
+    save(material, workdir)
     upstream = UpstreamTls(ca=workdir / "ca.pem", server_name=SERVER_NAME, client_cert=workdir / "client.pem",
                            client_key=workdir / "client-key.pem")
     return Contexts(material), upstream

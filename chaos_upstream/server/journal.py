@@ -5,9 +5,8 @@ run or been cut short, a connection when it is closed); a record written to a fi
 the file's writer thread when `write` returns, and close() writes every record still queued, so a
 SIGTERM, which ends in close(), loses nothing already written. Every string in a record
 is capped (FIELD_LIMIT) before it is kept or written, so memory and file hold the same capped
-record. The records in memory take at most `memory` bytes (estimated from above: every value they
-hold counted whole, shared or not) and number at most `keep`; the oldest leave first, counted in
-`dropped`.
+record. The records in memory take at most `memory` bytes (estimated: what each record holds of
+its own, see `_weighed`) and number at most `keep`; the oldest leave first, counted in `dropped`.
 
 Strategy: records are kept in memory packed (records.pack: tuples of plain values), not as objects
 nor as JSON. Such tuples are untracked by the garbage collector, so a full journal (a hundred
@@ -121,7 +120,7 @@ class Journal:
         self._running[key] = snapshot
 
     def write(self, record: Record, *, key: object = None) -> None:
-        """Keep `record`'s JSON, its strings capped, in memory and in the file (a probe id over
+        """Keep `record`, its strings capped, in memory (packed) and in the file (JSON; a probe id over
         FIELD_LIMIT too: `page` caps the id it is asked for the same way); it ends the running
         record begun with `key`, if any."""
         if key is not None:

@@ -95,8 +95,8 @@ async def serving_upstream(catalogue: Catalogue, timing: Timing, members: int, h
     __tracebackhide__ = True
     ports = {scenario.name: (host, 0) for scenario in catalogue if scenario.connection_level}
     try:
-        with tempfile.TemporaryDirectory(prefix="chaos-upstream-tls-") as folder:
-            contexts, files = tls_material(catalogue, Path(folder)) if tls else (None, None)
+        with tempfile.TemporaryDirectory(prefix="chaos-upstream-tls-") if tls else contextlib.nullcontext() as folder:
+            contexts, files = tls_material(catalogue, Path(folder)) if folder else (None, None)
             async with serving(catalogue, [(host, 0)] * members, timing=timing, ports=ports, tls=contexts) as served:
                 yield AsyncChaosUpstream(catalogue, timing, served, [], files)
     except BaseExceptionGroup as group:

@@ -162,7 +162,7 @@ ATTRIBUTES: dict[type, dict[str, str]] = {
 }
 """Each class's attributes by their JSON names, for `parse`."""
 NAMES: dict[type, tuple[str, ...]] = {kind: tuple(attribute for _, attribute, _ in layout) for kind, layout in LAYOUTS.items()}
-"""Each class's attributes in JSON order: the order of a packed record's values."""
+"""Each class's attributes in JSON order (PLAIN, the order of a packed record's values, leaves out a response and actions)."""
 _RESPONSE_VALUES = attrgetter(*RESPONSE_FIELDS)
 _ACTION_VALUES = attrgetter("do", "t", "bytes")
 NO_RESPONSE = (None,) * len(RESPONSE_FIELDS)

@@ -7,8 +7,9 @@ STAMP := $(VENV)/.installed
 
 .PHONY: test demo install proxies all-proxies clean
 
+# Two processes, a test file each at a time: most of the suite waits on real proxies' timeouts.
 test: $(STAMP) all-proxies
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
 # nginx and HAProxy (every other proxy is one `--proxies` away); the matrix ends with one line per
 # proxy ("nginx 1.22.1: 23 pass, 9 fail, 0 inconclusive"); then the next step.

@@ -288,7 +288,7 @@ def hello_bytes() -> bytes:
     (b"\x16\x03\x01\x00\x05" + b"\x01\x00\x00\x01" + b"\x03", "tls-not-client-hello"),  # one cut short inside
     (hello_bytes() + b"\x17\x03\x03\x00\x05" + b"\x00" * 5, "tls-handshake-failed: "),  # data instead of the handshake's end
     (hello_bytes()[:40], "tls-timeout"),  # half a ClientHello, then nothing
-])
+], ids=["hello-past-64k", "hello-cut-short", "data-before-finished", "half-a-hello"])
 async def test_a_hostile_tls_client_ends_its_connection_and_no_other(start_upstream, sent, ended):
     upstream = await start_upstream(tls=Contexts(MATERIAL), idle_timeout=0.3)
     async with await trio.open_tcp_stream(*upstream.addresses[0]) as stream:

@@ -142,6 +142,8 @@ def _parser(environ: Mapping[str, str] | None = None, command: str | None = None
     check.add_argument("--profile", default=RFC, choices=PROFILES, help="whose expectations: the RFCs' or a proxy's")
     _add_reports(check)
     tls_options.add_arguments(check)
+    check.add_argument("--h2", action="store_true",
+                       help="the proxy speaks HTTP/2 to the upstream: check the HTTP/2 scenarios too, and leave out those with no HTTP/2 equivalent")
     check.set_defaults(func=run_check)
 
     matrix = commands.add_parser("matrix", help="start real proxies in front of chaos-upstream and check each one")
@@ -161,6 +163,8 @@ def _parser(environ: Mapping[str, str] | None = None, command: str | None = None
     matrix.add_argument("--show-config", action="store_true", help="print each proxy's generated configuration")
     matrix.add_argument("--tls", action="store_true",
                         help="the TLS section: the upstreams serve TLS, each proxy verifies it (and runs at its default when that trusts anything)")
+    matrix.add_argument("--h2", action="store_true",
+                        help="the HTTP/2 section: each proxy that can speaks HTTP/2 to the upstreams (h2c; h2 with --tls)")
     matrix.set_defaults(func=run_matrix)
 
     validate = commands.add_parser("validate", help="check scenario files")

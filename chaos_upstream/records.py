@@ -65,6 +65,8 @@ class RequestRecord(Planned):
     conn: int
     seq: int
     """The request's number on its connection, from 1."""
+    stream: int | None = None
+    """Over HTTP/2: the request's stream id."""
     method: str
     target: str
     scenario: str | None
@@ -111,6 +113,13 @@ class ConnectionRecord(Tagged):
     tls_cipher: str | None = None
     alpn: str | None = None
     client_certificate: str | None = None
+    protocol: str | None = None
+    """HTTP/2: `h2c` (prior knowledge) or `h2` (TLS, ALPN); None: HTTP/1.1."""
+    goaway: str | None = None
+    """Over HTTP/2: the GOAWAY the upstream sent, "CODE last-stream N" (a plan's, a drain's, or
+    for a peer that broke the protocol)."""
+    peer_goaway: str | None = None
+    """Over HTTP/2: the GOAWAY the peer sent, "CODE last-stream N"."""
     peer_close_notify: bool | None = None
     """Over TLS, when the peer ended the session: whether it sent close_notify (False: a bare FIN
     or a reset, which RFC 8446 §6.1 says leaves what came before unconfirmed)."""

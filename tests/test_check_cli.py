@@ -100,19 +100,21 @@ def test_check_says_what_it_left_out_and_how_to_include_it_and_reports_failures_
                  "--report-json", str(report))
     assert result.returncode == 1, result.stdout + result.stderr
     tls = ", ".join(sorted(name for name in Catalogue.load().names() if name.startswith("tls-")))
-    assert result.stdout.splitlines()[-3:] == [
+    http2 = ", ".join(sorted(name for name in Catalogue.load().names() if name.startswith("h2-")))
+    assert result.stdout.splitlines()[-4:] == [
         "not checked: accept-then-close, accept-then-hang, accept-then-reset, connection-refused (each needs an upstream "
         "port of its own: pass --upstream NAME=HOST:PORT and have the proxy route /_chaos/NAME/ to it)",
         "not checked: rolling-deploy (each needs a fleet of at least 2 upstreams, and --upstream gave 1: pass --upstream "
         "HOST:PORT 2 times, each an address the proxy forwards to)",
         f"not checked: {tls} (each needs TLS: pass --tls, and have the proxy speak TLS to the upstream)",
+        f"not checked: {http2} (each needs HTTP/2: pass --h2, and have the proxy speak HTTP/2 to the upstream (h2c, or h2 with --tls))",
     ]
     document = json.loads(report.read_text())
     skipped = {entry["scenario"]: entry["reason"] for entry in document["skipped"]}
     assert skipped["rolling-deploy"] == ("needs a fleet of at least 2 upstreams, and --upstream gave 1: pass --upstream "
                                          "HOST:PORT 2 times, each an address the proxy forwards to")
     assert list(skipped) == ["accept-then-close", "accept-then-hang", "accept-then-reset", "connection-refused", "rolling-deploy",
-                             *tls.split(", ")]
+                             *tls.split(", "), *http2.split(", ")]
     verdicts = [r["verdict"] for r in document["results"]]
     assert "fail" in verdicts and verdicts == sorted(verdicts, key=["fail", "inconclusive", "pass"].index)
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", document["date"])

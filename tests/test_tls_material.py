@@ -70,10 +70,17 @@ def test_server_certificate_names_ip_as_ip_san_and_the_rest_as_dns(material: Mat
 
 
 @pytest.mark.parametrize("hostname", ["localhost", "127.0.0.1"])
-def test_a_client_trusting_the_ca_completes_the_handshake_with_alpn_http11(material: Material, hostname: str) -> None:
+def test_a_client_trusting_the_ca_completes_the_handshake_with_alpn_h2(material: Material, hostname: str) -> None:
     client, server = handshake(server_context(material.server), client_context(material), hostname)
-    assert client.selected_alpn_protocol() == server.selected_alpn_protocol() == "http/1.1"
+    assert client.selected_alpn_protocol() == server.selected_alpn_protocol() == "h2"
     assert client.version() == "TLSv1.3"
+
+
+def test_a_client_offering_only_http11_gets_http11(material: Material) -> None:
+    context = client_context(material)
+    context.set_alpn_protocols(["http/1.1"])
+    client, server = handshake(server_context(material.server), context, "localhost")
+    assert client.selected_alpn_protocol() == server.selected_alpn_protocol() == "http/1.1"
 
 
 def test_the_ca_written_out_is_what_a_client_trusts(material: Material, tmp_path) -> None:

@@ -28,8 +28,8 @@ def check(args: argparse.Namespace) -> int:
     catalogue = Catalogue.load(args.scenarios)
     addresses, ports = split_upstreams(catalogue, args.upstream)
     tls = tls_options.contexts_of(args, catalogue)
-    scenarios = choose_scenarios(catalogue, args.only, ports, members=len(addresses), tls=tls is not None)
-    skipped = unchecked(catalogue, args.only, ports, members=len(addresses), tls=tls is not None)
+    scenarios = choose_scenarios(catalogue, args.only, ports, members=len(addresses), tls=tls is not None, http2=args.h2)
+    skipped = unchecked(catalogue, args.only, ports, members=len(addresses), tls=tls is not None, http2=args.h2)
     out = console()
     timing = Timing(args.proxy_timeout)
     with progress(out, len(scenarios)) as on_result:

@@ -19,6 +19,7 @@ from chaos_upstream import reports
 from chaos_upstream.commands import EXIT_FAIL, EXIT_OK
 from chaos_upstream.commands.output import VERDICT_COLOURS, console, write
 from chaos_upstream.matrix import FLEET, Run, cell, choose_launchers, run_matrix, worst_first
+from chaos_upstream.proxies.h2_setup import h2_launchers
 from chaos_upstream.proxies.tls_setup import tls_launchers, tls_material
 from chaos_upstream.model.catalogue import Catalogue
 from chaos_upstream.model.scenario import Scenario
@@ -31,17 +32,24 @@ def matrix(args: argparse.Namespace) -> int:
     """Exit status: EXIT_OK when every run completed with every verdict a pass, else EXIT_FAIL."""
     catalogue = Catalogue.load(args.scenarios)
     launchers = choose_launchers(args.proxies)
-    scenarios = choose_scenarios(catalogue, args.only, [s.name for s in catalogue if s.connection_level], members=FLEET, tls=args.tls)
-    if args.tls and not args.only:  # the TLS section: the TLS catalogue (every other scenario works over TLS, as plain)
+    ports = [s.name for s in catalogue if s.connection_level]
+    scenarios = choose_scenarios(catalogue, args.only, ports, members=FLEET, tls=args.tls, http2=args.h2)
+    if args.h2 and not args.only:  # the HTTP/2 section: the HTTP/2 catalogue (--only runs any other with an equivalent)
+        scenarios = [scenario for scenario in scenarios if scenario.http2_only]
+    elif args.tls and not args.only:  # the TLS section: the TLS catalogue (every other scenario works over TLS, as plain)
         scenarios = [scenario for scenario in scenarios if scenario.tls is not None]
     with tempfile.TemporaryDirectory(prefix="chaos-upstream-matrix-") as workdir:
-        tls, cannot = None, []
+        tls, not_run = None, []
         if args.tls:
             tls, upstream = tls_material(catalogue, Path(workdir) / "tls")
             launchers, cannot = tls_launchers(launchers, upstream)
+            not_run += [f"{name}: not run[/] (it cannot speak TLS to an upstream)" for name in cannot]
+        if args.h2:
+            launchers, cannot = h2_launchers(launchers)
+            not_run += [f"{name}: not run[/] (it cannot speak HTTP/2 to an upstream)" for name in cannot]
         out = console(width=max(160, 40 + 24 * len(launchers)))
-        for name in cannot:
-            out.print(f"[yellow]{name}: not run[/] (it cannot speak TLS to an upstream)", highlight=False)
+        for line in not_run:
+            out.print(f"[yellow]{line}", highlight=False)
         with progress(out, launchers, len(scenarios)) as on_result:
             runs = trio.run(
                 functools.partial(

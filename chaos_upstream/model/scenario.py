@@ -14,15 +14,16 @@ from pydantic import Field, model_validator
 
 from chaos_upstream.model.base import Model
 from chaos_upstream.model.durations import FixedDuration
+from chaos_upstream.model.h2_steps import H2_TERMINAL_STEPS, H2Headers, H2Step
 from chaos_upstream.model.steps import TERMINAL_STEPS, Headers, Step, Text
 from chaos_upstream.model.timeline import Event, Probing
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
 
-Phase = Literal["connection", "tls", "head", "body", "timing", "deploy"]
-"""Where the fault strikes: before any response byte, in the TLS handshake or session, in the status
-line or headers, in the body, in the timing of an otherwise valid response, or across restarts of
-the upstream."""
+Phase = Literal["connection", "tls", "http2", "head", "body", "timing", "deploy"]
+"""Where the fault strikes: before any response byte, in the TLS handshake or session, in HTTP/2's
+frames, in the status line or headers, in the body, in the timing of an otherwise valid response, or
+across restarts of the upstream."""
 
 TlsFault = Literal[
     "valid", "handshake-stall", "reset-in-handshake", "handshake-alert", "expired-certificate", "wrong-name",
@@ -76,6 +77,9 @@ class Match(Model):
     """The request's ordinal among all requests this scenario has handled."""
     on_connection: Ordinal | None = None
     """The request's ordinal on its connection (1 for the first request of a connection)."""
+    attempt: Ordinal | None = None
+    """The request's ordinal among those that carried its probe id (`X-Chaos-Probe`): 2 for a
+    proxy's first retry of a probe. A request without a probe id is always its first attempt."""
 
 
 class Rule(Model):
@@ -85,15 +89,19 @@ class Rule(Model):
     """The condition."""
     steps: list[Step] | None = None
     """What to put on the wire."""
+    http2: list[H2Step] | None = None
+    """In a scenario served over HTTP/2 only: the frames to send instead."""
     scenario: str | None = Field(None, pattern=NAME_PATTERN)
     """Instead of steps: use the default steps of the scenario with this name."""
 
     @model_validator(mode="after")
     def _steps_or_scenario(self) -> Rule:
-        if (self.steps is None) == (self.scenario is None):
-            raise ValueError("give exactly one of steps or scenario")
+        if sum(given is not None for given in (self.steps, self.http2, self.scenario)) != 1:
+            raise ValueError("give exactly one of steps, http2 or scenario")
         if self.steps is not None:
             check_terminal_last(self.steps)
+        if self.http2 is not None:
+            check_terminal_last(self.http2, H2_TERMINAL_STEPS)
         return self
 
 
@@ -177,6 +185,12 @@ class Scenario(Model):
     request_body: Literal["discard", "record"] = "discard"
     """The request body is always read before the steps run; `record` keeps up to 64 KiB of it in
     the journal."""
+    protocol: Literal["any", "http2"] = "any"
+    """`http2`: the scenario means something only when the proxy speaks HTTP/2 to the upstream
+    (`check --h2`, `matrix --h2`), as a timeline of GOAWAYs does; `http2` frames imply it."""
+    request_window: Literal["open", "stall"] = "open"
+    """Over HTTP/2: `stall` never opens the request stream's flow-control window past its first
+    64 KiB (no WINDOW_UPDATE for it), so a longer body never all comes and the steps never run."""
     on_expect: Literal["continue", "withhold"] = "continue"
     """A request with `Expect: 100-continue` whose body has not come yet: `continue` answers
     `HTTP/1.1 100 Continue` and then reads the body; `withhold` sends no 100 and lets the steps'
@@ -193,10 +207,16 @@ class Scenario(Model):
     steps: list[Step] = []
     """The behaviour when no rule matches: at least one step, except under `trigger: refuse` and
     in a timeline, whose members serve other scenarios."""
+    http2: list[H2Step] = []
+    """Instead of `steps`, for a scenario served over HTTP/2 only (h2c or h2): the frames on the
+    request's stream when no rule matches. Over HTTP/1.1 such a scenario answers 505."""
 
     @model_validator(mode="after")
     def _consistent(self) -> Scenario:
         check_terminal_last(self.steps)
+        check_terminal_last(self.http2, H2_TERMINAL_STEPS)
+        if self.http2 or any(rule.http2 is not None for rule in self.rules):
+            _check_http2(self)
         if self.trigger != "request" and self.rules:
             raise ValueError(f"a scenario triggered on {self.trigger} has no request to match rules against")
         if self.timeline:
@@ -204,7 +224,7 @@ class Scenario(Model):
                 raise ValueError("timeline: a timeline's members serve other scenarios: give no steps and no trigger")
             if self.probes.every is None:
                 raise ValueError("probes.every: a timeline is probed by a stream: say how often")
-        elif (self.trigger == "refuse" or self.tls in HANDSHAKE_FAULTS) != (not self.steps):
+        elif (self.trigger == "refuse" or self.tls in HANDSHAKE_FAULTS) != (not (self.steps or self.http2)):
             raise ValueError("steps: a refusing scenario, or a TLS fault at the ClientHello, has no steps; any other needs at least one")
         if self.tls is not None and self.trigger != "request":
             raise ValueError(f"tls: a TLS scenario is triggered by its handshake, not on {self.trigger}")
@@ -215,6 +235,12 @@ class Scenario(Model):
         return self
 
     @property
+    def http2_only(self) -> bool:
+        """Whether it needs a proxy speaking HTTP/2 to the upstream (its steps are HTTP/2 frames, or
+        it says so); one with frames is served over HTTP/2 only."""
+        return bool(self.http2) or self.protocol == "http2"
+
+    @property
     def connection_level(self) -> bool:
         """Whether the fault strikes before any request is read, so it needs a port of its own."""
         return self.trigger != "request" or self.tls not in (None, "valid")
@@ -223,16 +249,28 @@ class Scenario(Model):
 def check_relayable(scenario: Scenario) -> None:
     """Raise unless a `relayed` outcome can be judged: against the one response the steps send,
     whose fields include every name `relay.without` gives."""
-    if not scenario.steps or scenario.rules or scenario.trigger != "request":
+    steps = scenario.steps or scenario.http2
+    if not steps or scenario.rules or scenario.trigger != "request":
         raise ValueError("expect: a relayed response is compared with what the steps send: give steps, and no rules")
-    sent = {name.lower() for step in scenario.steps if isinstance(step, Headers) for name, _ in step.fields}
+    sent = {name.lower() for step in steps if isinstance(step, (Headers, H2Headers)) for name, _ in step.fields}
     missing = [name for name in scenario.expect.relay.without if name.lower() not in sent]
     if missing:
         raise ValueError(f"expect.relay.without: the steps send no field named {missing[0].decode('latin-1')!r}")
 
 
-def check_terminal_last(steps: list[Step]) -> None:
+def _check_http2(scenario: Scenario) -> None:
+    """Raise unless an HTTP/2 scenario is one: frames for its default steps and in every rule that
+    gives steps, answering requests, without a TLS fault."""
+    if scenario.steps or not scenario.http2:
+        raise ValueError("http2: an HTTP/2 scenario gives its default frames in http2, and no steps")
+    if any(rule.steps is not None for rule in scenario.rules):
+        raise ValueError("rules: a rule of an HTTP/2 scenario gives http2 frames (or a scenario), not steps")
+    if scenario.trigger != "request" or scenario.tls is not None or scenario.timeline:
+        raise ValueError("http2: HTTP/2 frames answer a request: no trigger, tls or timeline with them")
+
+
+def check_terminal_last(steps: list[Step] | list[H2Step], terminal: tuple[type, ...] = TERMINAL_STEPS) -> None:
     """Raise unless every terminal step (close, reset, hang, ...) stands last."""
     for index, step in enumerate(steps[:-1]):
-        if isinstance(step, TERMINAL_STEPS):
+        if isinstance(step, terminal):
             raise ValueError(f"step {index} ({step.kind}) ends the connection, so it must be the last step")

@@ -53,6 +53,8 @@ class Probing(Model):
     """The probes' method; a POST must reach the upstreams once, whatever the proxy does."""
     body: str = ""
     """The probes' body (latin-1 text)."""
+    body_length: int = Field(0, ge=0, le=16 * 1024 * 1024)
+    """Instead of `body`: a body of this many bytes (dots), e.g. one past HTTP/2's 64 KiB window."""
     every: FixedDuration | None = None
     """Send a probe this often (each on a fresh client connection) instead of a single one."""
     duration: FixedDuration | None = None
@@ -62,4 +64,11 @@ class Probing(Model):
     def _consistent(self) -> Probing:
         if self.duration is not None and self.every is None:
             raise ValueError("duration: a stream needs `every` too")
+        if self.body and self.body_length:
+            raise ValueError("body_length: give a body or its length, not both")
         return self
+
+    @property
+    def content(self) -> bytes:
+        """The probes' body as bytes."""
+        return self.body.encode("latin-1") if not self.body_length else b"." * self.body_length

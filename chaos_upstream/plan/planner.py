@@ -40,7 +40,7 @@ BLANK_RESPONSE: dict[str, Any] = dict(vars(Response()))
 
 
 @dataclass
-class _Context:
+class Context:
     """The running state of one planning pass (local to `plan`, never shared)."""
 
     request: RequestInfo | None
@@ -74,13 +74,18 @@ def plan(
 ) -> Plan:
     """The plan for `request` (None for a connection just accepted) under `scenario`."""
     rule, steps = select_steps(scenario, request, lookup)
-    context = _Context(request, timing, rng)
+    context = Context(request, timing, rng)
     actions = [action for step in steps for action in STEP_PLANNERS[type(step)](step, context)]
     if not actions or not isinstance(actions[-1], (Close, Reset, HalfClose, Hang, KeepAlive)):
         actions.append(Close())
     if isinstance(actions[-1], KeepAlive) and request is not None and not request.keep_alive:
         actions[-1] = Close()
     return Plan(scenario.name, rule, tuple(_merge_sends(actions)), Response(**context.response))
+
+
+def no_lookup(name: str) -> Scenario:
+    """The lookup for a plan of a scenario's default steps, its rules set aside: nothing to look up."""
+    raise LookupError(name)
 
 
 def select_steps(
@@ -106,6 +111,7 @@ def matches(when: Match, request: RequestInfo) -> bool:
         )
         and (when.request is None or when.request.contains(request.ordinal))
         and (when.on_connection is None or when.on_connection.contains(request.on_connection))
+        and (when.attempt is None or when.attempt.contains(request.attempt))
     )
 
 
@@ -121,7 +127,7 @@ def _merge_sends(actions: list[Action]) -> Iterator[Action]:
         yield action
 
 
-def _status(step: s.Status, context: _Context) -> Iterator[Action]:
+def _status(step: s.Status, context: Context) -> Iterator[Action]:
     if step.raw is not None:
         context.response["status"] = None
         yield Send(step.raw)
@@ -131,7 +137,7 @@ def _status(step: s.Status, context: _Context) -> Iterator[Action]:
     yield Send(wirebytes.status_line(step.version, step.code, step.reason))
 
 
-def _headers(step: s.Headers, context: _Context) -> Iterator[Action]:
+def _headers(step: s.Headers, context: Context) -> Iterator[Action]:
     lengths = [value.strip() for name, value in step.fields if name.lower() == b"content-length"]
     chunked = any(
         name.lower() == b"transfer-encoding" and b"chunked" in value.lower() for name, value in step.fields
@@ -143,13 +149,13 @@ def _headers(step: s.Headers, context: _Context) -> Iterator[Action]:
     yield Send(wirebytes.header_block(step.fields, end=step.end, pad_to=step.pad_to))
 
 
-def _body(step: s.Body, context: _Context) -> Iterator[Action]:
+def _body(step: s.Body, context: Context) -> Iterator[Action]:
     start = context.response["body_bytes"]
     data = step.content if step.content is not None else wirebytes.filler(start, step.length or 0)
     yield from context.body(data)
 
 
-def _chunked(step: s.Chunked, context: _Context) -> Iterator[Action]:
+def _chunked(step: s.Chunked, context: Context) -> Iterator[Action]:
     framed = []
     for size in step.chunks:
         framed.append(wirebytes.chunk(wirebytes.filler(context.response["body_bytes"], size)))
@@ -161,15 +167,15 @@ def _chunked(step: s.Chunked, context: _Context) -> Iterator[Action]:
         yield Send(b"".join(framed))
 
 
-def _raw(step: s.Raw, context: _Context) -> Iterator[Action]:
+def _raw(step: s.Raw, context: Context) -> Iterator[Action]:
     yield Send(step.data * step.repeat)
 
 
-def _sleep(step: s.Sleep, context: _Context) -> Iterator[Action]:
+def _sleep(step: s.Sleep, context: Context) -> Iterator[Action]:
     yield context.wait(context.seconds(step.duration))
 
 
-def _drip(step: s.Drip, context: _Context) -> Iterator[Action]:
+def _drip(step: s.Drip, context: Context) -> Iterator[Action]:
     sent = 0
     while sent < step.length:
         if sent:
@@ -179,31 +185,31 @@ def _drip(step: s.Drip, context: _Context) -> Iterator[Action]:
         sent += size
 
 
-def _close(step: s.Close, context: _Context) -> Iterator[Action]:
+def _close(step: s.Close, context: Context) -> Iterator[Action]:
     yield Close(close_notify=step.close_notify)
 
 
-def _reset(step: s.Reset, context: _Context) -> Iterator[Action]:
+def _reset(step: s.Reset, context: Context) -> Iterator[Action]:
     yield Reset()
 
 
-def _optional(duration: Any, context: _Context) -> float | None:
+def _optional(duration: Any, context: Context) -> float | None:
     return None if duration is None else context.seconds(duration)
 
 
-def _half_close(step: s.HalfClose, context: _Context) -> Iterator[Action]:
+def _half_close(step: s.HalfClose, context: Context) -> Iterator[Action]:
     yield HalfClose(_optional(step.limit, context))
 
 
-def _hang(step: s.Hang, context: _Context) -> Iterator[Action]:
+def _hang(step: s.Hang, context: Context) -> Iterator[Action]:
     yield Hang(_optional(step.limit, context))
 
 
-def _keep_alive(step: s.KeepAlive, context: _Context) -> Iterator[Action]:
+def _keep_alive(step: s.KeepAlive, context: Context) -> Iterator[Action]:
     yield KeepAlive(_optional(step.idle_close, context))
 
 
-STEP_PLANNERS: dict[type, Callable[[Any, _Context], Iterator[Action]]] = {
+STEP_PLANNERS: dict[type, Callable[[Any, Context], Iterator[Action]]] = {
     s.Status: _status,
     s.Headers: _headers,
     s.Body: _body,

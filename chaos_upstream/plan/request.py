@@ -38,6 +38,8 @@ class RequestInfo:
     """Ordinal of this request on its connection, from 1."""
     ordinal: int = 1
     """Ordinal of this request among those its scenario handled, from 1."""
+    attempt: int = 1
+    """Ordinal of this request among those that carried its probe id, from 1 (1 without one)."""
     path: str | None = None
     """The path rules match against (the target without `/_chaos/NAME` or the query); from target when None."""
 

@@ -16,7 +16,10 @@ from chaos_upstream.model.durations import Span, Timing
 from chaos_upstream.model.scenario import Scenario
 from chaos_upstream.model.steps import Drip, Sleep
 from chaos_upstream.plan.actions import Close, HalfClose, Plan, Reset, Send, Wait
-from chaos_upstream.plan.planner import plan
+from chaos_upstream.plan.h2_actions import Data, Headers
+from chaos_upstream.plan.h2_planner import plan_h2
+from chaos_upstream.plan.h2_translate import NoEquivalent
+from chaos_upstream.plan.planner import no_lookup, plan
 from chaos_upstream.plan.request import RequestInfo
 
 Field = tuple[bytes, bytes]
@@ -70,7 +73,10 @@ class Sent:
 
 def sent(scenario: Scenario, method: str = "GET", timing: Timing = Timing()) -> Sent:
     """What the scenario's default steps send in answer to a `method` request (the plan of a first
-    request on a connection, with a generator seeded 0: distributions are drawn from it)."""
+    request on a connection, with a generator seeded 0: distributions are drawn from it); for HTTP/2
+    frames, the final HEADERS and the DATA."""
+    if scenario.http2:
+        return _sent_h2(scenario, method, timing)
     data = b"".join(action.data for action in _plan(scenario, method, timing).actions if isinstance(action, Send))
     head = read_head(data)
     if head is None:
@@ -78,13 +84,17 @@ def sent(scenario: Scenario, method: str = "GET", timing: Timing = Timing()) -> 
     return Sent(head.status, head.fields, data[head.end :])
 
 
+def _sent_h2(scenario: Scenario, method: str, timing: Timing) -> Sent:
+    planned = plan_h2(scenario.model_copy(update={"rules": []}), RequestInfo(method, "/"), random.Random(0), timing, no_lookup)
+    actions = () if isinstance(planned, NoEquivalent) else planned.actions
+    heads = [action for action in actions if isinstance(action, Headers) and action.status >= 200]
+    body = b"".join(action.data for action in actions if isinstance(action, Data))
+    return Sent(heads[0].status, heads[0].fields, body) if heads else Sent(None, (), b"")
+
+
 def _plan(scenario: Scenario, method: str, timing: Timing) -> Plan:
     """The plan of the default steps (rules set aside) for a first `method` request to `/`."""
-    return plan(scenario.model_copy(update={"rules": []}), RequestInfo(method, "/"), random.Random(0), timing, _no_lookup)
-
-
-def _no_lookup(name: str) -> Scenario:
-    raise LookupError(name)  # rules were set aside: nothing to look up
+    return plan(scenario.model_copy(update={"rules": []}), RequestInfo(method, "/"), random.Random(0), timing, no_lookup)
 
 
 @dataclass(frozen=True)

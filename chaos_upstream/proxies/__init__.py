@@ -7,7 +7,9 @@ Traefik, Caddy, nghttpx) started in front of chaos-upstream, one uniform API.
 
 TLS to the upstream: `dataclasses.replace(launcher, tls=UpstreamTls(ca=...))` speaks it, verified
 (or `verify=False`: the product's own defaults), with each launcher's `upstream_tls` saying what
-those defaults do, or that the product cannot ("none").
+those defaults do, or that the product cannot ("none").  HTTP/2 to the upstream:
+`dataclasses.replace(launcher, h2=True)` speaks h2c with prior knowledge, or h2 by ALPN with `tls`,
+where `upstream_h2` says the product can (`h2_setup.h2_launchers` picks those).
 
 `LAUNCHERS` maps each proxy's name to its launcher; the launchers are immutable and stateless, so
 one instance per product serves every caller. The errors a proxy raises (ProxyError and its kinds,

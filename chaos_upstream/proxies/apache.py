@@ -32,6 +32,10 @@ Invariants of the generated configuration:
   `upstream_tls` "trusts".  A client certificate is presented either way
   (`SSLProxyMachineCertificateFile`, certificate and key in one file the launcher writes in
   workdir).  Every TLS failure is a 500 to the client (the error log says "sending 502").
+- Under `h2` (mod_http2 and mod_proxy_http2 loaded as well), every member and route is h2c:// over
+  plain TCP (prior knowledge) or h2:// over TLS (ALPN h2), in the same balancer: mod_proxy_http2
+  takes over from mod_proxy_http; the event MPM is kept, and serves it (measured).  Without
+  `h2`, mod_proxy_http offers no ALPN over TLS: an upstream offering h2 too gets HTTP/1.1.
 - Everything Apache writes (its pid file, any runtime file) is in workdir, its ServerRoot and
   DefaultRuntimeDir; logs go to stdout/stderr, which the launcher captures.
 """
@@ -58,6 +62,12 @@ mod_proxy with its HTTP scheme, and the balancer with its shared memory and its 
 
 TLS_MODULES = ("ssl",)
 """mod_ssl, for TLS to the upstream (`SSLProxy*`)."""
+
+H2_MODULES = ("http2", "proxy_http2")
+"""mod_http2 and mod_proxy_http2 (which needs it), for HTTP/2 to the upstream (h2c://, h2://)."""
+
+SCHEMES = {(False, False): "http", (False, True): "https", (True, False): "h2c", (True, True): "h2"}
+"""By (`h2`, TLS): the members' and routes' URL scheme, which picks mod_proxy_http or mod_proxy_http2."""
 
 THREADS = 64
 """Threads of the single child, each serving one request at a time: more than a test sends at once."""
@@ -136,14 +146,16 @@ class ApacheLauncher(Launcher):
     profile: str = "apache"
     timeout_step_ms: int = 1000
     upstream_tls: ClassVar[UpstreamTlsSupport] = "trusts"
+    upstream_h2: ClassVar[bool] = True
 
     def render(self, settings: ProxySettings) -> str:
-        scheme = settings.scheme
+        scheme = SCHEMES[settings.h2, settings.tls is not None]
+        modules = (*MODULES, *(() if settings.tls is None else TLS_MODULES), *(H2_MODULES if settings.h2 else ()))
         return TEMPLATE.substitute(
             workdir=quotable(settings.workdir, "Apache"), listen=settings.listen,
             user=ROOT_USER if os.geteuid() == 0 else "",
             modules="\n".join(f"LoadModule {module}_module {MODULES_DIR}/mod_{module}.so"
-                              for module in (*MODULES, *(() if settings.tls is None else TLS_MODULES))),
+                              for module in modules),
             threads=THREADS, tls=_tls(settings.tls, settings.workdir),
             members="\n".join(f"    BalancerMember {scheme}://{server}" for server in settings.servers),
             routes="".join(f"ProxyPass {prefix} {scheme}://{server}{prefix}\n"

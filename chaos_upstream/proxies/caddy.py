@@ -42,6 +42,10 @@ Invariants of the generated configuration:
   is refused: `upstream_tls` "verifies".  A client certificate is presented either way
   (`tls_client_auth`).  `header_up Host {hostport}` keeps the client's Host, which Caddy 2.11
   replaces with the upstream's address for an HTTPS upstream.  A certificate refused is a 502.
+- Over TLS the transport's `versions` is `1.1` without `h2`: Caddy's default ("1.1 2") would
+  switch to HTTP/2 whenever the upstream's ALPN offers h2 (measured).  Under `h2` it is
+  `h2c 2` over plain TCP (prior knowledge) and `2` over TLS (ALPN h2 only); Caddy's defaults
+  otherwise (Go's HTTP/2 transport retries a refused or GOAWAY'd request without a body by itself).
 - A stop waits at most `grace_period` for requests in flight (Caddy's default is forever, after
   which the launcher would SIGKILL it).
 """
@@ -79,6 +83,15 @@ would also retry a GET after any other failure (a timeout, a reset): a 504 would
 No passive health check (`fail_duration`): with it, a fault of one scenario would mark upstreams
 down for the next ones, and a fleet that came back would be refused for the rest of the duration."""
 
+VERSIONS = {
+    (False, False): "",
+    (False, True): "\t\tversions 1.1 # HTTP/1.1 over TLS too: the default (1.1 2) takes h2 when ALPN offers it\n",
+    (True, False): "\t\tversions h2c 2 # HTTP/2 with prior knowledge (h2c) to a plain-TCP upstream\n",
+    (True, True): "\t\tversions 2 # HTTP/2 only, by ALPN h2\n",
+}
+"""By (`h2`, TLS): the transport's HTTP versions.  None written for plain HTTP/1.1, Caddy's default
+("1.1 2", which over plain TCP is HTTP/1.1 only)."""
+
 HOST = "\theader_up Host {hostport} # the client's Host: 2.11 sends the address to an HTTPS upstream\n"
 """Under TLS only: Caddy passes the client's Host to a plain-HTTP upstream by itself."""
 
@@ -111,7 +124,7 @@ $retries	transport http {
 		dial_timeout ${timeout_ms}ms # to establish the TCP connection to an upstream
 		response_header_timeout ${timeout_ms}ms # from the request sent to the end of the response head
 		read_timeout ${timeout_ms}ms # for each read from the upstream connection, body included
-$tls	}
+$versions$tls	}
 $host}
 
 # No host in the address: any Host header is served (a host would be a matcher).
@@ -151,10 +164,12 @@ class CaddyLauncher(Launcher):
     trust_pool: bool = True
     """Whether this build knows `tls_trust_pool` (2.10 and later); else `tls_trusted_ca_certs`."""
     upstream_tls: ClassVar[UpstreamTlsSupport] = "verifies"
+    upstream_h2: ClassVar[bool] = True
 
     def render(self, settings: ProxySettings) -> str:
         return TEMPLATE.substitute(
-            tls=self._tls(settings.tls), host="" if settings.tls is None else HOST,
+            tls=self._tls(settings.tls), versions=VERSIONS[settings.h2, settings.tls is not None],
+            host="" if settings.tls is None else HOST,
             workdir=quotable(settings.workdir, "caddy"), port=settings.listen_port,
             persist_config=PERSIST_CONFIG_OFF if self.persist_config else "",
             servers=" ".join(settings.servers),

@@ -43,6 +43,14 @@ and not the name), and TLSv1_3 as the maximum (Envoy's client stops at TLSv1_2 b
 Default: an empty context, which is Envoy's own default of checking nothing (no chain, no name, no
 expiry) and sending no SNI, over TLSv1_2: `upstream_tls` "trusts".  A client certificate is
 presented either way (`tls_certificates`).  A certificate refused is a failed connect: 503 (UF).
+Without `h2` the clusters' explicit `http_protocol_options` make Envoy offer ALPN `http/1.1` only,
+so an upstream offering h2 too still gets HTTP/1.1 (measured).
+
+Under `h2`, every cluster's `explicit_http_config` is `http2_protocol_options` instead: h2c with
+prior knowledge over plain TCP, and over TLS ALPN `h2` (which Envoy offers by itself for an HTTP/2
+cluster, with or without `alpn_protocols`).  Nothing else changes: no retry by default; deploy-safe's
+`refused-stream` condition then also retries a stream the upstream refused (RST_STREAM
+REFUSED_STREAM) or left above a GOAWAY's last-stream-id, which Envoy treats as refused.
 
 Envoy's own answers, which the `envoy` judging profile allows (access-log response flags,
 https://www.envoyproxy.io/docs/envoy/latest/configuration/observability/access_log/usage#config-access-log-format-response-flags;
@@ -168,13 +176,20 @@ CLUSTER = Template("""\
       envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
         "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
         explicit_http_config:
-          http_protocol_options: {}  # HTTP/1.1 to the upstreams, connections reused
+$protocol
 ${tls}    load_assignment:
       cluster_name: $name
       endpoints:
       - lb_endpoints:
 $endpoints
 """)
+
+
+PROTOCOL = {
+    False: "          http_protocol_options: {}  # HTTP/1.1 to the upstreams, connections reused",
+    True: "          http2_protocol_options: {}  # HTTP/2 to the upstreams: h2c (prior knowledge), or h2 by ALPN",
+}
+"""Per `h2`: the cluster's explicit upstream protocol (never `auto_config`, which would follow ALPN)."""
 
 
 @dataclass(frozen=True)
@@ -197,6 +212,7 @@ class EnvoyLauncher(Launcher):
     )
 
     upstream_tls: ClassVar[UpstreamTlsSupport] = "trusts"
+    upstream_h2: ClassVar[bool] = True
 
     def render(self, settings: ProxySettings) -> str:
         tls = _tls(settings.tls)
@@ -211,6 +227,7 @@ class EnvoyLauncher(Launcher):
             max_connections=MAX_CLIENT_CONNECTIONS, log_format=LOG_FORMAT,
             routes="".join(_routes(prefix, cluster, timeout, settings.variant) for prefix, cluster in targets),
             clusters="".join(CLUSTER.substitute(name=name, comment=comment, timeout=timeout, tls=tls,
+                                                protocol=PROTOCOL[settings.h2],
                                                 endpoints="\n".join(_endpoint(*address) for address in addresses))
                              for name, comment, addresses in clusters))
 

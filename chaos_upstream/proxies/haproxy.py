@@ -21,7 +21,12 @@ Invariants of the generated configuration:
   `upstream_tls` is "verifies".  `verify none` would be a choice to turn checking off, which is
   no one's default.  A client certificate is presented either way (`crt`, certificate and key in
   one file that the launcher writes in workdir).  A certificate refused means a failed connect to
-  HAProxy: 503 after its 3 retries, each after its 1 s turn-around (about 3 s).
+  HAProxy: 503 after its 3 retries, each after its 1 s turn-around (about 3 s).  HAProxy offers no
+  ALPN unless told (`alpn`), so an upstream offering h2 too still gets HTTP/1.1.
+- Under `h2`, every server line gets `proto h2` over plain TCP (h2c, prior knowledge) or `alpn h2`
+  over TLS (`proto h2` there would offer no ALPN and send the h2 preface regardless).  The retries
+  stay each variant's: HAProxy 2.6 has no `retry-on` condition for a refused stream alone (only
+  `all-retryable-errors`, which would also retry timeouts), so deploy-safe is unchanged.
 """
 
 from __future__ import annotations
@@ -93,9 +98,10 @@ class HaproxyLauncher(Launcher):
     )
 
     upstream_tls: ClassVar[UpstreamTlsSupport] = "verifies"
+    upstream_h2: ClassVar[bool] = True
 
     def render(self, settings: ProxySettings) -> str:
-        tls = _tls(settings.tls, settings.workdir)
+        tls = _tls(settings.tls, settings.workdir) + _h2(settings)
         return TEMPLATE.substitute(
             workdir=settings.workdir, listen=settings.listen,
             servers="\n".join(f"    server upstream{index} {server}{tls}"
@@ -128,3 +134,12 @@ def _tls(tls: UpstreamTls | None, workdir: Path) -> str:
     if tls.client_cert:
         options += f" crt {workdir / CLIENT_PEM}"
     return options
+
+
+def _h2(settings: ProxySettings) -> str:
+    """The HTTP/2 option of a server line: `proto h2` (prior knowledge) over plain TCP, `alpn h2`
+    over TLS (`proto h2` there would offer no ALPN at all); "" for HTTP/1.1, which HAProxy speaks
+    by default and, offering no ALPN, keeps over TLS too."""
+    if not settings.h2:
+        return ""
+    return " proto h2" if settings.tls is None else " alpn h2"

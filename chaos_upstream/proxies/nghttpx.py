@@ -39,6 +39,9 @@ first column):
   the system's store and the name against the backend's host, so a private CA is refused:
   `upstream_tls` "verifies".  A client certificate (`client-cert-file`, `client-private-key-file`,
   global too) is presented either way.  A certificate refused is a 502.
+- Under `h2`, every `backend` has `proto=h2` instead of `proto=http/1.1`: h2c with prior knowledge
+  over plain TCP, ALPN `h2` over TLS (with `proto=http/1.1` nghttpx offers ALPN `http/1.1` only).
+  Nothing else changes: nghttpx retries no refused or GOAWAY'd stream.
 - nghttpx has no configuration-test mode (nghttp2 issue #1071, asked for in 2017).  The check runs
   it with an empty configuration file (`--conf=/dev/null`), then a first frontend on a UNIX socket
   that cannot exist, then the configuration (`--include`): nghttpx parses and processes all of it
@@ -113,11 +116,14 @@ $backoff$tls
 $servers$routes""")
 
 
-def _backend(host: str, port: int, tls: UpstreamTls | None, pattern: str = "") -> str:
+def _backend(host: str, port: int, settings: ProxySettings, pattern: str = "") -> str:
     """A `backend` line (host and port apart, an IPv6 literal without brackets) after a comment
-    naming the address as `host:port`; with `;tls` (and `;sni=` when verified) under `tls`."""
+    naming the address as `host:port`; `proto=h2` under `h2`, else `proto=http/1.1`; with `;tls`
+    (and `;sni=` when verified) under `tls`."""
+    tls = settings.tls
     params = "" if tls is None else ";tls" + (f";sni={tls.server_name}" if tls.verify else "")
-    return f"# {host_port(host, port)}\nbackend={host},{port};{pattern};proto=http/1.1{params}\n"
+    proto = "h2" if settings.h2 else "http/1.1"
+    return f"# {host_port(host, port)}\nbackend={host},{port};{pattern};proto={proto}{params}\n"
 
 
 def _tls(tls: UpstreamTls | None) -> str:
@@ -151,13 +157,14 @@ class NghttpxLauncher(Launcher):
     )
 
     upstream_tls: ClassVar[UpstreamTlsSupport] = "verifies"
+    upstream_h2: ClassVar[bool] = True
 
     def render(self, settings: ProxySettings) -> str:
         tls = settings.tls
         return TEMPLATE.substitute(
             workdir=settings.workdir, port=settings.listen_port, tls=_tls(tls),
-            servers="".join(_backend(host, port, tls) for host, port in settings.upstreams),
-            routes="".join(f"\n# {prefix}: a connection-level scenario's own port\n{_backend(*address, tls, prefix)}"
+            servers="".join(_backend(host, port, settings) for host, port in settings.upstreams),
+            routes="".join(f"\n# {prefix}: a connection-level scenario's own port\n{_backend(*address, settings, prefix)}"
                            for prefix, address in settings.routes),
             backoff=BACKOFF[settings.variant], timeout_ms=settings.proxy_timeout_ms,
             client_timeout_s=settings.client_timeout_s)

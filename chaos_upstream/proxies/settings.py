@@ -121,6 +121,9 @@ class ProxySettings:
     client_timeout_s: int = CLIENT_TIMEOUT_S
     tls: UpstreamTls | None = None
     """TLS to every upstream and every route's address alike; None: plain HTTP."""
+    h2: bool = False
+    """HTTP/2 to every upstream and every route's address alike (h2c without `tls`, h2 by ALPN with
+    it); False: HTTP/1.1, over TLS too."""
 
     @property
     def scheme(self) -> str:

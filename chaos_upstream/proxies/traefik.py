@@ -67,6 +67,8 @@ class TraefikLauncher(Launcher):
     upstream_tls: ClassVar[UpstreamTlsSupport] = "verifies"
     """TLS to the upstream is the servers transport's (see `traefik_config`): by default the chain
     against the system's roots and the name."""
+    upstream_h2: ClassVar[bool] = True
+    """h2c:// server URLs, or https:// with HTTP/2 left on (see `traefik_config`)."""
 
     def render(self, settings: ProxySettings) -> str:
         return static(settings)

@@ -30,6 +30,11 @@ Invariants of the generated configuration:
   system's roots and the name against the URL's host, so a private CA is refused.  A client
   certificate is presented either way (`certificates`).  A certificate refused is a 500 (Go's TLS
   error is not one of the network errors Traefik answers 502).
+- Under `tls` without `h2` the servers transport has `disableHTTP2: true`: Traefik's default would
+  switch to HTTP/2 whenever the upstream's ALPN offers h2 (measured).  Under `h2` the
+  server URLs are h2c:// over plain TCP (prior knowledge), and over TLS https:// with HTTP/2 left
+  on: Traefik offers ALPN `h2,http/1.1` and has no setting to offer h2 alone, so h2 is certain
+  only against an upstream that chooses it (chaos-upstream's `serve --tls` does).
 - Client-side timeouts are generous (`respondingTimeouts` read and idle); there is no write
   timeout, which in Go's server is a total deadline on the whole response.
 - The access log (Common Log Format plus router, server and duration) goes to stdout; Traefik's
@@ -155,7 +160,7 @@ $middlewares
         readTimeout: ${timeout_ms}ms  # between two reads from the upstream, head and body alike
         writeTimeout: ${timeout_ms}ms  # between two writes of the request to the upstream
         idleConnTimeout: 90s  # Traefik's default; readTimeout ends an idle pooled connection after T
-$tls""")
+$tls$http1""")
 
 
 def _quoted(text: str) -> str:
@@ -168,6 +173,17 @@ def _rule_path(prefix: str) -> str:
     if "`" in prefix:
         raise ValueError(f"traefik cannot be given a route prefix containing a backquote: {prefix!r}")
     return prefix
+
+
+HTTP1_OVER_TLS = ("      # HTTP/1.1 over TLS too: Go's transport would take h2 when the upstream's ALPN offers it.\n"
+                  "      disableHTTP2: true\n")
+"""Under `tls` without `h2` only: over plain TCP Traefik speaks HTTP/2 only to an h2c:// URL."""
+
+
+def _scheme(settings: ProxySettings) -> str:
+    """The servers' URL scheme: https under `tls` (HTTP/2 by ALPN under `h2` too: Traefik offers
+    h2 and http/1.1, the upstream chooses), else h2c (prior knowledge) under `h2`, else http."""
+    return "h2c" if settings.h2 and settings.tls is None else settings.scheme
 
 
 def _server(address: str, scheme: str) -> str:
@@ -202,8 +218,8 @@ def dynamic(settings: ProxySettings) -> str:
     return DYNAMIC_TEMPLATE.substitute(
         ready_path=READY_PATH, ready_priority=READY_PRIORITY,
         retry=RETRY[settings.variant], middlewares=RETRY_MIDDLEWARE[settings.variant],
-        servers="\n".join(_server(server, settings.scheme) for server in settings.servers),
-        tls=_tls(settings.tls),
+        servers="\n".join(_server(server, _scheme(settings)) for server in settings.servers),
+        tls=_tls(settings.tls), http1=HTTP1_OVER_TLS if settings.tls is not None and not settings.h2 else "",
         route_routers="".join(
             f"    route{index}:  # a connection-level scenario's own port\n"
             f"      rule: {_quoted(f'PathPrefix(`{_rule_path(prefix)}`)')}\n"
@@ -216,6 +232,6 @@ def dynamic(settings: ProxySettings) -> str:
             f"      loadBalancer:\n"
             f"        passHostHeader: true\n"
             f"        serversTransport: upstream\n"
-            f"        servers:\n{_server(server, settings.scheme)}\n"
+            f"        servers:\n{_server(server, _scheme(settings))}\n"
             for index, (_, server) in enumerate(settings.routed)),
         timeout_ms=settings.proxy_timeout_ms)

@@ -29,11 +29,10 @@ from chaos_upstream.server import timers
 from chaos_upstream.server.reading import CONTINUE, Head, RequestReader
 from chaos_upstream.server.transport import Transport
 from chaos_upstream.server.wire import Execution, Wire, execute
-from chaos_upstream.tls.opening import Refused, tls_fields
+from chaos_upstream.server.h2_session import PREFACE, H2Session, begins_preface
+from chaos_upstream.tls.opening import Opened, Refused, tls_fields
 
 if TYPE_CHECKING:
-    from chaos_upstream.tls.opening import Opened
-
     from chaos_upstream.server.upstream import Upstream
 
 
@@ -51,6 +50,8 @@ class Live:
     draining: bool = False
     """Close once the current response is out."""
     killed: bool = False
+    on_drain: Callable[[], None] | None = None
+    """What drain() calls instead of cancelling an idle connection (HTTP/2: a GOAWAY, then close)."""
 
 
 Opening = Callable[[], Awaitable["Opened | Refused"]]
@@ -64,7 +65,7 @@ class Connection:
     """One connection of an upstream: its wire, its number, its entry in `upstream.live`.
     `serve()` serves it until it ends, then closes and journals it."""
 
-    __slots__ = ("upstream", "stream", "transport", "wire", "conn", "live", "requests", "opening", "tls", "scenario")
+    __slots__ = ("upstream", "stream", "transport", "wire", "conn", "live", "requests", "opening", "tls", "scenario", "h2")
 
     def __init__(self, upstream: Upstream, stream: trio.abc.Stream, transport: Transport, opening: Opening | None = None) -> None:
         """`opening`, for a TLS listener: what turns the accepted socket into a TLS session (or ends
@@ -77,6 +78,8 @@ class Connection:
         self.tls: Opened | Refused | None = None
         self.scenario: str | None = None
         """The scenario of every request that names none, when the TLS client's SNI named it."""
+        self.h2: H2Session | None = None
+        """The HTTP/2 session, once the connection speaks HTTP/2."""
 
     async def serve(self) -> None:
         upstream, stats, wire = self.upstream, self.upstream.stats, self.wire
@@ -111,6 +114,7 @@ class Connection:
                 t=started, conn=conn, **upstream.tag, peer=peer, ended=ended, requests=self.requests,
                 t_end=round(upstream.now(), 6), bytes_in=wire.bytes_in, bytes_out=wire.bytes_out,
                 **({} if self.tls is None else tls_fields(self.tls, self.wire.peer_left)),
+                **({} if self.h2 is None else self.h2.facts()),
             ))
 
     async def _open(self, opening: Opening) -> bool:
@@ -146,7 +150,14 @@ class Connection:
         """
         live, wire, default_timeout = self.live, self.wire, self.upstream.settings.idle_timeout
         leftover, timeout = b"", default_timeout
-        while not live.draining:
+        if isinstance(self.tls, Opened) and self.tls.facts.alpn == "h2":
+            return await self._http2(b"", "h2")
+        ended, leftover = await self._first_bytes()
+        if ended:
+            return ended
+        if begins_preface(leftover):
+            return await self._http2(leftover, "h2c" if self.tls is None else "h2")
+        while leftover or not live.draining:  # bytes read are a request begun: it is served, drain or not
             reader = RequestReader(wire, leftover, self.upstream.heads)
             ended = await self._reading(timeout, reader.read_head, idle=not leftover)
             if ended or reader.head is None:
@@ -161,6 +172,26 @@ class Connection:
             timeout = execution.idle_close if execution.idle_close is not None else default_timeout
         await wire.close()
         return "drained"
+
+    async def _first_bytes(self) -> tuple[str | None, bytes]:
+        """The connection's first bytes, as many as tell the HTTP/2 preface from a request (or how
+        the connection ended first)."""
+        received = b""
+
+        async def more() -> None:
+            nonlocal received
+            while True:
+                data = await self.wire.receive()
+                received += data
+                if not data or len(received) >= len(PREFACE) or not begins_preface(received):
+                    return
+
+        ended = await self._reading(self.upstream.settings.idle_timeout, more, idle=True)
+        return (ended or (None if received else "peer-closed")), received
+
+    async def _http2(self, received: bytes, protocol: str) -> str:
+        self.h2 = H2Session(self, received, protocol)
+        return await self.h2.serve()
 
     async def _reading(self, timeout: float, read: Callable[[], Awaitable[object]], *, idle: bool = False) -> str | None:
         """Run `read`, a part of reading a request, within `timeout` seconds (past them the timer
@@ -215,6 +246,10 @@ class Connection:
             await self._refuse(404, f"no scenario named {choice.name!r}", partial(RequestRecord, **fields, rule=None))
             return Execution(ended="closed")
         scenario = upstream.catalogue.get(choice.name)
+        if scenario.http2:
+            reason = f"scenario {choice.name} is HTTP/2 only: have the proxy speak HTTP/2 to the upstream (h2c or h2)"
+            await self._refuse(505, reason, partial(RequestRecord, **head, t=round(upstream.now(), 6), rule=None))
+            return Execution(ended="closed")
         waiting = reader.awaits_continue()
         if waiting or not reader.complete:  # a GET's whole "body" came with its head: nothing to wait for
             body = partial(_read_body, self.wire, reader, scenario, head, waiting)
@@ -227,7 +262,7 @@ class Connection:
         info = RequestInfo(
             method=request.method, target=request.target, headers=request.headers,
             keep_alive=reader.complete and request.keeps_alive,  # a body left unread leaves the connection unusable
-            on_connection=count, ordinal=upstream.stats.requests[choice.name], path=choice.path,
+            on_connection=count, ordinal=upstream.stats.requests[choice.name], path=choice.path, attempt=upstream.attempt(request.probe),
         )
         plan = upstream.plans.plan(scenario, info, upstream.rng, settings.timing, upstream.catalogue.get)
         if scenario.request_body == "record":
@@ -243,9 +278,13 @@ class Connection:
         plan = upstream.plans.plan(scenario, None, upstream.rng, upstream.settings.timing, upstream.catalogue.get)
         return (await self._run(AcceptRecord, plan, started, fields)).ended
 
-    async def _run(self, kind: type[RequestRecord | AcceptRecord], plan: planner.Plan, started: float, fields: dict[str, Any]) -> Execution:
-        """Execute `plan` and journal a `kind` of record with `fields` and what was done, even when
-        cut short (while it runs, readers of running records see what was done so far).
+    async def _run(
+        self, kind: type[RequestRecord | AcceptRecord], plan: planner.Plan, started: float, fields: dict[str, Any],
+        run: Callable[[Execution], Awaitable[None]] | None = None,
+    ) -> Execution:
+        """Execute `plan` (on the wire; or with `run`, an HTTP/2 stream's executor) and journal a
+        `kind` of record with `fields` and what was done, even when cut short (while it runs,
+        readers of running records see what was done so far).
 
         Strategy: the record is made once, at the end, from `fields` and the plan: a held request
         keeps one small dict (at most ten entries), not a running record object or partials of one."""
@@ -253,7 +292,7 @@ class Connection:
         execution = Execution()
         upstream.journal.begin(id(execution), partial(_record, kind, fields, plan, execution.log, running=True))
         try:
-            await execute(plan, self.wire, started, upstream.now, execution)
+            await (run or partial(execute, plan, self.wire, started, upstream.now))(execution)
         finally:
             ended = "cancelled" if execution.ended == "running" else execution.ended
             duration = round(trio.current_time() - started, 6)

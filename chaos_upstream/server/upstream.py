@@ -36,6 +36,9 @@ IDLE_TIMEOUT = 120.0
 read: longer than nginx's (60 s) and HAProxy's usual upstream keep-alive, so it is the proxy, never
 us, that closes an idle connection unless a scenario says otherwise."""
 
+ATTEMPTS_KEPT = 10_000
+"""Probe ids whose attempts an upstream counts (the oldest forgotten first): ~1 MiB at most."""
+
 GRACE = 5.0
 """Seconds in-flight connections get to finish after a stop (SIGTERM) before they are cut."""
 
@@ -140,6 +143,17 @@ class Upstream:
         self.live: dict[int, Live] = {}
         """Open connections by number, for drain(), kill() and the stall reaper."""
         self._accept_scope = trio.CancelScope()
+        self._attempts: dict[str, int] = {}
+
+    def attempt(self, probe: str | None) -> int:
+        """The ordinal of a request carrying the probe id `probe` among those that did (1 without
+        one): a proxy's retry of a probe is its attempt 2. The last ATTEMPTS_KEPT ids are counted."""
+        if probe is None:
+            return 1
+        count = self._attempts[probe] = self._attempts.pop(probe, 0) + 1
+        if len(self._attempts) > ATTEMPTS_KEPT:
+            del self._attempts[next(iter(self._attempts))]
+        return count
 
     def now(self) -> float:
         """Seconds since the origin (the upstream's start, unless its settings give one): the journal's clock."""
@@ -198,7 +212,9 @@ class Upstream:
         self.stop()
         for live in self.live.values():
             live.draining = True
-            if live.idle and not live.transport.pending():
+            if live.on_drain is not None:
+                live.on_drain()
+            elif live.idle and not live.transport.pending():
                 live.scope.cancel()
 
     def kill(self) -> None:

@@ -1,7 +1,7 @@
 """Server-side ssl.SSLContext objects: the upstream's own, and one per TLS fault a context makes
 (a certificate fault, the protocol mismatch, mTLS required).
 
-Invariants: every context offers ALPN http/1.1 only; a context that requires a client certificate
+Invariants: every context offers ALPN h2 then http/1.1; a context that requires a client certificate
 verifies it against the client CA it was given. A context is chosen before the handshake, from the
 scenario the ClientHello's SNI names (tls/opening.py): OpenSSL's own switch inside the handshake
 (the SNI callback) could change the certificate presented, but not the protocol versions or the
@@ -15,8 +15,8 @@ import warnings
 
 from chaos_upstream.tls.material import Identity, Material
 
-ALPN = ("http/1.1",)
-"""The upstream speaks HTTP/1.1 only: a proxy offering h2 first must fall back, as against nginx."""
+ALPN = ("h2", "http/1.1")
+"""The upstream speaks HTTP/2 to a proxy that offers h2, HTTP/1.1 to any other."""
 
 MISMATCH_VERSIONS = (ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1)
 """TLS 1.0 and 1.1 only: deprecated by RFC 8996, off by default in every current proxy."""
@@ -32,7 +32,7 @@ CLIENT_CERTIFICATE_REQUIRED = "client-certificate-required"
 
 
 def server_context(identity: Identity, *, client_ca: bytes | None = None) -> ssl.SSLContext:
-    """A server context presenting `identity` with ALPN http/1.1; requiring a client certificate
+    """A server context presenting `identity` with ALPN h2 and http/1.1; requiring a client certificate
     signed by `client_ca` (PEM) when one is given."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     identity.install(context)

@@ -36,6 +36,7 @@ from chaos_upstream.model.catalogue import Catalogue
 from chaos_upstream.model.durations import Timing
 from chaos_upstream.model.scenario import Scenario
 from chaos_upstream.model.steps import Headers
+from chaos_upstream.plan.h2_planner import no_equivalent
 from chaos_upstream.plan.selection import route_prefix
 from chaos_upstream.verifier.attempts import Journal
 from chaos_upstream.verifier.classify import STATUS, Observation
@@ -128,13 +129,22 @@ class Report:
 
 
 
-def left_out(scenario: Scenario, ports: Collection[str] = (), members: int = 1, tls: bool = False) -> Skipped | None:
+def left_out(
+    scenario: Scenario, ports: Collection[str] = (), members: int = 1, tls: bool = False, http2: bool = False
+) -> Skipped | None:
     """Why `check` cannot exercise the scenario, or None when it can: a request-level one always
-    can, a connection-level one when it has a port of its own (named in `ports`), a timeline when
-    the fleet has `min_members`, a TLS one (`tls`) when the upstream serves TLS."""
+    can (through a proxy speaking HTTP/2 to the upstream, `http2`, when it has an HTTP/2
+    equivalent), a connection-level one when it has a port of its own (named in `ports`), a
+    timeline when the fleet has `min_members`, a TLS one (`tls`) when the upstream serves TLS, an
+    HTTP/2 one when the proxy speaks HTTP/2 to it."""
     if scenario.tls is not None and not tls:
         need = "needs TLS: pass --tls, and have the proxy speak TLS to the upstream"
         return Skipped(scenario.name, need, "each " + need)
+    if scenario.http2_only and not http2:
+        need = "needs HTTP/2: pass --h2, and have the proxy speak HTTP/2 to the upstream (h2c, or h2 with --tls)"
+        return Skipped(scenario.name, need, "each " + need)
+    if http2 and (missing := no_equivalent(scenario)) is not None:
+        return Skipped(scenario.name, f"has no HTTP/2 equivalent: {missing}", "each has no HTTP/2 equivalent (see docs/http2.md)")
     if scenario.timeline:
         if members >= scenario.min_members:
             return None
@@ -149,31 +159,33 @@ def left_out(scenario: Scenario, ports: Collection[str] = (), members: int = 1, 
 
 
 def choose_scenarios(
-    catalogue: Catalogue, only: Sequence[str], ports: Collection[str] = (), members: int = 1, tls: bool = False
+    catalogue: Catalogue, only: Sequence[str], ports: Collection[str] = (), members: int = 1, tls: bool = False,
+    http2: bool = False,
 ) -> list[Scenario]:
     """The scenarios to check: those named by --only (in that order; one that cannot be checked is
     a ConfigError naming the option that would allow it), else every one that can be."""
     if not only:
-        return [scenario for scenario in catalogue if left_out(scenario, ports, members, tls) is None]
+        return [scenario for scenario in catalogue if left_out(scenario, ports, members, tls, http2) is None]
     unknown = [name for name in only if name not in catalogue]
     if unknown:
         raise ConfigError(f"--only: no scenario named {unknown[0]!r}")
     chosen = [catalogue.get(name) for name in only]
     for scenario in chosen:
-        skipped = left_out(scenario, ports, members, tls)
+        skipped = left_out(scenario, ports, members, tls, http2)
         if skipped is not None:
             raise ConfigError(f"--only: {scenario.name!r} {skipped.reason}")
     return chosen
 
 
 def unchecked(
-    catalogue: Catalogue, only: Sequence[str], ports: Collection[str] = (), members: int = 1, tls: bool = False
+    catalogue: Catalogue, only: Sequence[str], ports: Collection[str] = (), members: int = 1, tls: bool = False,
+    http2: bool = False,
 ) -> list[Skipped]:
     """The catalogue's scenarios that `choose_scenarios` leaves out without being asked to (none
     under --only, where the user chose), each with the option that would include it."""
     if only:
         return []
-    return [skipped for scenario in catalogue if (skipped := left_out(scenario, ports, members, tls)) is not None]
+    return [skipped for scenario in catalogue if (skipped := left_out(scenario, ports, members, tls, http2)) is not None]
 
 
 async def check(

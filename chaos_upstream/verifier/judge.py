@@ -15,12 +15,12 @@ proxy never timed out).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from chaos_upstream.model.durations import Timing
 from chaos_upstream.model.scenario import RELAYED, RFC, Outcome, Relay, Scenario
 from chaos_upstream.plan.actions import Response
 from chaos_upstream.plan.sent import longest_silence, sent
-from chaos_upstream.records import Attempt
+from chaos_upstream.records import ActionRecord, Attempt, RequestRecord
 from chaos_upstream.verifier.classify import ABORTED, CLOSED, MALFORMED, RESET, STATUS, TIMEOUT, Observation
 from chaos_upstream.verifier.relay import describe_relayed, quoted, relay_note, relay_problems
 
@@ -75,7 +75,52 @@ def judge(
 ) -> Verdict:
     """The verdict on one probe of `scenario`.  With `attempts` None (no journal to ask, as in a load
     test without the admin API) it rests on what the client saw alone: the checks that need the
-    journal (never reached, replayed, masked truncation) are not made."""
+    journal (never reached, replayed, masked truncation) are not made. Over HTTP/2 its reason ends
+    with the frames the upstream sent on each attempt's stream (`frames_sent`)."""
+    verdict = _judge(scenario, observation, attempts, method=method, profile=profile, timing=timing)
+    sent_frames = frames_sent(attempts or [])
+    return replace(verdict, reason=f"{verdict.reason}; {sent_frames}") if sent_frames else verdict
+
+
+def frames_sent(attempts: list[Attempt]) -> str:
+    """What the upstream sent on the HTTP/2 streams of the attempts, from their journal records:
+    "on its HTTP/2 stream the upstream sent RST_STREAM(REFUSED_STREAM), then (attempt 2) HEADERS
+    200, DATA 24 B + END_STREAM"; "" when no attempt came over HTTP/2."""
+    streams = [attempt for attempt in attempts if isinstance(attempt, RequestRecord) and attempt.stream is not None]
+    if not streams:
+        return ""
+    told = [", ".join(_frame(action) for action in attempt.actions if action.do != "wait") or "nothing" for attempt in streams]
+    if len(told) == 1:
+        return f"on its HTTP/2 stream the upstream sent {told[0]}"
+    return "over HTTP/2 the upstream sent " + ", then ".join(f"(attempt {n}) {text}" for n, text in enumerate(told, 1))
+
+
+def _frame(action: ActionRecord) -> str:
+    """A journaled HTTP/2 action in the RFC's words: "rst-stream INTERNAL_ERROR" -> "RST_STREAM(INTERNAL_ERROR)"."""
+    words = action.do.split()
+    name, rest = words[0], words[1:]
+    if name in ("rst-stream", "goaway"):
+        code = rest[0]
+        last = f", last-stream-id {rest[-1]}" if name == "goaway" else ""
+        return f"{name.upper().replace('-', '_')}({code}{last})"
+    if name == "data":
+        return f"DATA {action.bytes} B" + (" + END_STREAM" if rest else "")
+    if name in ("headers", "trailers"):
+        return (f"HEADERS {rest[0]}" if name == "headers" else "trailer HEADERS") + (" + END_STREAM" if "end-stream" in rest else "")
+    if name == "frame":
+        return f"a frame of type {rest[1]} on stream {rest[-1]}"
+    return {"close": "a close of the connection", "reset": "a TCP reset", "hang": "nothing for a while, then RST_STREAM(CANCEL)"}.get(name, name)
+
+
+def _judge(
+    scenario: Scenario,
+    observation: Observation,
+    attempts: list[Attempt] | None,
+    *,
+    method: str,
+    profile: str,
+    timing: Timing,
+) -> Verdict:
     outcomes = scenario.expect.for_profile(profile)
     expected = describe_outcomes(outcomes, scenario.expect.relay)
     joined, attempts = attempts is not None, attempts or []

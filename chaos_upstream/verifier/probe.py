@@ -204,7 +204,7 @@ def outgoing(
 
 def probe_defaults(scenario: Scenario, method: str | None, body: bytes | None) -> tuple[str, bytes]:
     """The method and body of a probe: the scenario's own (`probes:`; a GET with no body) unless given."""
-    return method or scenario.probes.method, scenario.probes.body.encode("latin-1") if body is None else body
+    return method or scenario.probes.method, scenario.probes.content if body is None else body
 
 
 @dataclass(frozen=True)

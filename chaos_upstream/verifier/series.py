@@ -105,7 +105,7 @@ async def probe_series(
     """Probe `scenario` with its stream (`probes.every`), playing its timeline on `members` once they
     are in rotation (waiting at most `rotation_limit` seconds)."""
     assert scenario.probes.every is not None, "a stream needs probes.every"
-    method, body = scenario.probes.method, scenario.probes.body.encode("latin-1")
+    method, body = scenario.probes.method, scenario.probes.content
     size = len(members or ())
     enough = not scenario.timeline or size >= scenario.min_members
     changes = schedule(scenario, size, timing) if scenario.timeline and enough else []

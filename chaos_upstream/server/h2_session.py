@@ -1,0 +1,391 @@
+"""Serving HTTP/2 on a connection (h2c after its preface, h2 after ALPN): the `h2` library keeps the
+protocol's state; frames it would refuse to send (RST_STREAM on a closed stream, GOAWAY kept apart
+from its state, any raw frame) are written as exact bytes, in order with its own.
+
+Each request's stream is a task: its scenario is chosen from its headers, its plan (plan.h2_planner)
+runs once its body has come, and its record (a request record with its stream id) is journaled as
+over HTTP/1.1. Invariants: every write goes out whole and in the order it was made (one lock, taken
+in order); a stream the peer resets, or a connection that ends, ends every plan on it and journals it
+with how; a peer breaking the protocol gets GOAWAY(PROTOCOL_ERROR) and loses only its connection; a
+stream past a GOAWAY we sent is refused (RST_STREAM(REFUSED_STREAM)), never served.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import trio
+
+from chaos_upstream.errors import PeerGone
+from chaos_upstream.model.h2_steps import ERROR_CODES
+from chaos_upstream.plan.actions import Close, Hang, Plan, Reset, Wait
+from chaos_upstream.plan.h2_actions import Data, Frame, GoAway, Headers, RstStream, Trailers
+from chaos_upstream.plan.h2_planner import plan_h2
+from chaos_upstream.plan.h2_translate import NoEquivalent
+from chaos_upstream.plan.request import RequestInfo, header, request_path
+from chaos_upstream.plan.selection import PROBE_HEADER, SCENARIO_HEADER, choose
+from chaos_upstream.records import ActionRecord, RequestRecord
+from chaos_upstream.server import timers
+from chaos_upstream.server.wire import Execution
+
+if TYPE_CHECKING:
+    from chaos_upstream.server.connection import Connection
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+"""The client connection preface (RFC 9113 §3.4): what tells h2c from HTTP/1.1 on one port."""
+
+CONFIG = h2.config.H2Configuration(
+    client_side=False, header_encoding=None, validate_outbound_headers=False, normalize_outbound_headers=False,
+)
+"""A server that sends the fields its scenarios give as they are (upper case, connection-specific)."""
+
+CODE_NAMES = {code: name for name, code in ERROR_CODES.items()}
+RECORD_BODY = 64 * 1024
+"""Bytes of a request body kept in the journal when a scenario records bodies (as over HTTP/1.1)."""
+
+
+def begins_preface(data: bytes) -> bool:
+    """Whether `data`, the first bytes of a connection, are (the start of) the HTTP/2 preface."""
+    return PREFACE.startswith(data[:24]) and bool(data)
+
+
+def code_name(code: int) -> str:
+    return CODE_NAMES.get(code, f"0x{code:x}")
+
+
+def frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
+    """One frame's bytes: its 9-octet header (RFC 9113 §4.1), then the payload."""
+    return struct.pack(">I", len(payload))[1:] + struct.pack(">BBI", kind, flags, stream & 0x7FFFFFFF) + payload
+
+
+@dataclass(eq=False)
+class _Stream:
+    """A request's stream while its task runs."""
+
+    id: int
+    fields: dict[str, Any]
+    """Its request record's fields (body_bytes and the body grow as DATA comes)."""
+    stall: bool = False
+    """Never open its flow-control window (the scenario's `request_window: stall`)."""
+    record: bool = False
+    complete: trio.Event = field(default_factory=trio.Event)
+    """Its request has ended (END_STREAM): its plan may run."""
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    gone: str = ""
+    """How it ended from outside its plan (the peer's RST_STREAM, the connection's end)."""
+    body: bytearray = field(default_factory=bytearray)
+
+    def end(self, how: str) -> None:
+        self.gone = self.gone or how
+        self.scope.cancel()
+
+
+class H2Session:
+    """HTTP/2 on one connection of `Connection`: `serve()` until it ends; how it ended."""
+
+    def __init__(self, connection: Connection, received: bytes, protocol: str) -> None:
+        self.connection = connection
+        self.received = received
+        self.protocol = protocol
+        """h2c (plain, prior knowledge) or h2 (TLS)."""
+        self.h2 = h2.connection.H2Connection(CONFIG)
+        self.streams: dict[int, _Stream] = {}
+        self.highest = 0
+        """The highest stream id the peer opened."""
+        self.goaway: str | None = None
+        """The GOAWAY we sent: its code and last-stream-id, as the connection record says it."""
+        self.goaway_last: int | None = None
+        self.peer_goaway: str | None = None
+        self.ended: str | None = None
+        """How a plan ended the whole connection (closed, reset), or a protocol error."""
+        self.draining = False
+        self._lock = trio.Lock()
+        self._window = trio.Event()
+        self._scope = trio.CancelScope()
+
+    def facts(self) -> dict[str, Any]:
+        """The connection record's HTTP/2 fields."""
+        return {"protocol": self.protocol, "goaway": self.goaway, "peer_goaway": self.peer_goaway}
+
+    async def serve(self) -> str:
+        connection = self.connection
+        self.h2.initiate_connection()
+        connection.live.on_drain = self.drain
+        ended = "peer-closed"
+        try:
+            async with trio.open_nursery() as self.nursery:
+                with self._scope:
+                    ended = await self._read()
+                for stream in list(self.streams.values()):
+                    stream.end(self.ended or ended)
+        finally:
+            connection.live.on_drain = None
+        return self.ended or ended
+
+    async def _read(self) -> str:
+        """Read frames until the peer leaves (how it left) or a plan ends the connection."""
+        data, connection = self.received, self.connection
+        try:
+            await self._write()
+            return await self._read_on(data)
+        except PeerGone as gone:
+            return f"peer-{gone.how}"
+
+    async def _read_on(self, data: bytes) -> str:
+        connection = self.connection
+        while True:
+            if data:
+                if not await self._receive(data):
+                    return self.ended or "h2-protocol-error"
+            if self.streams:
+                data = await connection.wire.receive()
+            else:  # idle: the idle timeout and a drain may end the wait
+                ended = await connection._reading(connection.upstream.settings.idle_timeout, self._receive_idle, idle=True)
+                if ended:
+                    return ended
+                data = self.received
+            if not data:
+                return "peer-closed"
+
+    async def _receive_idle(self) -> None:
+        self.received = await self.connection.wire.receive()
+
+    async def _receive(self, data: bytes) -> bool:
+        """Hand `data` to the protocol and act on its events; False when the peer broke the protocol
+        (answered with GOAWAY)."""
+        try:
+            events = self.h2.receive_data(data)
+        except h2.exceptions.ProtocolError as exc:
+            code = getattr(exc, "error_code", None) or ERROR_CODES["PROTOCOL_ERROR"]
+            self.goaway = f"{code_name(code)} last-stream {self.highest}"
+            self.ended = f"h2-protocol-error: {exc}"
+            await self._write(frame(7, 0, 0, struct.pack(">II", self.highest, code)))
+            await self.connection.wire.close()
+            return False
+        for event in events:
+            self._event(event)
+        await self._write()
+        return True
+
+    def _event(self, event: h2.events.Event) -> None:
+        stream = self.streams.get(getattr(event, "stream_id", 0) or 0)
+        if isinstance(event, h2.events.RequestReceived):
+            self._request(event)
+        elif isinstance(event, h2.events.DataReceived):
+            self._data(stream, event)
+        elif isinstance(event, h2.events.StreamEnded) and stream is not None:
+            stream.complete.set()
+        elif isinstance(event, h2.events.StreamReset) and stream is not None:
+            stream.end(f"peer-rst-stream {code_name(event.error_code)}")
+        elif isinstance(event, (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)):
+            self._window.set()
+            self._window = trio.Event()
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            self.peer_goaway = f"{code_name(event.error_code)} last-stream {event.last_stream_id}"
+
+    def _data(self, stream: _Stream | None, event: h2.events.DataReceived) -> None:
+        size = event.flow_controlled_length
+        if stream is None or stream.stall:
+            self.h2.increment_flow_control_window(size)  # the connection's window only
+        else:
+            self.h2.acknowledge_received_data(size, event.stream_id)
+        if stream is not None:
+            stream.fields["body_bytes"] += len(event.data)
+            if stream.record and len(stream.body) < RECORD_BODY:
+                stream.body += event.data[: RECORD_BODY - len(stream.body)]
+                stream.fields["body"] = stream.body.decode("latin-1")
+
+    def _request(self, event: h2.events.RequestReceived) -> None:
+        """A new stream: choose its scenario and plan, and start its task (or answer it at once)."""
+        connection, upstream, sid = self.connection, self.connection.upstream, event.stream_id
+        self.highest = max(self.highest, sid)
+        if self.goaway_last is not None and sid > self.goaway_last:
+            self.h2.reset_stream(sid, ERROR_CODES["REFUSED_STREAM"])
+            return
+        pseudo = {name.decode("latin-1"): value.decode("latin-1") for name, value in event.headers if name.startswith(b":")}
+        headers = tuple((name.decode("latin-1"), value.decode("latin-1")) for name, value in event.headers if not name.startswith(b":"))
+        method, target = pseudo.get(":method", ""), pseudo.get(":path", "")
+        connection.requests += 1
+        settings = upstream.settings
+        choice = choose(request_path(target), header(headers, SCENARIO_HEADER), active=connection.scenario or upstream.active,
+                        mix=settings.mix, default=settings.default, rng=upstream.rng)
+        probe = header(headers, PROBE_HEADER)
+        fields = {
+            "t": round(upstream.now(), 6), "conn": connection.conn, **upstream.tag, "seq": connection.requests, "stream": sid,
+            "method": method, "target": target, "scenario": choice.name, "chosen_by": choice.source, "probe": probe, "body_bytes": 0,
+        }
+        scenario = upstream.catalogue.find(choice.name)
+        if scenario is None:
+            self._refuse(sid, 404, f"no scenario named {choice.name!r}", {**fields, "scenario": None})
+            return
+        upstream.stats.requests[choice.name] += 1
+        info = RequestInfo(method=method, target=target, headers=headers, on_connection=connection.requests,
+                           ordinal=upstream.stats.requests[choice.name], path=choice.path, attempt=upstream.attempt(probe))
+        planned = plan_h2(scenario, info, upstream.rng, settings.timing, upstream.catalogue.get)
+        if isinstance(planned, NoEquivalent):
+            self._refuse(sid, 501, str(planned), fields)
+            return
+        stream = self.streams[sid] = _Stream(sid, fields, stall=scenario.request_window == "stall", record=scenario.request_body == "record")
+        if event.stream_ended:
+            stream.complete.set()
+        self.nursery.start_soon(self._serve_stream, stream, planned)
+
+    def _refuse(self, sid: int, status: int, reason: str, fields: dict[str, Any]) -> None:
+        """Answer a stream we cannot serve with a plain-text error, and journal why."""
+        body = f"chaos-upstream: {reason}\n".encode("latin-1", "replace")
+        self.h2.send_headers(sid, [(b":status", str(status).encode()), (b"content-type", b"text/plain"),
+                                   (b"content-length", str(len(body)).encode())])
+        self.h2.send_data(sid, body, end_stream=True)  # fits: a stream's initial window is 64 KiB
+        upstream = self.connection.upstream
+        upstream.stats.bad_requests += 1
+        upstream.journal.write(RequestRecord(**fields, rule=None, error=reason, status=status, ended="end-stream"))
+
+    async def _serve_stream(self, stream: _Stream, plan: Plan) -> None:
+        try:
+            await self.connection._run(RequestRecord, plan, trio.current_time(), stream.fields, partial(self._execute, stream, plan))
+        finally:
+            del self.streams[stream.id]
+            if self.draining and not self.streams:
+                self._drained()
+
+    async def _execute(self, stream: _Stream, plan: Plan, execution: Execution) -> None:
+        """Run the stream's plan once its request has come; log it into `execution`."""
+        log, now = execution.log, self.connection.upstream.now
+        try:
+            with stream.scope:
+                await stream.complete.wait()
+                origin = trio.current_time()
+                for action in plan.actions:
+                    name, size = await self._act(stream, action, origin, execution)
+                    log.append(ActionRecord(name, round(now(), 6), size))
+                if execution.ended == "running":  # nothing ended the stream: it is held, as a hang without a limit
+                    execution.ended = "held"
+                    await trio.sleep_forever()
+        except PeerGone as gone:
+            execution.ended = f"peer-{gone.how}"
+        except h2.exceptions.ProtocolError as exc:
+            execution.ended = f"h2-error: {exc}"
+        if stream.scope.cancelled_caught:
+            execution.ended = stream.gone if execution.ended == "running" else f"{execution.ended}, {stream.gone}"
+
+    async def _act(self, stream: _Stream, action: Any, origin: float, execution: Execution) -> tuple[str, int | None]:
+        """Do one action on the stream: its name in the journal and its bytes."""
+        sid, conn = stream.id, self.h2
+        kind = type(action)
+        if kind is Wait:
+            await timers.sleep_until(origin + action.until)
+            return "wait", None
+        if kind is Headers:
+            conn.send_headers(sid, [(b":status", str(action.status).encode()), *action.fields], end_stream=action.end_stream)
+            await self._write()
+            return self._ending(execution, f"headers {action.status}", action.end_stream), None
+        if kind is Data:
+            await self._send_data(sid, action.data, action.end_stream)
+            return self._ending(execution, "data", action.end_stream), len(action.data)
+        if kind is Trailers:
+            conn.send_headers(sid, list(action.fields), end_stream=True)
+            await self._write()
+            return self._ending(execution, "trailers", True), None
+        if kind is RstStream:
+            await self._reset_stream(sid, action.code)
+            execution.ended = f"rst-stream {action.code}"
+            return execution.ended, None
+        if kind is GoAway:
+            last = sid if action.last_stream == "this" else max(0, sid - 2)
+            await self._send_goaway(action.code, last)
+            return f"goaway {action.code} last-stream {last}", None
+        if kind is Frame:
+            on = 0 if action.connection else sid
+            await self._write(frame(action.type, action.flags, on, action.payload))
+            return f"frame type {action.type} on stream {on}", len(action.payload)
+        if kind is Hang:
+            with trio.move_on_after(action.limit if action.limit is not None else float("inf")):
+                execution.ended = "hung"
+                await trio.sleep_forever()
+            await self._reset_stream(sid, "CANCEL")
+            execution.ended = "hung, rst-stream CANCEL"
+            return "hang", None
+        return await self._end_connection(action, execution)
+
+    def _ending(self, execution: Execution, name: str, end_stream: bool) -> str:
+        if end_stream:
+            execution.ended = "end-stream"
+            return f"{name} end-stream"
+        return name
+
+    async def _end_connection(self, action: Close | Reset, execution: Execution) -> tuple[str, None]:
+        """A plan's close or reset ends the connection, and every stream on it."""
+        wire = self.connection.wire
+        if isinstance(action, Close):
+            await self._write()
+            await wire.close(action.close_notify)
+            self.ended = execution.ended = "closed"
+        else:
+            await wire.reset()
+            self.ended = execution.ended = "reset"
+        self._scope.cancel()
+        return self.ended, None
+
+    async def _send_data(self, sid: int, data: bytes, end_stream: bool) -> None:
+        """DATA frames for `data`, each as large as the peer's windows and frame size let it be."""
+        conn, offset = self.h2, 0
+        while True:
+            room = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size, len(data) - offset)
+            if room <= 0 and offset < len(data):
+                await self._window.wait()
+                continue
+            last = offset + room >= len(data)
+            conn.send_data(sid, data[offset : offset + room], end_stream=end_stream and last)
+            await self._write()
+            offset += room
+            if last:
+                return
+
+    async def _reset_stream(self, sid: int, code: str) -> None:
+        """RST_STREAM through the protocol's state while the stream is open in it, else as bytes
+        (after END_STREAM both ways, which RFC 9113 §8.1 allows and `h2` refuses)."""
+        try:
+            self.h2.reset_stream(sid, ERROR_CODES[code])
+        except h2.exceptions.StreamClosedError:
+            await self._write(frame(3, 0, sid, struct.pack(">I", ERROR_CODES[code])))
+            return
+        await self._write()
+
+    async def _send_goaway(self, code: str, last: int) -> None:
+        if self.goaway_last is None or last < self.goaway_last:
+            self.goaway_last = last
+        self.goaway = f"{code} last-stream {last}"
+        await self._write(frame(7, 0, 0, struct.pack(">II", last, ERROR_CODES[code])))
+
+    def drain(self) -> None:
+        """A graceful stop: GOAWAY(NO_ERROR) with the last stream opened, the streams up to it
+        finish, then the connection closes (Upstream.drain calls this instead of cancelling)."""
+        if not self.draining:
+            self.draining = True
+            self.nursery.start_soon(self._goaway_then_close)
+
+    async def _goaway_then_close(self) -> None:
+        try:
+            await self._send_goaway("NO_ERROR", self.highest)
+        except PeerGone:
+            pass
+        if not self.streams:
+            self._drained()
+
+    def _drained(self) -> None:
+        self.ended = self.ended or "drained"
+        self._scope.cancel()
+
+    async def _write(self, extra: bytes = b"") -> None:
+        """Send what the protocol has queued, then `extra` (raw frames), in the order asked."""
+        data = self.h2.data_to_send() + extra
+        if data:
+            async with self._lock:
+                await self.connection.wire.send(data)

@@ -142,9 +142,9 @@ class ChangeRecord(Tagged):
 
     type: ClassVar[str] = "change"
     do: str
-    """stop, start or serve."""
+    """stop, start, serve or restart."""
     in_flight: str | None = None
-    """For a stop: what became of the requests in flight (finish or reset)."""
+    """For a stop or a restart: what became of the requests in flight (finish or reset)."""
     scenario: str | None = None
     """For a start or a serve: the scenario served from then on."""
 

@@ -241,6 +241,13 @@ class Scenario(Model):
         return bool(self.http2) or self.protocol == "http2"
 
     @property
+    def probed_alone(self) -> bool:
+        """Whether `check` probes it alone, not beside others: a timeline; HTTP/2 frames, which may
+        end the connection a proxy shares between requests (a GOAWAY, a close, a frame on stream 0),
+        or make the proxy end it (Envoy takes a malformed response as the connection's error)."""
+        return bool(self.timeline or self.http2)
+
+    @property
     def connection_level(self) -> bool:
         """Whether the fault strikes before any request is read, so it needs a port of its own."""
         return self.trigger != "request" or self.tls not in (None, "valid")

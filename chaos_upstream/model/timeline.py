@@ -25,12 +25,14 @@ class Event(Model):
     """Which members: one by its index (from 0), all at once, or each in turn (see `every`)."""
     every: FixedDuration | None = None
     """With `members: each`: member k acts at `at + k * every`."""
-    do: Literal["stop", "start", "serve"]
+    do: Literal["stop", "start", "serve", "restart"]
     """stop: stop listening (new connections are refused); start: listen again on the same port;
-    serve: change what the member answers from then on."""
+    serve: change what the member answers from then on; restart: a hot restart, the next
+    incarnation listening on the same port (SO_REUSEPORT) before this one lets go of its
+    connections as `in_flight` says (over HTTP/2, a drain is a GOAWAY), so no connection is refused."""
     in_flight: Literal["finish", "reset"] = "finish"
-    """With stop: let every busy connection finish its response and close idle keep-alive ones at
-    once (a graceful drain), or reset every open connection (a crash, a kill -9)."""
+    """With stop or restart: let every busy connection finish its response and close idle keep-alive
+    ones at once (a graceful drain), or reset every open connection (a crash, a kill -9)."""
     scenario: str | None = None
     """With start or serve: the scenario the member answers with from then on (start: `healthy`
     unless given; e.g. `starting-unavailable` for a member not ready yet)."""
@@ -41,8 +43,8 @@ class Event(Model):
             raise ValueError("every: give it with members: each, and only then")
         if self.do == "serve" and self.scenario is None:
             raise ValueError("scenario: a serve event names the scenario to serve")
-        if self.do == "stop" and self.scenario is not None:
-            raise ValueError("scenario: a stop event serves nothing")
+        if self.do in ("stop", "restart") and self.scenario is not None:
+            raise ValueError(f"scenario: a {self.do} event serves what the member served")
         return self
 
 

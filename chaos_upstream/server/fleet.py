@@ -2,9 +2,11 @@
 
 A member is a succession of Upstreams on one address (one journal for all, every record tagged with
 the member's index, one Stats across incarnations): stopping one ends its listener (drained or
-killed), starting again opens a new Upstream on the same port.  Invariants: at most one incarnation
-of a member listens at a time (a stopped one may still be finishing its in-flight responses while
-the next one listens); a stop returns once new connections are refused.
+killed), starting again opens a new Upstream on the same port, and a restart does both the other
+way round.  Invariants: at most one incarnation of a member listens at a time (a stopped one may
+still be finishing its in-flight responses while the next one listens), but for the instant of a
+restart, when the next listens before the one it replaces lets go; a stop returns once new
+connections are refused.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ class Member:
 
     def __init__(self, catalogue: Catalogue, settings: Settings, journal: Journal, index: int) -> None:
         self.catalogue = catalogue
-        self.settings = replace(settings, member=index)
+        self.settings = replace(settings, member=index, reuse_port=True)  # a restart listens beside the incarnation it replaces
         self.journal = journal
         self.index = index
         self.stats = Stats()
@@ -77,6 +79,14 @@ class Member:
             self.current.kill() if in_flight == "reset" else self.current.drain()
             await self.current.closed.wait()
 
+    async def restart(self, in_flight: str) -> None:
+        """Listen anew on the same port, then let the incarnation before go as `stop` does."""
+        before, self.current = self.current, None
+        await self.start()
+        if before is not None:
+            before.kill() if in_flight == "reset" else before.drain()
+            await before.closed.wait()
+
     def serve(self, scenario: str | None) -> None:
         """Answer requests that name no scenario with `scenario` (None: the default) from now on."""
         self.active = scenario
@@ -94,11 +104,13 @@ class Member:
         started = trio.current_time() - (self.settings.origin or 0.0)
         if change.do == "stop":
             await self.stop(change.in_flight)
+        elif change.do == "restart":
+            await self.restart(change.in_flight)
         elif change.do == "start":
             await self.start(change.scenario or "healthy")
         else:
             self.serve(change.scenario)
-        stop = change.do == "stop"
+        stop = change.do in ("stop", "restart")
         self.journal.write(ChangeRecord(
             t=round(started, 6), member=self.index, do=change.do,
             in_flight=change.in_flight if stop else None, scenario=None if stop else change.scenario,

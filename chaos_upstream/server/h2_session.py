@@ -47,6 +47,10 @@ CONFIG = h2.config.H2Configuration(
 """A server that sends the fields its scenarios give as they are (upper case, connection-specific)."""
 
 CODE_NAMES = {code: name for name, code in ERROR_CODES.items()}
+MAX_STREAM = 0x7FFFFFFF
+"""The largest stream id: a first GOAWAY with it announces a shutdown and refuses nothing yet."""
+DRAIN_PING = 0.1
+"""Seconds a drain waits for its PING's ACK before its last GOAWAY (a peer that never answers)."""
 RECORD_BODY = 64 * 1024
 """Bytes of a request body kept in the journal when a scenario records bodies (as over HTTP/1.1)."""
 
@@ -108,6 +112,7 @@ class H2Session:
         self.draining = False
         self._lock = trio.Lock()
         self._window = trio.Event()
+        self._pinged = trio.Event()
         self._scope = trio.CancelScope()
 
     def facts(self) -> dict[str, Any]:
@@ -170,7 +175,10 @@ class H2Session:
             await self.connection.wire.close()
             return False
         for event in events:
-            self._event(event)
+            try:
+                self._event(event)
+            except h2.exceptions.StreamClosedError:
+                pass  # the peer reset the stream first: nothing left to answer on it
         await self._write()
         return True
 
@@ -187,14 +195,16 @@ class H2Session:
         elif isinstance(event, (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)):
             self._window.set()
             self._window = trio.Event()
+        elif isinstance(event, h2.events.PingAckReceived):
+            self._pinged.set()
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.peer_goaway = f"{code_name(event.error_code)} last-stream {event.last_stream_id}"
 
     def _data(self, stream: _Stream | None, event: h2.events.DataReceived) -> None:
         size = event.flow_controlled_length
-        if stream is None or stream.stall:
+        if size and (stream is None or stream.stall):
             self.h2.increment_flow_control_window(size)  # the connection's window only
-        else:
+        elif size:
             self.h2.acknowledge_received_data(size, event.stream_id)
         if stream is not None:
             stream.fields["body_bytes"] += len(event.data)
@@ -372,7 +382,15 @@ class H2Session:
             self.nursery.start_soon(self._goaway_then_close)
 
     async def _goaway_then_close(self) -> None:
+        """RFC 9113 §6.8's graceful shutdown: GOAWAY with the largest stream id, a PING, and once
+        its ACK is back (or DRAIN_PING seconds pass) the GOAWAY with the last stream opened: a
+        request the peer sent meanwhile is served, not refused."""
         try:
+            await self._write(frame(7, 0, 0, struct.pack(">II", MAX_STREAM, 0)))
+            self.h2.ping(b"chaos-gw")
+            await self._write()
+            with trio.move_on_after(DRAIN_PING):
+                await self._pinged.wait()
             await self._send_goaway("NO_ERROR", self.highest)
         except PeerGone:
             pass

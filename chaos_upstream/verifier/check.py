@@ -247,7 +247,7 @@ async def check(
         results[scenario.name] = replace(result, first=first)
         show(results[scenario.name])
 
-    single = [scenario for scenario in scenarios if not scenario.timeline]
+    single = [scenario for scenario in scenarios if not scenario.probed_alone]
     if size > 1:
         for index, scenario in enumerate(single):
             await one(scenario, in_rotation_first=True)
@@ -260,8 +260,8 @@ async def check(
     for first in late:  # one at a time, the batch done: the machine is quieter
         await one(first.scenario, in_rotation_first=size > 1, first=first)
     for scenario in scenarios:
-        if scenario.timeline:
-            await one(scenario)
+        if scenario.probed_alone:
+            await one(scenario, in_rotation_first=size > 1 and not scenario.timeline)
     report.results = [results[scenario.name] for scenario in scenarios]
     report.elapsed = trio.current_time() - started
     answers = (_server(result.observation, result.scenario) for result in report.results)

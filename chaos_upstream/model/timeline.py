@@ -27,9 +27,9 @@ class Event(Model):
     """With `members: each`: member k acts at `at + k * every`."""
     do: Literal["stop", "start", "serve", "restart"]
     """stop: stop listening (new connections are refused); start: listen again on the same port;
-    serve: change what the member answers from then on; restart: a hot restart, the next
-    incarnation listening on the same port (SO_REUSEPORT) before this one lets go of its
-    connections as `in_flight` says (over HTTP/2, a drain is a GOAWAY), so no connection is refused."""
+    serve: change what the member answers from then on; restart: a hot restart, the listening
+    socket handed to the next incarnation before this one lets go of its connections as
+    `in_flight` says (over HTTP/2, a drain is a GOAWAY), so no connection is refused."""
     in_flight: Literal["finish", "reset"] = "finish"
     """With stop or restart: let every busy connection finish its response and close idle keep-alive
     ones at once (a graceful drain), or reset every open connection (a crash, a kill -9)."""

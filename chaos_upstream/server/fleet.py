@@ -2,11 +2,10 @@
 
 A member is a succession of Upstreams on one address (one journal for all, every record tagged with
 the member's index, one Stats across incarnations): stopping one ends its listener (drained or
-killed), starting again opens a new Upstream on the same port, and a restart does both the other
-way round.  Invariants: at most one incarnation of a member listens at a time (a stopped one may
-still be finishing its in-flight responses while the next one listens), but for the instant of a
-restart, when the next listens before the one it replaces lets go; a stop returns once new
-connections are refused.
+killed), starting again opens a new Upstream on the same port, and a restart hands the listening
+socket itself to the next incarnation.  Invariants: at most one incarnation of a member accepts at a
+time (a stopped one may still be finishing its in-flight responses while the next one listens); a
+stop returns once new connections are refused; a restart refuses none.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ class Member:
 
     def __init__(self, catalogue: Catalogue, settings: Settings, journal: Journal, index: int) -> None:
         self.catalogue = catalogue
-        self.settings = replace(settings, member=index, reuse_port=True)  # a restart listens beside the incarnation it replaces
+        self.settings = replace(settings, member=index)
         self.journal = journal
         self.index = index
         self.stats = Stats()
@@ -59,14 +58,14 @@ class Member:
             task_status.started([self.address])
             await self._closed.wait()
 
-    async def start(self, scenario: str | None = None) -> None:
-        """Listen again (if stopped), serving `scenario` from now on if given."""
+    async def start(self, scenario: str | None = None, listeners: list[trio.SocketListener] | None = None) -> None:
+        """Listen again (if stopped; on `listeners` when handed them), serving `scenario` from now on if given."""
         assert self._nursery is not None, "start() runs inside run()"
         if scenario is not None:
             self.serve(scenario)
         if self.listening or self._closed.is_set():
             return
-        upstream = Upstream(self.catalogue, self.settings, self.journal, stats=self.stats)
+        upstream = Upstream(self.catalogue, self.settings, self.journal, stats=self.stats, listeners=listeners)
         upstream.active = self.active
         [address, *_] = await self._nursery.start(upstream.run)
         self.settings = replace(self.settings, host=address[0], port=address[1])
@@ -80,12 +79,13 @@ class Member:
             await self.current.closed.wait()
 
     async def restart(self, in_flight: str) -> None:
-        """Listen anew on the same port, then let the incarnation before go as `stop` does."""
+        """A hot restart: the listening socket goes to a new incarnation, then the one before lets
+        its connections go as `stop` does."""
         before, self.current = self.current, None
-        await self.start()
+        listeners = await before.hand_over() if before is not None else None
+        await self.start(listeners=listeners)
         if before is not None:
             before.kill() if in_flight == "reset" else before.drain()
-            await before.closed.wait()
 
     def serve(self, scenario: str | None) -> None:
         """Answer requests that name no scenario with `scenario` (None: the default) from now on."""

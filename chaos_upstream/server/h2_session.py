@@ -49,6 +49,8 @@ CONFIG = h2.config.H2Configuration(
 CODE_NAMES = {code: name for name, code in ERROR_CODES.items()}
 MAX_STREAM = 0x7FFFFFFF
 """The largest stream id: a first GOAWAY with it announces a shutdown and refuses nothing yet."""
+ENDING = 1.0
+"""Seconds a plan's close may take to send what is queued, whoever cancels it meanwhile."""
 DRAIN_PING = 0.1
 """Seconds a drain waits for its PING's ACK before its last GOAWAY (a peer that never answers)."""
 RECORD_BODY = 64 * 1024
@@ -141,7 +143,7 @@ class H2Session:
             await self._write()
             return await self._read_on(data)
         except PeerGone as gone:
-            return f"peer-{gone.how}"
+            return self.ended or f"peer-{gone.how}"
 
     async def _read_on(self, data: bytes) -> str:
         connection = self.connection
@@ -282,7 +284,7 @@ class H2Session:
             execution.ended = f"peer-{gone.how}"
         except h2.exceptions.ProtocolError as exc:
             execution.ended = f"h2-error: {exc}"
-        if stream.scope.cancelled_caught:
+        if stream.scope.cancelled_caught and execution.ended in ("running", "hung", "held"):
             execution.ended = stream.gone if execution.ended == "running" else f"{execution.ended}, {stream.gone}"
 
     async def _act(self, stream: _Stream, action: Any, origin: float, execution: Execution) -> tuple[str, int | None]:
@@ -331,15 +333,16 @@ class H2Session:
         return name
 
     async def _end_connection(self, action: Close | Reset, execution: Execution) -> tuple[str, None]:
-        """A plan's close or reset ends the connection, and every stream on it."""
+        """A plan's close or reset ends the connection, and every stream on it (the reader, which
+        sees the socket closed, says so: the connection ended this way, not by the peer)."""
         wire = self.connection.wire
-        if isinstance(action, Close):
-            await self._write()
-            await wire.close(action.close_notify)
-            self.ended = execution.ended = "closed"
-        else:
-            await wire.reset()
-            self.ended = execution.ended = "reset"
+        self.ended = execution.ended = "closed" if isinstance(action, Close) else "reset"
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + ENDING):
+            if isinstance(action, Close):
+                await self._write()
+                await wire.close(action.close_notify)
+            else:
+                await wire.reset()
         self._scope.cancel()
         return self.ended, None
 

@@ -116,7 +116,8 @@ class Upstream:
     """A running chaos upstream. Start it with `await nursery.start(upstream.run)`."""
 
     def __init__(
-        self, catalogue: Catalogue, settings: Settings | None = None, journal: Journal | None = None, stats: Stats | None = None
+        self, catalogue: Catalogue, settings: Settings | None = None, journal: Journal | None = None, stats: Stats | None = None,
+        listeners: list[trio.SocketListener] | None = None,
     ):
         self.catalogue = catalogue
         self.settings = settings or Settings()
@@ -143,6 +144,9 @@ class Upstream:
         self.live: dict[int, Live] = {}
         """Open connections by number, for drain(), kill() and the stall reaper."""
         self._accept_scope = trio.CancelScope()
+        self._listeners = listeners
+        """Listening sockets handed over by the incarnation before (a hot restart), else None: run() opens its own."""
+        self._handing_over = False
         self._attempts: dict[str, int] = {}
 
     def attempt(self, probe: str | None) -> int:
@@ -168,7 +172,8 @@ class Upstream:
             if refusing:
                 sockets = await bound_sockets(host, port, reuse_port=False)
             else:
-                listeners = await open_listeners(host, port, reuse_port=self.settings.reuse_port)
+                listeners = self._listeners or await open_listeners(host, port, reuse_port=self.settings.reuse_port)
+                self._listeners = listeners
         except OSError as exc:  # say where: a fleet has several addresses
             raise OSError(exc.errno, exc.strerror, f"{host}:{port}") from exc
         if refusing:
@@ -186,7 +191,7 @@ class Upstream:
                         task_status.started(self.addresses)
             finally:
                 self.accepting = False
-                for listener in listeners:
+                for listener in listeners if not self._handing_over else ():
                     listener.socket.close()
                 self.closed.set()
             handlers.cancel_scope.deadline = trio.current_time() + self.settings.grace
@@ -201,6 +206,15 @@ class Upstream:
         finally:
             for sock in sockets:
                 sock.close()
+
+    async def hand_over(self) -> list[trio.SocketListener]:
+        """Stop accepting and give the listening sockets, still open, to the next incarnation (a hot
+        restart): a connection that comes meanwhile waits in their backlog, neither refused nor
+        reset; then drain() or kill() this one's connections."""
+        self._handing_over = True
+        self.stop()
+        await self.closed.wait()
+        return self._listeners or []
 
     def stop(self) -> None:
         """Stop accepting; in-flight connections get the grace period, then are cut."""

@@ -285,7 +285,7 @@ PLAUSIBLE = st.sampled_from([
     Headers().frame(5, request("slow-headers")), frame(HEADERS, END_STREAM, 7, Headers().block(request("healthy"))),
     frame(CONTINUATION, END_HEADERS, 7, b""), frame(DATA, 0, 1, b"body"), frame(DATA, END_STREAM, 1, b"end"),
     rst_stream(1), rst_stream(3, "NO_ERROR"), window_update(0, 1), window_update(1, 0x7FFFFFFF), window_update(0, 0),
-    settings_frame(initial_window_size=0), settings_frame(initial_window_size=0x7FFFFFFF), settings_frame(max_frame_size=1 << 24 - 1),
+    settings_frame(initial_window_size=0), settings_frame(initial_window_size=0x7FFFFFFF), settings_frame(max_frame_size=(1 << 24) - 1),
     frame(PRIORITY, 0, 1, struct.pack(">IB", 1, 16)), frame(PING, 0, 0, bytes(8)), frame(GOAWAY, 0, 0, struct.pack(">II", 1, 0)),
 ])
 """Frames a real client might send (requests, resets, window updates, settings): garbage in context."""
@@ -306,3 +306,320 @@ async def test_random_frames_end_only_their_connection(frames, with_settings):
         await connection_record(upstream)
         await still_serves(upstream)
         nursery.cancel_scope.cancel()
+
+
+# --- connection errors: absurd settings, window updates, header blocks --------------------------------
+
+
+def goaway_codes(frames: list[Frame]) -> list[str]:
+    return [f.code for f in frames if f.type == "GOAWAY"]
+
+
+CONNECTION_ERRORS = {
+    "max-frame-size-0": (settings_frame(max_frame_size=0), "PROTOCOL_ERROR"),
+    "max-frame-size-2^31": (settings_frame(max_frame_size=1 << 31), "PROTOCOL_ERROR"),
+    "initial-window-2^31": (settings_frame(initial_window_size=1 << 31), "0x3"),
+    "connection-window-overflow": (window_update(0, 0x7FFFFFFF), "0x3"),
+    "window-update-0": (window_update(0, 0), "PROTOCOL_ERROR"),
+    "settings-on-a-stream": (frame(SETTINGS, 0, 1, b""), "PROTOCOL_ERROR"),
+    "ping-of-7-bytes": (frame(PING, 0, 0, bytes(7)), "0x6"),
+    "data-on-stream-0": (frame(DATA, 0, 0, b"x"), "PROTOCOL_ERROR"),
+    "headers-without-end-headers-then-ping": (frame(HEADERS, 0, 1, Headers().block(request("healthy"))) + frame(PING, 0, 0, bytes(8)), "PROTOCOL_ERROR"),
+    "continuation-flood": (frame(HEADERS, 0, 1, b"") + frame(CONTINUATION, 0, 1, b"") * 200, "PROTOCOL_ERROR"),
+    "naked-continuation": (frame(CONTINUATION, END_HEADERS, 1, b""), "PROTOCOL_ERROR"),
+    "even-stream-id": (Headers().frame(2, request("healthy")), "PROTOCOL_ERROR"),
+    "stream-id-going-down": (Headers().frame(5, request("healthy")) + Headers().frame(3, request("healthy")), "PROTOCOL_ERROR"),
+}
+
+
+@pytest.mark.parametrize("name", CONNECTION_ERRORS)
+async def test_a_connection_error_gets_goaway_with_its_code_and_ends_only_its_connection(start_upstream, name):
+    sent, code = CONNECTION_ERRORS[name]
+    upstream = await start_upstream(idle_timeout=1.0)
+    async with await opened(upstream, sent) as peer:
+        await peer.until_closed()
+        assert peer.closed and goaway_codes(peer.frames)[-1:] == [code], peer.frames
+    record = await connection_record(upstream)
+    assert record.ended.startswith("h2-protocol-error") and record.goaway.startswith(code if code[0] != "0" else ""), record
+    await still_serves(upstream)
+
+
+async def test_a_stream_window_overflow_resets_that_stream_only(start_upstream):
+    """RFC 9113 §6.9.1: a stream's window past 2^31-1 is a stream error: RST_STREAM(FLOW_CONTROL_ERROR)
+    on it; the connection and its other streams live on."""
+    upstream = await start_upstream(idle_timeout=1.0)
+    hpk = Headers()
+    async with await opened(upstream, hpk.frame(1, request("never-respond")), initial_window_size=0x7FFFFFFF) as peer:
+        await peer.send(window_update(1, 1))
+        await peer.read_until(stream_done(1))
+        [reset] = [f for f in peer.frames if f.stream == 1]
+        assert (reset.type, reset.code) == ("RST_STREAM", "0x3")
+        await peer.send(hpk.frame(3, request("healthy")))
+        await peer.read_until(stream_done(3))
+        assert status(peer.frames, 3) == 200 and not has_goaway(peer.frames)
+    first = (await records(upstream, "request"))[0]
+    assert (first.stream, first.scenario) == (1, "never-respond") and first.ended.startswith("peer-rst-stream") or "rst" in first.ended
+    await still_serves(upstream)
+
+
+async def test_headers_without_end_headers_then_silence_is_ended_by_the_idle_timeout(start_upstream):
+    upstream = await start_upstream(idle_timeout=0.3)
+    async with await opened(upstream, frame(HEADERS, 0, 1, Headers().block(request("healthy")))) as peer:
+        await peer.until_closed()
+        assert peer.closed and status(peer.frames, 1) is None
+    assert (await connection_record(upstream)).ended == "idle-closed"
+    await still_serves(upstream)
+
+
+async def test_a_peer_closing_mid_frame_is_a_peer_close(start_upstream):
+    upstream = await start_upstream(idle_timeout=1.0)
+    async with await opened(upstream, Headers().frame(1, request("healthy"))[:12]) as peer:
+        await peer.read_until(lambda fs: any(f.type == "SETTINGS" for f in fs))
+    record = await connection_record(upstream)
+    assert record.ended == "peer-closed" and record.protocol == "h2c"
+    await still_serves(upstream)
+
+
+@pytest.mark.xfail(strict=True, reason="h2 refuses to send once it has received a GOAWAY (state CLOSED): stream 1, below the peer's last-stream, is never answered (ended 'h2-error'), and the connection stays open")
+async def test_streams_in_flight_are_answered_after_the_peers_goaway(start_upstream):
+    """A client's GOAWAY(NO_ERROR, last-stream 0) (a proxy closing a pooled connection gracefully)
+    stops new pushes, not the answers to its own streams (RFC 9113 §6.8)."""
+    upstream = await start_upstream(idle_timeout=1.0)
+    async with await opened(upstream, Headers().frame(1, request("healthy")), frame(GOAWAY, 0, 0, struct.pack(">II", 0, 0))) as peer:
+        await peer.read_until(stream_done(1), limit=0.8)
+        assert status(peer.frames, 1) == 200
+    record = await connection_record(upstream)
+    assert record.peer_goaway == "NO_ERROR last-stream 0"
+    await still_serves(upstream)
+
+
+async def test_a_peers_goaway_is_journaled(start_upstream):
+    upstream = await start_upstream(idle_timeout=1.0)
+    async with await opened(upstream, frame(GOAWAY, 0, 0, struct.pack(">II", 0, 2))) as peer:
+        await peer.read_until(lambda fs: any(f.type == "SETTINGS" for f in fs))
+    record = await connection_record(upstream)
+    assert (record.peer_goaway, record.ended) == ("INTERNAL_ERROR last-stream 0", "peer-closed")
+    await still_serves(upstream)
+
+
+@pytest.mark.xfail(strict=True, reason="RFC 9113 §4.3 says COMPRESSION_ERROR; h2 raises a plain ProtocolError and the session sends GOAWAY(PROTOCOL_ERROR)")
+async def test_an_invalid_hpack_block_gets_goaway_compression_error(start_upstream):
+    upstream = await start_upstream(idle_timeout=1.0)
+    async with await opened(upstream, frame(HEADERS, END_HEADERS | END_STREAM, 1, b"\xff\xff\xff\xff\xff\xff")) as peer:
+        await peer.until_closed()
+        assert goaway_codes(peer.frames)[-1:] == ["0x9"], peer.frames
+    await connection_record(upstream)
+    await still_serves(upstream)
+
+
+# --- idle connections and stalled streams: bounded by the idle timeout ---------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="the read loop waits in an untimed wire.receive() while a stream is open; when the last stream ends it stays in it: an h2 connection that served a request is never idle-closed")
+async def test_a_connection_idle_after_its_streams_ended_is_closed_by_the_idle_timeout(start_upstream):
+    upstream = await start_upstream(idle_timeout=0.3)
+    async with await opened(upstream, Headers().frame(1, request("healthy"))) as peer:
+        await peer.read_until(stream_done(1))
+        assert status(peer.frames, 1) == 200
+        await peer.until_closed(limit=1.2)
+        assert peer.closed
+    assert (await connection_record(upstream)).ended == "idle-closed"
+    await still_serves(upstream)
+
+
+@pytest.mark.xfail(strict=True, reason="while a stream waits for its request body the read has no timeout: a HEADERS without END_STREAM, then silence, holds the connection forever (HTTP/1.1 times the body's read)")
+async def test_a_request_body_that_never_comes_is_ended_by_the_idle_timeout(start_upstream):
+    upstream = await start_upstream(idle_timeout=0.3)
+    async with await opened(upstream, Headers().frame(1, request("healthy", method="POST"), end_stream=False)) as peer:
+        await peer.read_until(lambda fs: stream_done(1)(fs) or has_goaway(fs), limit=1.2)
+    [record] = await records(upstream, "request")
+    assert record.stream == 1 and record.status is None
+    await still_serves(upstream)
+
+
+@pytest.mark.xfail(strict=True, reason="a DATA frame waiting for the peer's window waits on _window forever: no idle timeout, and the stall reaper sees no send waiting")
+async def test_a_peer_that_never_opens_its_window_is_cut_by_the_idle_timeout(start_upstream):
+    upstream = await start_upstream(idle_timeout=0.3)
+    async with await opened(upstream, Headers().frame(1, request("healthy")), initial_window_size=0) as peer:
+        await peer.read_until(lambda fs: status(fs, 1) is not None)
+        assert status(peer.frames, 1) == 200
+        await peer.read_until(lambda fs: stream_done(1)(fs) or has_goaway(fs), limit=1.2)
+    [record] = await records(upstream, "request")
+    assert record.stream == 1 and record.ended != "end-stream"
+    await still_serves(upstream)
+
+
+# --- floods and resets ------------------------------------------------------------------------------
+
+
+async def test_rapid_reset_is_kept_up_with_journaled_and_bounded(start_upstream, monkeypatch):
+    """CVE-2023-44487: 2000 HEADERS+RST_STREAM pairs, each with its own probe id, in few writes: the
+    server keeps up (a stream after them is answered within the limit), journals each stream as reset
+    by the peer, keeps no stream after it, and counts probe attempts within its cap."""
+    monkeypatch.setattr("chaos_upstream.server.upstream.ATTEMPTS_KEPT", 100)
+    upstream = await start_upstream(idle_timeout=1.0)
+    hpk, count = Headers(), 2000
+    async with await opened(upstream) as peer:
+        pairs = [hpk.frame(2 * i + 1, request("never-respond", probe=f"rapid-{i}")) + rst_stream(2 * i + 1) for i in range(count)]
+        for start in range(0, count, 250):
+            assert await peer.send(b"".join(pairs[start : start + 250]))
+        last = 2 * count + 1
+        await peer.send(hpk.frame(last, request("healthy")))
+        await peer.read_until(stream_done(last))
+        assert status(peer.frames, last) == 200 and not has_goaway(peer.frames)
+        await no_stream_kept(upstream)
+    found = await records(upstream, "request", count + 1)
+    reset = [r for r in found if r.scenario == "never-respond"]
+    assert len(reset) == count and {r.ended for r in reset} == {"peer-rst-stream CANCEL"}
+    assert len(upstream._attempts) == 100
+    await still_serves(upstream)
+
+
+async def test_no_stream_is_kept_after_a_storm_of_resets(start_upstream):
+    upstream = await start_upstream(idle_timeout=1.0)
+    hpk = Headers()
+    async with await opened(upstream) as peer:
+        await peer.send(b"".join(hpk.frame(2 * i + 1, request("slow-headers")) + rst_stream(2 * i + 1) for i in range(300)))
+        await peer.send(hpk.frame(601, request("healthy")))
+        await peer.read_until(stream_done(601))
+        await no_stream_kept(upstream)
+    await still_serves(upstream)
+
+
+async def no_stream_kept(upstream: Upstream) -> None:
+    """Wait until every HTTP/2 session of the upstream keeps no stream (its streams' tasks have ended)."""
+    with trio.fail_after(LIMIT):
+        while any(live.on_drain.__self__.streams for live in upstream.live.values() if live.on_drain is not None):
+            await trio.sleep(0.005)
+
+
+@pytest.mark.parametrize("flood", ["ping", "priority", "settings", "window-update"])
+async def test_a_flood_of_control_frames_is_answered_and_the_connection_still_serves(start_upstream, flood):
+    upstream = await start_upstream(idle_timeout=1.0)
+    one = {
+        "ping": frame(PING, 0, 0, b"flooding"), "priority": frame(PRIORITY, 0, 9, struct.pack(">IB", 0, 200)),
+        "settings": settings_frame(initial_window_size=65535), "window-update": window_update(0, 1),
+    }[flood]
+    hpk = Headers()
+    async with await opened(upstream) as peer:
+        for _ in range(5):
+            assert await peer.send(one * 2000)
+        await peer.send(hpk.frame(1, request("healthy")))
+        await peer.read_until(stream_done(1))
+        assert status(peer.frames, 1) == 200 and not has_goaway(peer.frames)
+        if flood in ("ping", "settings"):
+            acks = [f for f in peer.frames if f.type == flood.upper() and f.flags & ACK]
+            assert len(acks) == 10_000 + (flood == "settings"), len(acks)  # and the preface's SETTINGS
+    await still_serves(upstream)
+
+
+@pytest.mark.xfail(strict=True, reason="h2 raises TooManyStreamsError, a connection error: GOAWAY(PROTOCOL_ERROR), and the 100 streams before it in the same read are never served nor journaled; RFC 9113 §5.1.2 makes it a stream error (RST_STREAM REFUSED_STREAM)")
+async def test_a_stream_past_max_concurrent_streams_is_refused_alone(start_upstream):
+    upstream = await start_upstream(idle_timeout=1.0)
+    hpk = Headers()
+    async with await opened(upstream, *(hpk.frame(2 * i + 1, request("never-respond")) for i in range(101))) as peer:
+        await peer.read_until(lambda fs: stream_done(201)(fs) or has_goaway(fs))
+        assert [(f.type, f.code) for f in peer.frames if f.stream == 201] in ([("RST_STREAM", "REFUSED_STREAM")], [("RST_STREAM", "PROTOCOL_ERROR")])
+        await records(upstream, "request", 1)
+        await peer.send(rst_stream(1) + hpk.frame(203, request("healthy")))
+        await peer.read_until(stream_done(203))
+        assert status(peer.frames, 203) == 200
+    await still_serves(upstream)
+
+
+async def test_a_reset_while_the_plan_waits_ends_that_stream_only(start_upstream):
+    upstream = await start_upstream(idle_timeout=1.0)
+    hpk = Headers()
+    async with await opened(upstream, hpk.frame(1, request("slow-headers"))) as peer:
+        await peer.send(rst_stream(1) + hpk.frame(3, request("healthy")))
+        await peer.read_until(stream_done(3))
+        assert status(peer.frames, 3) == 200 and status(peer.frames, 1) is None
+    found = await records(upstream, "request", 2)
+    assert {(r.stream, r.ended) for r in found} == {(1, "peer-rst-stream CANCEL"), (3, "end-stream")}
+    await still_serves(upstream)
+
+
+async def test_a_reset_while_the_plan_waits_for_the_window_ends_that_stream_only(start_upstream):
+    upstream = await start_upstream(idle_timeout=1.0)
+    hpk = Headers()
+    async with await opened(upstream, hpk.frame(1, request("healthy")), initial_window_size=0) as peer:
+        await peer.read_until(lambda fs: status(fs, 1) is not None)
+        await peer.send(rst_stream(1) + settings_frame(initial_window_size=65535) + hpk.frame(3, request("healthy")))
+        await peer.read_until(stream_done(3))
+        assert status(peer.frames, 3) == 200
+        assert not any(f.type == "DATA" and f.stream == 1 for f in peer.frames)
+    found = await records(upstream, "request", 2)
+    assert {(r.stream, r.ended) for r in found} == {(1, "peer-rst-stream CANCEL"), (3, "end-stream")}
+    await still_serves(upstream)
+
+
+BIG_BODY = 16 * 1024 * 1024
+"""Bytes of the response body of the `h2-big-body` scenario: far more than a socket's buffers take,
+and one more than the largest DATA frame (so the first frame does not end the stream)."""
+
+
+def big_body_catalogue(directory: Path) -> Catalogue:
+    (directory / "h2-big-body.yaml").write_text(f"""
+name: h2-big-body
+description: "a 200 with an {BIG_BODY}-byte body, in DATA frames as large as the peer allows"
+phase: http2
+expect:
+  outcomes: [200]
+http2:
+  - kind: h2-headers
+    status: 200
+    fields:
+      content-length: "{BIG_BODY}"
+  - kind: h2-data
+    length: {BIG_BODY}
+    end_stream: true
+""")
+    return Catalogue.load([directory])
+
+
+async def blocked_send(upstream: Upstream, since: float = 0.1) -> None:
+    """Wait until a connection's send has waited `since` seconds for a peer that reads nothing."""
+    with trio.fail_after(LIMIT):
+        while not any(live.wire.sending_since is not None and trio.current_time() - live.wire.sending_since > since
+                      for live in upstream.live.values()):
+            await trio.sleep(0.005)
+
+
+@pytest.mark.xfail(strict=True, reason="the peer's RST_STREAM cancels the stream's task inside wire.send: a DATA frame is cut mid-payload and the next stream's frames land inside it (the framing of the connection is lost)")
+async def test_a_reset_while_a_data_frame_is_half_sent_keeps_the_framing(start_upstream, tmp_path):
+    """The peer allows 16 MiB frames and a 2^31-1 window, asks for an 8 MiB body and reads nothing:
+    the server's one DATA frame waits half sent. The peer resets the stream and asks for another: what
+    follows must still be whole frames (a frame once begun goes out whole, RFC 9113 §4)."""
+    upstream = await start_upstream(big_body_catalogue(tmp_path), idle_timeout=2.0)
+    hpk = Headers()
+    async with await opened(upstream, window_update(0, 0x7FFFFFFF - 65535), hpk.frame(1, request("h2-big-body")),
+                            initial_window_size=0x7FFFFFFF, max_frame_size=(1 << 24) - 1) as peer:
+        await blocked_send(upstream)
+        await peer.send(rst_stream(1) + hpk.frame(3, request("healthy")))
+        await peer.read_until(stream_done(3), limit=1.5)
+        assert status(peer.frames, 3) == 200
+    await still_serves(upstream)
+
+
+async def stalled_mid_frame(start_upstream, tmp_path: Path) -> Upstream:
+    """An upstream whose one connection was cut by the stall reaper (0.3 s) while its DATA frame,
+    16 MiB long, waited half sent for a peer that reads nothing."""
+    upstream = await start_upstream(big_body_catalogue(tmp_path), idle_timeout=0.3)
+    async with await opened(upstream, window_update(0, 0x7FFFFFFF - 65535), Headers().frame(1, request("h2-big-body")),
+                            initial_window_size=0x7FFFFFFF, max_frame_size=(1 << 24) - 1):
+        await blocked_send(upstream, 0.0)
+        await connection_record(upstream)
+    return upstream
+
+
+async def test_a_peer_that_stops_reading_mid_frame_is_cut_by_the_stall_reaper(start_upstream, tmp_path):
+    upstream = await stalled_mid_frame(start_upstream, tmp_path)
+    [request_record] = await records(upstream, "request")
+    assert (request_record.stream, request_record.ended) == (1, "peer-stalled")
+    await still_serves(upstream)
+
+
+@pytest.mark.xfail(strict=True, reason="the reaper's reset makes the session's pending receive fail with PeerGone('closed'): the connection record blames the peer ('peer-closed'), the request record says 'peer-stalled'")
+async def test_the_connection_cut_by_the_stall_reaper_is_journaled_as_stalled(start_upstream, tmp_path):
+    upstream = await stalled_mid_frame(start_upstream, tmp_path)
+    assert (await connection_record(upstream)).ended == "peer-stalled"

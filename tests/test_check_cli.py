@@ -104,17 +104,17 @@ def test_check_says_what_it_left_out_and_how_to_include_it_and_reports_failures_
     assert result.stdout.splitlines()[-4:] == [
         "not checked: accept-then-close, accept-then-hang, accept-then-reset, connection-refused (each needs an upstream "
         "port of its own: pass --upstream NAME=HOST:PORT and have the proxy route /_chaos/NAME/ to it)",
+        f"not checked: {http2} (each needs HTTP/2: pass --h2, and have the proxy speak HTTP/2 to the upstream (h2c, or h2 with --tls))",
         "not checked: rolling-deploy (each needs a fleet of at least 2 upstreams, and --upstream gave 1: pass --upstream "
         "HOST:PORT 2 times, each an address the proxy forwards to)",
         f"not checked: {tls} (each needs TLS: pass --tls, and have the proxy speak TLS to the upstream)",
-        f"not checked: {http2} (each needs HTTP/2: pass --h2, and have the proxy speak HTTP/2 to the upstream (h2c, or h2 with --tls))",
     ]
     document = json.loads(report.read_text())
     skipped = {entry["scenario"]: entry["reason"] for entry in document["skipped"]}
     assert skipped["rolling-deploy"] == ("needs a fleet of at least 2 upstreams, and --upstream gave 1: pass --upstream "
                                          "HOST:PORT 2 times, each an address the proxy forwards to")
-    assert list(skipped) == ["accept-then-close", "accept-then-hang", "accept-then-reset", "connection-refused", "rolling-deploy",
-                             *tls.split(", "), *http2.split(", ")]
+    assert list(skipped) == ["accept-then-close", "accept-then-hang", "accept-then-reset", "connection-refused",
+                             *http2.split(", "), "rolling-deploy", *tls.split(", ")]
     verdicts = [r["verdict"] for r in document["results"]]
     assert "fail" in verdicts and verdicts == sorted(verdicts, key=["fail", "inconclusive", "pass"].index)
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", document["date"])

@@ -47,7 +47,7 @@ def test_the_table_of_real_proxies_has_a_column_per_launcher_and_a_row_per_scena
     assert [column.split(" ")[0] for column in columns] == list(LAUNCHERS)
     assert all(re.fullmatch(r"[a-z-]+ \d+(\.\d+)+", column) for column in columns), columns
     table = rows(text.split(header, 1)[1].split("\n\n", 1)[0])
-    assert sorted(table) == sorted(scenario.name for scenario in CATALOGUE if scenario.tls is None)  # TLS: its own table
+    assert sorted(table) == sorted(scenario.name for scenario in CATALOGUE if scenario.tls is None and not scenario.http2_only)  # TLS, HTTP/2: their own tables
     assert {len(cells) for cells in table.values()} == {2 + len(LAUNCHERS)}
 
 

@@ -10,6 +10,8 @@ marked xfail(strict=True), with the reason: the fix makes them pass (and then fa
 
 from __future__ import annotations
 
+import datetime
+import functools
 import ssl
 import struct
 from collections.abc import Callable, Iterable
@@ -27,6 +29,8 @@ from chaos_upstream.model.catalogue import Catalogue
 from chaos_upstream.server.h2_session import PREFACE, frame
 from chaos_upstream.model.durations import Timing
 from chaos_upstream.server.upstream import Settings, Upstream
+from chaos_upstream.tls.contexts import Contexts
+from chaos_upstream.tls.material import DEFAULT_NAMES, Material, generate
 from conftest import CATALOGUE, T, get
 from h2wire import Frame, exchange, parse, request
 
@@ -239,7 +243,7 @@ async def test_a_whole_preface_then_silence_is_ended_by_the_idle_timeout(start_u
 async def test_the_preface_then_http1_bytes_get_goaway_at_once(start_upstream):
     """RFC 9113 §3.4: the preface's SETTINGS must come first; §4.2: a frame over SETTINGS_MAX_FRAME_SIZE
     is a FRAME_SIZE_ERROR. Either way a GOAWAY, at once, not the idle timeout's silent close."""
-    upstream = await start_upstream(idle_timeout=1.0)
+    upstream = await start_upstream(idle_timeout=0.6)
     async with await connect(upstream) as peer:
         await peer.send(PREFACE + get("/", "healthy"))
         await peer.until_closed()
@@ -254,7 +258,7 @@ async def test_a_frame_longer_than_max_frame_size_is_refused_before_its_payload(
     upstream = await start_upstream(idle_timeout=1.0)
     async with await opened(upstream) as peer:
         await peer.send(struct.pack(">I", 0xFFFFFF)[1:] + bytes([PING, 0]) + b"\0\0\0\0" + bytes(256 * 1024))
-        await peer.read_until(has_goaway, limit=0.8)
+        await peer.read_until(has_goaway, limit=0.5)
         assert [f.code for f in peer.frames if f.type == "GOAWAY"] == ["0x6"]  # FRAME_SIZE_ERROR
     await connection_record(upstream)
     await still_serves(upstream)
@@ -309,6 +313,12 @@ async def test_random_frames_end_only_their_connection(frames, with_settings):
 
 
 # --- connection errors: absurd settings, window updates, header blocks --------------------------------
+
+
+def answers(frames: list[Frame]) -> set[tuple[str, str]]:
+    """The RST_STREAM and GOAWAY frames among `frames`, by kind and code (`h2` queues a GOAWAY of its
+    own before the session's: the same code twice)."""
+    return {(f.type, f.code) for f in frames if f.type in ("RST_STREAM", "GOAWAY")}
 
 
 def goaway_codes(frames: list[Frame]) -> list[str]:
@@ -386,7 +396,7 @@ async def test_streams_in_flight_are_answered_after_the_peers_goaway(start_upstr
     stops new pushes, not the answers to its own streams (RFC 9113 §6.8)."""
     upstream = await start_upstream(idle_timeout=1.0)
     async with await opened(upstream, Headers().frame(1, request("healthy")), frame(GOAWAY, 0, 0, struct.pack(">II", 0, 0))) as peer:
-        await peer.read_until(stream_done(1), limit=0.8)
+        await peer.read_until(stream_done(1), limit=0.5)
         assert status(peer.frames, 1) == 200
     record = await connection_record(upstream)
     assert record.peer_goaway == "NO_ERROR last-stream 0"
@@ -421,7 +431,7 @@ async def test_a_connection_idle_after_its_streams_ended_is_closed_by_the_idle_t
     async with await opened(upstream, Headers().frame(1, request("healthy"))) as peer:
         await peer.read_until(stream_done(1))
         assert status(peer.frames, 1) == 200
-        await peer.until_closed(limit=1.2)
+        await peer.until_closed(limit=0.8)
         assert peer.closed
     assert (await connection_record(upstream)).ended == "idle-closed"
     await still_serves(upstream)
@@ -431,7 +441,7 @@ async def test_a_connection_idle_after_its_streams_ended_is_closed_by_the_idle_t
 async def test_a_request_body_that_never_comes_is_ended_by_the_idle_timeout(start_upstream):
     upstream = await start_upstream(idle_timeout=0.3)
     async with await opened(upstream, Headers().frame(1, request("healthy", method="POST"), end_stream=False)) as peer:
-        await peer.read_until(lambda fs: stream_done(1)(fs) or has_goaway(fs), limit=1.2)
+        await peer.read_until(lambda fs: stream_done(1)(fs) or has_goaway(fs), limit=0.8)
     [record] = await records(upstream, "request")
     assert record.stream == 1 and record.status is None
     await still_serves(upstream)
@@ -443,7 +453,7 @@ async def test_a_peer_that_never_opens_its_window_is_cut_by_the_idle_timeout(sta
     async with await opened(upstream, Headers().frame(1, request("healthy")), initial_window_size=0) as peer:
         await peer.read_until(lambda fs: status(fs, 1) is not None)
         assert status(peer.frames, 1) == 200
-        await peer.read_until(lambda fs: stream_done(1)(fs) or has_goaway(fs), limit=1.2)
+        await peer.read_until(lambda fs: stream_done(1)(fs) or has_goaway(fs), limit=0.8)
     [record] = await records(upstream, "request")
     assert record.stream == 1 and record.ended != "end-stream"
     await still_serves(upstream)
@@ -596,7 +606,7 @@ async def test_a_reset_while_a_data_frame_is_half_sent_keeps_the_framing(start_u
                             initial_window_size=0x7FFFFFFF, max_frame_size=(1 << 24) - 1) as peer:
         await blocked_send(upstream)
         await peer.send(rst_stream(1) + hpk.frame(3, request("healthy")))
-        await peer.read_until(stream_done(3), limit=1.5)
+        await peer.read_until(stream_done(3), limit=1.0)
         assert status(peer.frames, 3) == 200
     await still_serves(upstream)
 
@@ -623,3 +633,141 @@ async def test_a_peer_that_stops_reading_mid_frame_is_cut_by_the_stall_reaper(st
 async def test_the_connection_cut_by_the_stall_reaper_is_journaled_as_stalled(start_upstream, tmp_path):
     upstream = await stalled_mid_frame(start_upstream, tmp_path)
     assert (await connection_record(upstream)).ended == "peer-stalled"
+
+
+# --- request bodies past the windows ------------------------------------------------------------------
+
+
+async def test_a_body_past_a_stalled_window_opens_only_the_connections_window(start_upstream):
+    """`request_window: stall` (h2-window-stall): the peer sends its stream's whole window (65535 bytes)
+    and more (a flow-control violation); the server never opens the stream's window, keeps the
+    connection's open, answers the overflow with a FLOW_CONTROL_ERROR, and a second stream is served."""
+    upstream = await start_upstream(idle_timeout=1.0)
+    hpk = Headers()
+    chunk = bytes(16384)
+    body = [frame(DATA, 0, 1, chunk)] * 3 + [frame(DATA, 0, 1, chunk[:16383])]
+    async with await opened(upstream, hpk.frame(1, request("h2-window-stall", method="POST"), end_stream=False), *body) as peer:
+        await peer.read_until(lambda fs: sum(struct.unpack(">I", f.payload)[0] for f in fs if f.type == "WINDOW_UPDATE") >= 65535)
+        assert not any(f.type == "WINDOW_UPDATE" and f.stream == 1 for f in peer.frames)
+        await peer.send(hpk.frame(3, request("healthy")))
+        await peer.read_until(stream_done(3))
+        assert status(peer.frames, 3) == 200 and status(peer.frames, 1) is None
+        await peer.send(frame(DATA, 0, 1, b"past the window"))
+        await peer.read_until(lambda fs: stream_done(1)(fs) or has_goaway(fs))
+        assert answers(peer.frames) in ({("RST_STREAM", "0x3")}, {("GOAWAY", "0x3")})
+    found = await records(upstream, "request", 2)
+    [stalled] = [r for r in found if r.stream == 1]
+    assert stalled.scenario == "h2-window-stall" and stalled.body_bytes >= 65535
+    await still_serves(upstream)
+
+
+# --- request heads a proxy should never send ------------------------------------------------------------
+
+MALFORMED = {
+    "uppercase-name": [*request("healthy"), ("X-Upper", "1")],
+    "connection-header": [*request("healthy"), ("connection", "keep-alive")],
+    "te-gzip": [*request("healthy"), ("te", "gzip")],
+    "no-path": [(n, v) for n, v in request("healthy") if n != ":path"],
+    "no-method": [(n, v) for n, v in request("healthy") if n != ":method"],
+    "empty-path": [(":path", "") if n == ":path" else (n, v) for n, v in request("healthy")],
+    "two-paths": [*request("healthy")[:1], (":path", "/a"), *request("healthy")[1:]],
+    "pseudo-after-regular": [*request("healthy"), (":extra", "x")],
+    "unknown-pseudo": [(":bogus", "x"), *request("healthy")],
+}
+
+
+@pytest.mark.parametrize("name", MALFORMED)
+async def test_a_malformed_request_head_is_refused_and_the_connection_survives_or_ends_cleanly(start_upstream, name):
+    """RFC 9113 §8.1.1: a malformed request is a stream error (PROTOCOL_ERROR); `h2` makes some a
+    connection error: either is an answer, and nothing is served for it."""
+    upstream = await start_upstream(idle_timeout=1.0)
+    block = Headers().block(MALFORMED[name])
+    async with await opened(upstream, frame(HEADERS, END_HEADERS | END_STREAM, 1, block)) as peer:
+        await peer.read_until(lambda fs: stream_done(1)(fs) or has_goaway(fs))
+        assert answers(peer.frames) in ({("RST_STREAM", "PROTOCOL_ERROR")}, {("GOAWAY", "PROTOCOL_ERROR")}), peer.frames
+        assert status(peer.frames, 1) is None
+    assert upstream.journal.records(type="request") == []
+    await still_serves(upstream)
+
+
+@pytest.mark.parametrize("target, scenario", [
+    ("http://upstream.test/_chaos/healthy/x", "healthy"), ("/_chaos/../../etc/passwd", ".."), ("*", "healthy"),
+    ("/_chaos/%00%ff/", "%00%ff"),
+])
+async def test_odd_paths_choose_as_over_http1(start_upstream, target, scenario):
+    upstream = await start_upstream(idle_timeout=1.0)
+    async with await opened(upstream, Headers().frame(1, [(":path", target) if n == ":path" else (n, v) for n, v in request()])) as peer:
+        await peer.read_until(stream_done(1))
+        assert status(peer.frames, 1) == (200 if scenario == "healthy" else 404)
+    [record] = await records(upstream, "request")
+    assert (record.stream, record.target) == (1, target) and (record.scenario or "unknown") in (scenario, "unknown")
+    await still_serves(upstream)
+
+
+@pytest.mark.parametrize("name", ["\x00\x01\x7f", "..", " " * 50, "héllo", "healthy\r\nX-Injected: 1"])
+async def test_a_garbage_scenario_name_gets_404(start_upstream, name):
+    upstream = await start_upstream(idle_timeout=1.0)
+    async with await opened(upstream, Headers().frame(1, request(name))) as peer:
+        await peer.read_until(lambda fs: stream_done(1)(fs) or has_goaway(fs))
+        got = status(peer.frames, 1)
+        assert got == 404 or has_goaway(peer.frames) or any(f.type == "RST_STREAM" for f in peer.frames), peer.frames
+    if got == 404:
+        [record] = await records(upstream, "request")
+        assert (record.status, record.scenario) == (404, None)
+    await still_serves(upstream)
+
+
+# --- h2 over TLS (ALPN h2) ----------------------------------------------------------------------------
+
+
+def h2_over_tls() -> ssl.SSLContext:
+    """A client context that trusts the throwaway CA and offers only h2, as a proxy speaking HTTP/2 does."""
+    context = ssl.create_default_context(cadata=tls_material().ca_pem.decode())
+    context.set_alpn_protocols(["h2"])
+    return context
+
+
+@functools.cache
+def tls_material() -> Material:
+    """A throwaway CA and the upstream's certificate, made once for the file."""
+    return generate(list(DEFAULT_NAMES), now=datetime.datetime.now(datetime.timezone.utc))
+
+
+@pytest.mark.parametrize("garbage", [
+    b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", frame(DATA, 0, 0, b"x"), frame(HEADERS, END_HEADERS, 1, b"\xff\xff\xff"), b"\x00" * 9,
+])
+async def test_garbage_inside_an_h2_tls_session_ends_only_that_session(start_upstream, garbage):
+    """ALPN h2 says HTTP/2 from the first byte: no preface (garbage in its place) or a bad frame
+    after it gets GOAWAY(PROTOCOL_ERROR) or a close, journaled as h2 over TLS; TLS h2 is still served."""
+    upstream = await start_upstream(tls=Contexts(tls_material()), idle_timeout=1.0)
+    with_preface = garbage[:3] != b"GET"
+    async with await connect(upstream, tls=h2_over_tls()) as peer:
+        assert peer.stream.selected_alpn_protocol() == "h2"
+        await peer.send((PREFACE + settings_frame() if with_preface else b"") + garbage)
+        await peer.until_closed()
+        assert peer.closed
+        assert answers(peer.frames) <= {("GOAWAY", "PROTOCOL_ERROR"), ("GOAWAY", "0x9"), ("GOAWAY", "0x6")}
+    record = await connection_record(upstream)
+    assert (record.protocol, record.alpn) == ("h2", "h2") and record.ended != "cancelled"
+    async with await connect(upstream, tls=h2_over_tls()) as peer:
+        await peer.send(PREFACE + settings_frame() + Headers().frame(1, request("healthy")))
+        await peer.read_until(stream_done(1))
+        assert status(peer.frames, 1) == 200
+
+
+# --- drain against hostile peers ---------------------------------------------------------------------
+
+
+async def test_a_drain_finishes_a_stream_then_closes_even_if_the_peer_never_acks_the_ping(start_upstream):
+    """Upstream.drain(): GOAWAY(NO_ERROR, 2^31-1), a PING the peer never answers, then after
+    DRAIN_PING the GOAWAY with the last stream opened; the stream in flight is still answered."""
+    upstream = await start_upstream(idle_timeout=2.0)
+    async with await opened(upstream, Headers().frame(1, request("slow-headers"))) as peer:
+        await peer.read_until(lambda fs: any(f.type == "SETTINGS" and f.flags & ACK for f in fs))
+        upstream.drain()
+        await peer.until_closed()
+        assert peer.closed and status(peer.frames, 1) == 200
+        goaways = [(f.last_stream, f.code) for f in peer.frames if f.type == "GOAWAY"]
+        assert goaways == [(0x7FFFFFFF, "NO_ERROR"), (1, "NO_ERROR")], goaways
+    record = await connection_record(upstream)
+    assert (record.ended, record.goaway) == ("drained", "NO_ERROR last-stream 1")

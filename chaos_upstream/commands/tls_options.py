@@ -25,7 +25,7 @@ FLAGS = ("tls_cert", "tls_key", "tls_name", "tls_ca", "tls_client_ca")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("TLS", "the upstream serves every listener over TLS (ALPN http/1.1); the SNI NAME.chaos selects scenario NAME")
+    group = parser.add_argument_group("TLS", "the upstream serves every listener over TLS (ALPN h2, http/1.1); the SNI NAME.chaos selects scenario NAME")
     group.add_argument("--tls", action="store_true", help="serve over TLS, with a certificate of a throwaway CA unless --tls-cert")
     group.add_argument("--tls-cert", type=Path, default=None, metavar="FILE", help="the certificate (chain, PEM) to serve instead")
     group.add_argument("--tls-key", type=Path, default=None, metavar="FILE", help="its private key (PEM)")

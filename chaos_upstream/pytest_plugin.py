@@ -114,7 +114,7 @@ async def chaos_upstream_async(request: pytest.FixtureRequest) -> AsyncIterator[
 @pytest.fixture
 def chaos_proxy(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[str, Any], RunningProxy]]:
     """`chaos_proxy(name, upstream)`: the real proxy `name` ("nginx", "haproxy", "nginx:deploy-safe",
-    ...) started in front of `upstream` (a chaos upstream, a (host, port), or a list of those
+    "envoy+h2": speaking HTTP/2 to the upstream, ...) started in front of `upstream` (a chaos upstream, a (host, port), or a list of those
     addresses), with the upstream's T as its timeout and the connection-level scenarios routed to
     their ports.  Skips the test when the proxy is not installed (fails it instead under
     CHAOS_UPSTREAM_REQUIRE_PROXIES=1); every proxy started is stopped at teardown."""
@@ -122,7 +122,12 @@ def chaos_proxy(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Call
     default_timeout = _marked(request.node, request.config)["proxy_timeout"]
 
     def start(name: str, upstream: Any) -> RunningProxy:
-        launcher = require(name)
+        product, http2 = name.removesuffix("+h2"), name.endswith("+h2")
+        launcher = require(product)
+        if http2:  # HTTP/2 to the upstream, which serves it on every port
+            if not launcher.upstream_h2:
+                pytest.fail(f"{product} cannot speak HTTP/2 to an upstream (see docs/proxies.md)", pytrace=False)
+            launcher = dataclasses.replace(launcher, h2=True)
         addresses, routes, timeout, tls = proxy_targets(upstream, default_timeout)
         if tls is not None:  # a TLS upstream: the proxy verifies it with its CA, and presents its client certificate
             if launcher.upstream_tls == "none":

@@ -74,6 +74,18 @@ def test_each_new_proxy_comes_from_the_factory_with_its_routes_and_its_profile(c
 
 
 @pytest.mark.proxy
+@pytest.mark.chaos_upstream(proxy_timeout=0.5)
+def test_a_proxy_named_with_h2_speaks_http2_to_the_upstream(chaos_upstream, chaos_proxy):
+    caddy = chaos_proxy("caddy+h2", chaos_upstream)
+    assert_verdict(chaos_upstream.probe(caddy, "h2-rst-before-headers"))
+    header = chaos_upstream.probe(caddy, "h2-connection-header")
+    assert (header.verdict, header.observed["status"]) == ("fail", 200)  # Caddy drops the field and relays the response
+    assert all(record.stream is not None for record in chaos_upstream.journal.records(type="request"))
+    with pytest.raises(pytest.fail.Exception, match="nginx cannot speak HTTP/2 to an upstream"):
+        chaos_proxy("nginx+h2", chaos_upstream)
+
+
+@pytest.mark.proxy
 @pytest.mark.chaos_upstream(members=2)
 def test_a_proxy_balances_over_every_member_of_a_fleet(chaos_upstream, chaos_proxy):
     haproxy = chaos_proxy("haproxy", chaos_upstream)

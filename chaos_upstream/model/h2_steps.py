@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from chaos_upstream.model.base import Model
-from chaos_upstream.model.steps import MAX_BODY_BYTES, Close, Fields, Hang, Reset, Sleep, Text
+from chaos_upstream.model.steps import Close, Fields, Hang, Payload, Reset, Sleep, Text
 
 ERROR_CODES = {
     "NO_ERROR": 0x0, "PROTOCOL_ERROR": 0x1, "INTERNAL_ERROR": 0x2, "FLOW_CONTROL_ERROR": 0x3, "SETTINGS_TIMEOUT": 0x4,
@@ -41,21 +41,13 @@ class H2Headers(Model):
     """Set END_STREAM: a response with no body."""
 
 
-class H2Data(Model):
+class H2Data(Payload):
     """DATA on the stream: `content`, or `length` bytes of filler; in frames as large as the peer
     allows, each sent as its flow-control window opens."""
 
     kind: Literal["h2-data"]
-    content: Text | None = None
-    length: int | None = Field(None, ge=0, le=MAX_BODY_BYTES)
     end_stream: bool = False
     """Set END_STREAM on the last frame: the response is complete."""
-
-    @model_validator(mode="after")
-    def _one_source(self) -> H2Data:
-        if (self.content is None) == (self.length is None):
-            raise ValueError("give exactly one of content or length")
-        return self
 
 
 class H2Trailers(Model):

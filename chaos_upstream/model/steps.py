@@ -85,20 +85,25 @@ class Headers(Model):
     """Add filler fields (`X-Chaos-Pad-NNNNN`, 1 KiB lines) until these fields total this many bytes."""
 
 
-class Body(Model):
-    """Send body bytes as they are (no framing): given `content`, or `length` bytes of filler."""
+class Payload(Model):
+    """Body bytes given as `content`, or as `length` bytes of filler: exactly one of them."""
 
-    kind: Literal["body"]
     content: Text | None = None
     """The bytes to send."""
     length: int | None = Field(None, ge=0, le=MAX_BODY_BYTES)
     """Send this many bytes of a filler whose every 64-byte line names its own offset."""
 
     @model_validator(mode="after")
-    def _one_source(self) -> Body:
+    def _one_source(self) -> Payload:
         if (self.content is None) == (self.length is None):
             raise ValueError("give exactly one of content or length")
         return self
+
+
+class Body(Payload):
+    """Send body bytes as they are (no framing): given `content`, or `length` bytes of filler."""
+
+    kind: Literal["body"]
 
 
 class Chunked(Model):

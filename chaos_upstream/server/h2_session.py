@@ -122,26 +122,27 @@ class H2Session:
         return {"protocol": self.protocol, "goaway": self.goaway, "peer_goaway": self.peer_goaway}
 
     async def serve(self) -> str:
-        connection = self.connection
+        live = self.connection.live
         self.h2.initiate_connection()
-        connection.live.on_drain = self.drain
         ended = "peer-closed"
         try:
             async with trio.open_nursery() as self.nursery:
+                live.on_drain = self.drain
+                if live.draining:  # a drain came while the preface was read
+                    self.drain()
                 with self._scope:
                     ended = await self._read()
                 for stream in list(self.streams.values()):
                     stream.end(self.ended or ended)
         finally:
-            connection.live.on_drain = None
+            live.on_drain = None
         return self.ended or ended
 
     async def _read(self) -> str:
         """Read frames until the peer leaves (how it left) or a plan ends the connection."""
-        data, connection = self.received, self.connection
         try:
             await self._write()
-            return await self._read_on(data)
+            return await self._read_on(self.received)
         except PeerGone as gone:
             return self.ended or f"peer-{gone.how}"
 

@@ -4,14 +4,18 @@ from its state, any raw frame) are written as exact bytes, in order with its own
 
 Each request's stream is a task: its scenario is chosen from its headers, its plan (plan.h2_planner)
 runs once its body has come, and its record (a request record with its stream id) is journaled as
-over HTTP/1.1. Invariants: every write goes out whole and in the order it was made (one lock, taken
-in order); a stream the peer resets, or a connection that ends, ends every plan on it and journals it
-with how; a peer breaking the protocol gets GOAWAY(PROTOCOL_ERROR) and loses only its connection; a
-stream past a GOAWAY we sent is refused (RST_STREAM(REFUSED_STREAM)), never served.
+over HTTP/1.1. Invariants: every write goes out whole and in the order it was made (one writer task
+sends them all: a stream cancelled meanwhile never cuts a frame in two); a stream the peer resets, or
+a connection that ends, ends every plan on it and journals it with how; a peer breaking the protocol
+gets GOAWAY with the error's code and loses only its connection, one opening a stream too many or
+past a GOAWAY we sent gets that stream refused (RST_STREAM(REFUSED_STREAM)); the idle timeout bounds
+every wait on the peer (an idle connection, a request body that stops coming, a window that never
+opens), as over HTTP/1.1.
 """
 
 from __future__ import annotations
 
+import contextlib
 import struct
 from dataclasses import dataclass, field
 from functools import partial
@@ -21,6 +25,8 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
+import h2.settings
+import hpack.exceptions
 import trio
 
 from chaos_upstream.errors import PeerGone
@@ -53,6 +59,9 @@ ENDING = 1.0
 """Seconds a plan's close may take to send what is queued, whoever cancels it meanwhile."""
 DRAIN_PING = 0.1
 """Seconds a drain waits for its PING's ACK before its last GOAWAY (a peer that never answers)."""
+MAX_CONCURRENT_STREAMS = 100
+"""Streams a peer may have open at once (our SETTINGS say so): one more is refused alone
+(RST_STREAM(REFUSED_STREAM), RFC 9113 §5.1.2), not its whole connection as `h2` would."""
 RECORD_BODY = 64 * 1024
 """Bytes of a request body kept in the journal when a scenario records bodies (as over HTTP/1.1)."""
 
@@ -71,6 +80,34 @@ def frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
     return struct.pack(">I", len(payload))[1:] + struct.pack(">BBI", kind, flags, stream & 0x7FFFFFFF) + payload
 
 
+@dataclass
+class FrameLengths:
+    """Reads the length of each frame in a connection's bytes as they come (after the preface), so a
+    frame longer than allowed is refused at its header, not once its 16 MiB have been buffered."""
+
+    skip: int = len(PREFACE)
+    """Bytes still to pass over: the preface, then the rest of the frame whose header was read."""
+    header: bytes = b""
+
+    def oversized(self, data: bytes, limit: int) -> int | None:
+        """The length a frame header in `data` declares past `limit`, if one does."""
+        view = memoryview(data)
+        while view:
+            if self.skip:
+                taken = min(self.skip, len(view))
+                self.skip, view = self.skip - taken, view[taken:]
+                continue
+            needed = 9 - len(self.header)
+            self.header, view = self.header + bytes(view[:needed]), view[needed:]
+            if len(self.header) < 9:
+                return None
+            length, self.header = int.from_bytes(self.header[:3], "big"), b""
+            if length > limit:
+                return length
+            self.skip = length
+        return None
+
+
 @dataclass(eq=False)
 class _Stream:
     """A request's stream while its task runs."""
@@ -83,6 +120,8 @@ class _Stream:
     record: bool = False
     complete: trio.Event = field(default_factory=trio.Event)
     """Its request has ended (END_STREAM): its plan may run."""
+    body_wait: trio.CancelScope = field(default_factory=trio.CancelScope)
+    """The wait for the rest of its request: its deadline moves an idle timeout on with each DATA."""
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     gone: str = ""
     """How it ended from outside its plan (the peer's RST_STREAM, the connection's end)."""
@@ -102,6 +141,7 @@ class H2Session:
         self.protocol = protocol
         """h2c (plain, prior knowledge) or h2 (TLS)."""
         self.h2 = h2.connection.H2Connection(CONFIG)
+        self.lengths = FrameLengths()
         self.streams: dict[int, _Stream] = {}
         self.highest = 0
         """The highest stream id the peer opened."""
@@ -112,10 +152,13 @@ class H2Session:
         self.ended: str | None = None
         """How a plan ended the whole connection (closed, reset), or a protocol error."""
         self.draining = False
-        self._lock = trio.Lock()
         self._window = trio.Event()
         self._pinged = trio.Event()
         self._scope = trio.CancelScope()
+        self._busy = trio.CancelScope()
+        """The read's wait while streams run (no idle timeout): cancelled when the last one ends."""
+        self._outbox, self._outgoing = trio.open_memory_channel[tuple[bytes, trio.Event]](float("inf"))
+        self._write_failed: PeerGone | None = None
 
     def facts(self) -> dict[str, Any]:
         """The connection record's HTTP/2 fields."""
@@ -124,16 +167,26 @@ class H2Session:
     async def serve(self) -> str:
         live = self.connection.live
         self.h2.initiate_connection()
+        # `h2` makes a stream past its limit a connection error: it is told of none, and _request refuses
+        self.h2.local_settings = h2.settings.Settings(client=False, initial_values={
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 2**31 - 1,
+            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: self.h2.local_settings.max_header_list_size,
+        })
         ended = "peer-closed"
         try:
-            async with trio.open_nursery() as self.nursery:
-                live.on_drain = self.drain
-                if live.draining:  # a drain came while the preface was read
-                    self.drain()
-                with self._scope:
-                    ended = await self._read()
-                for stream in list(self.streams.values()):
-                    stream.end(self.ended or ended)
+            async with trio.open_nursery() as writing:
+                writing.start_soon(self._writer)
+                try:
+                    async with trio.open_nursery() as self.nursery:
+                        live.on_drain = self.drain
+                        if live.draining:  # a drain came while the preface was read
+                            self.drain()
+                        with self._scope:
+                            ended = await self._read()
+                        for stream in list(self.streams.values()):
+                            stream.end(self.ended or ended)
+                finally:
+                    self._outbox.close()  # the writer sends what is queued, then ends
         finally:
             live.on_drain = None
         return self.ended or ended
@@ -152,7 +205,12 @@ class H2Session:
             if data:
                 if not await self._receive(data):
                     return self.ended or "h2-protocol-error"
-            if self.streams:
+            if self.streams:  # a plan may hold its stream: no idle timeout, but the last stream's end ends the wait
+                with trio.CancelScope() as self._busy, contextlib.suppress(trio.ClosedResourceError):
+                    await connection.transport.wait_readable()  # closed under it (the stall reaper): the read says how
+                if self._busy.cancelled_caught:
+                    data = b""
+                    continue
                 data = await connection.wire.receive()
             else:  # idle: the idle timeout and a drain may end the wait
                 ended = await connection._reading(connection.upstream.settings.idle_timeout, self._receive_idle, idle=True)
@@ -169,9 +227,14 @@ class H2Session:
         """Hand `data` to the protocol and act on its events; False when the peer broke the protocol
         (answered with GOAWAY)."""
         try:
+            too_long = self.lengths.oversized(data, self.h2.max_inbound_frame_size)  # `h2` would wait for all of it
+            if too_long is not None:
+                raise h2.exceptions.FrameTooLargeError(f"a frame of {too_long} bytes, past the {self.h2.max_inbound_frame_size} allowed")
             events = self.h2.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
             code = getattr(exc, "error_code", None) or ERROR_CODES["PROTOCOL_ERROR"]
+            if isinstance(exc.__cause__, hpack.exceptions.HPACKError):
+                code = ERROR_CODES["COMPRESSION_ERROR"]  # RFC 9113 §4.3
             self.goaway = f"{code_name(code)} last-stream {self.highest}"
             self.ended = f"h2-protocol-error: {exc}"
             await self._write(frame(7, 0, 0, struct.pack(">II", self.highest, code)))
@@ -194,7 +257,7 @@ class H2Session:
         elif isinstance(event, h2.events.StreamEnded) and stream is not None:
             stream.complete.set()
         elif isinstance(event, h2.events.StreamReset) and stream is not None:
-            stream.end(f"peer-rst-stream {code_name(event.error_code)}")
+            stream.end(f"{'peer-' if event.remote_reset else ''}rst-stream {code_name(event.error_code)}")
         elif isinstance(event, (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)):
             self._window.set()
             self._window = trio.Event()
@@ -202,6 +265,8 @@ class H2Session:
             self._pinged.set()
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.peer_goaway = f"{code_name(event.error_code)} last-stream {event.last_stream_id}"
+            # `h2` sends nothing more once told GOAWAY; the peer's streams are still ours to answer (RFC 9113 §6.8)
+            self.h2.state_machine.state = h2.connection.ConnectionState.SERVER_OPEN
 
     def _data(self, stream: _Stream | None, event: h2.events.DataReceived) -> None:
         size = event.flow_controlled_length
@@ -210,6 +275,7 @@ class H2Session:
         elif size:
             self.h2.acknowledge_received_data(size, event.stream_id)
         if stream is not None:
+            stream.body_wait.deadline = trio.current_time() + self.connection.upstream.settings.idle_timeout
             stream.fields["body_bytes"] += len(event.data)
             if stream.record and len(stream.body) < RECORD_BODY:
                 stream.body += event.data[: RECORD_BODY - len(stream.body)]
@@ -219,7 +285,7 @@ class H2Session:
         """A new stream: choose its scenario and plan, and start its task (or answer it at once)."""
         connection, upstream, sid = self.connection, self.connection.upstream, event.stream_id
         self.highest = max(self.highest, sid)
-        if self.goaway_last is not None and sid > self.goaway_last:
+        if (self.goaway_last is not None and sid > self.goaway_last) or self._open_streams() >= MAX_CONCURRENT_STREAMS:
             self.h2.reset_stream(sid, ERROR_CODES["REFUSED_STREAM"])
             return
         pseudo = {name.decode("latin-1"): value.decode("latin-1") for name, value in event.headers if name.startswith(b":")}
@@ -246,26 +312,52 @@ class H2Session:
             self._refuse(sid, 501, str(planned), fields)
             return
         stream = self.streams[sid] = _Stream(sid, fields, stall=scenario.request_window == "stall", record=scenario.request_body == "record")
+        stream.body_wait.deadline = trio.current_time() + settings.idle_timeout
         if event.stream_ended:
             stream.complete.set()
         self.nursery.start_soon(self._serve_stream, stream, planned)
 
+    def _open_streams(self) -> int:
+        """Streams the peer has open now (those it reset are gone, though their tasks may not have run yet)."""
+        return sum(not stream.gone for stream in self.streams.values())
+
     def _refuse(self, sid: int, status: int, reason: str, fields: dict[str, Any]) -> None:
-        """Answer a stream we cannot serve with a plain-text error, and journal why."""
+        """Answer a stream we cannot serve with a plain-text error (its body sent as the peer's window
+        and frame size let it go, as any DATA), and journal why."""
         body = f"chaos-upstream: {reason}\n".encode("latin-1", "replace")
         self.h2.send_headers(sid, [(b":status", str(status).encode()), (b"content-type", b"text/plain"),
                                    (b"content-length", str(len(body)).encode())])
-        self.h2.send_data(sid, body, end_stream=True)  # fits: a stream's initial window is 64 KiB
-        upstream = self.connection.upstream
-        upstream.stats.bad_requests += 1
-        upstream.journal.write(RequestRecord(**fields, rule=None, error=reason, status=status, ended="end-stream"))
+        self.connection.upstream.stats.bad_requests += 1
+        stream = self.streams[sid] = _Stream(sid, {**fields, "error": reason, "status": status})
+        self.nursery.start_soon(self._send_refusal, stream, body)
+
+    async def _send_refusal(self, stream: _Stream, body: bytes) -> None:
+        ended = "cancelled"
+        try:
+            with stream.scope:
+                await self._send_data(stream.id, body, True)
+                ended = "end-stream"
+            ended = stream.gone or ended
+        except PeerGone as gone:
+            ended = f"peer-{gone.how}"
+        except h2.exceptions.ProtocolError as exc:
+            ended = f"h2-error: {exc}"
+        finally:
+            self.connection.upstream.journal.write(RequestRecord(**stream.fields, rule=None, ended=ended))
+            self._forget(stream)
 
     async def _serve_stream(self, stream: _Stream, plan: Plan) -> None:
         try:
             await self.connection._run(RequestRecord, plan, trio.current_time(), stream.fields, partial(self._execute, stream, plan))
         finally:
-            del self.streams[stream.id]
-            if self.draining and not self.streams:
+            self._forget(stream)
+
+    def _forget(self, stream: _Stream) -> None:
+        """A stream's task has ended: if it was the last, the read waits idle (or, draining, the connection closes)."""
+        del self.streams[stream.id]
+        if not self.streams:
+            self._busy.cancel()
+            if self.draining:
                 self._drained()
 
     async def _execute(self, stream: _Stream, plan: Plan, execution: Execution) -> None:
@@ -273,7 +365,12 @@ class H2Session:
         log, now = execution.log, self.connection.upstream.now
         try:
             with stream.scope:
-                await stream.complete.wait()
+                with stream.body_wait:
+                    await stream.complete.wait()
+                if not stream.complete.is_set():  # its body stopped coming for an idle timeout, as over HTTP/1.1
+                    await self._reset_stream(stream.id, "CANCEL")
+                    execution.ended = "idle-closed, rst-stream CANCEL"
+                    return
                 origin = trio.current_time()
                 for action in plan.actions:
                     name, size = await self._act(stream, action, origin, execution)
@@ -353,7 +450,11 @@ class H2Session:
         while True:
             room = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size, len(data) - offset)
             if room <= 0 and offset < len(data):
-                await self._window.wait()
+                with trio.move_on_after(self.connection.upstream.settings.idle_timeout) as waiting:
+                    await self._window.wait()
+                if waiting.cancelled_caught:  # a peer that never opens its window is one that stopped reading
+                    await self._reset_stream(sid, "CANCEL")
+                    raise PeerGone("stalled")
                 continue
             last = offset + room >= len(data)
             conn.send_data(sid, data[offset : offset + room], end_stream=end_stream and last)
@@ -409,5 +510,23 @@ class H2Session:
         """Send what the protocol has queued, then `extra` (raw frames), in the order asked."""
         data = self.h2.data_to_send() + extra
         if data:
-            async with self._lock:
-                await self.connection.wire.send(data)
+            sent = trio.Event()
+            try:
+                self._outbox.send_nowait((data, sent))
+            except trio.ClosedResourceError:  # the session has ended
+                raise PeerGone("closed") from None
+            await sent.wait()
+        if self._write_failed is not None:
+            raise PeerGone(self._write_failed.how)
+
+    async def _writer(self) -> None:
+        """Send what `_write` queues, in order, each whole: a stream's task cancelled meanwhile (its
+        peer's RST_STREAM) never cuts a frame in two; the session's end (a kill) does."""
+        async for data, sent in self._outgoing:
+            try:
+                if self._write_failed is None:
+                    await self.connection.wire.send(data)
+            except PeerGone as gone:
+                self._write_failed = gone
+            finally:
+                sent.set()

@@ -89,7 +89,7 @@ class Wire:
             data = await self.stream.receive_some(RECEIVE_SIZE)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self.peer_left = exc
-            raise _peer_gone(exc) from exc
+            raise (PeerGone("stalled") if self._stalled else _peer_gone(exc)) from exc
         if not data:
             self.peer_left = True
         self.bytes_in += len(data)

@@ -1,4 +1,5 @@
-"""Serving one connection: read requests with h11, choose scenarios, run plans, journal it all.
+"""Serving one connection: read requests with h11, choose scenarios, run plans, journal it all; a
+connection whose first bytes are HTTP/2's preface, or whose TLS session chose h2, goes to H2Session.
 
 Works on any trio Stream and its Transport (a socket in the server, a memory stream under MockClock
 in the tests). Its loop: read a request's head (h11, with a timeout on every read), choose a
@@ -159,14 +160,14 @@ class Connection:
             return await self._http2(leftover, "h2c" if self.tls is None else "h2")
         while leftover or not live.draining:  # bytes read are a request begun: it is served, drain or not
             reader = RequestReader(wire, leftover, self.upstream.heads)
-            ended = await self._reading(timeout, reader.read_head, idle=not leftover)
+            ended = await self.read_within(timeout, reader.read_head, idle=not leftover)
             if ended or reader.head is None:
                 return ended or "peer-closed"
             self.requests += 1
             prepared = await self._prepare(self.requests, reader)
             leftover = reader.leftover
             del reader  # and with it h11's parser and the head: a plan that holds the connection keeps neither
-            execution = prepared if isinstance(prepared, Execution) else await self._run(RequestRecord, *prepared)
+            execution = prepared if isinstance(prepared, Execution) else await self.run_plan(RequestRecord, *prepared)
             if execution.ended != "keep-alive":
                 return execution.ended
             timeout = execution.idle_close if execution.idle_close is not None else default_timeout
@@ -186,14 +187,14 @@ class Connection:
                 if not data or len(received) >= len(PREFACE) or not begins_preface(received):
                     return
 
-        ended = await self._reading(self.upstream.settings.idle_timeout, more, idle=True)
+        ended = await self.read_within(self.upstream.settings.idle_timeout, more, idle=True)
         return (ended or (None if received else "peer-closed")), received
 
     async def _http2(self, received: bytes, protocol: str) -> str:
         self.h2 = H2Session(self, received, protocol)
         return await self.h2.serve()
 
-    async def _reading(self, timeout: float, read: Callable[[], Awaitable[object]], *, idle: bool = False) -> str | None:
+    async def read_within(self, timeout: float, read: Callable[[], Awaitable[object]], *, idle: bool = False) -> str | None:
         """Run `read`, a part of reading a request, within `timeout` seconds (past them the timer
         source cancels the connection's scope, which ends it): None once done, else how the
         connection ended (a request the peer got wrong is answered here, and the connection closed).
@@ -253,7 +254,7 @@ class Connection:
         waiting = reader.awaits_continue()
         if waiting or not reader.complete:  # a GET's whole "body" came with its head: nothing to wait for
             body = partial(_read_body, self.wire, reader, scenario, head, waiting)
-            ended = await self._reading(settings.idle_timeout, body)
+            ended = await self.read_within(settings.idle_timeout, body)
             if ended:
                 return Execution(ended=ended)
         started = trio.current_time()
@@ -276,9 +277,9 @@ class Connection:
         fields = {"t": round(started - upstream.origin, 6), "conn": self.conn, **upstream.tag, "scenario": scenario.name}
         upstream.stats.requests[scenario.name] += 1
         plan = upstream.plans.plan(scenario, None, upstream.rng, upstream.settings.timing, upstream.catalogue.get)
-        return (await self._run(AcceptRecord, plan, started, fields)).ended
+        return (await self.run_plan(AcceptRecord, plan, started, fields)).ended
 
-    async def _run(
+    async def run_plan(
         self, kind: type[RequestRecord | AcceptRecord], plan: planner.Plan, started: float, fields: dict[str, Any],
         run: Callable[[Execution], Awaitable[None]] | None = None,
     ) -> Execution:

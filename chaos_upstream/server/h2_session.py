@@ -213,7 +213,7 @@ class H2Session:
                     continue
                 data = await connection.wire.receive()
             else:  # idle: the idle timeout and a drain may end the wait
-                ended = await connection._reading(connection.upstream.settings.idle_timeout, self._receive_idle, idle=True)
+                ended = await connection.read_within(connection.upstream.settings.idle_timeout, self._receive_idle, idle=True)
                 if ended:
                     return ended
                 data = self.received
@@ -348,7 +348,7 @@ class H2Session:
 
     async def _serve_stream(self, stream: _Stream, plan: Plan) -> None:
         try:
-            await self.connection._run(RequestRecord, plan, trio.current_time(), stream.fields, partial(self._execute, stream, plan))
+            await self.connection.run_plan(RequestRecord, plan, trio.current_time(), stream.fields, partial(self._execute, stream, plan))
         finally:
             self._forget(stream)
 

@@ -15,11 +15,10 @@ import h2.connection
 import pytest
 import trio
 
-from chaos_upstream.model.catalogue import Catalogue
 from chaos_upstream.tls.contexts import Contexts
 from chaos_upstream.tls.material import generate
 
-from conftest import CATALOGUE, get, settled
+from conftest import get, settled
 from h2wire import ended, exchange, on_stream, request
 
 LIMIT = 3.0

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from chaos_upstream.plan.actions import Close, HalfClose, Hang, KeepAlive, Plan, Reset, Response, Send, Wait
+from chaos_upstream.plan.actions import Close, HalfClose, Hang, KeepAlive, Plan, Response, Send, Wait
 from chaos_upstream.plan.h2_actions import Data, H2Action, Headers, RstStream, Trailers
 
 STATUS_LINE = re.compile(rb"HTTP/1\.[01] ([1-5][0-9][0-9])(?: [^\r\n]*)?")

@@ -1,7 +1,7 @@
 """Plans made once: a scenario whose plan cannot depend on the request is planned once per kind of request.
 
-Invariant: `PlanCache.plan` returns exactly what `planner.plan` would for the same arguments, and
-draws from the generator exactly as it would. It may answer from the cache only for a scenario
+Invariant: `PlanCache.plan` returns exactly what `planner.plan` would for the same arguments (and
+`PlanCache.plan_h2` what `h2_planner.plan_h2` would), and draws from the generator exactly as it would. It may answer from the cache only for a scenario
 that is *fixed*: no rules (which read the request) and no duration drawn from a distribution
 (the only thing the planner draws from its generator for). A fixed scenario's plan then depends on
 nothing but the scenario, the timing and the request's *kind*: none (a connection just accepted),
@@ -15,11 +15,14 @@ the cache is a dict held by whoever serves, never shared between processes.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 from chaos_upstream.model.durations import LogNormal, Timing, Uniform
 from chaos_upstream.model.scenario import Scenario
 from chaos_upstream.plan import planner
 from chaos_upstream.plan.actions import Plan
+from chaos_upstream.plan.h2_planner import plan_h2
+from chaos_upstream.plan.h2_translate import NoEquivalent
 from chaos_upstream.plan.request import RequestInfo
 
 DRAWN = (Uniform, LogNormal)
@@ -29,7 +32,7 @@ DRAWN = (Uniform, LogNormal)
 def fixed(scenario: Scenario) -> bool:
     """Whether `scenario`'s plan depends on nothing but the request's kind (see the module's invariant)."""
     return not scenario.rules and not any(
-        isinstance(value, DRAWN) for step in scenario.steps for value in step.__dict__.values()
+        isinstance(value, DRAWN) for step in (*scenario.steps, *scenario.http2) for value in step.__dict__.values()
     )
 
 
@@ -41,7 +44,8 @@ def request_kind(request: RequestInfo | None) -> tuple[bool, bool, bool]:
 
 
 class PlanCache:
-    """`planner.plan`, remembered for fixed scenarios by (scenario, timing, request kind).
+    """`planner.plan` and `h2_planner.plan_h2`, remembered for fixed scenarios by (scenario, timing,
+    request kind, protocol).
 
     Scenarios are told apart by identity (the entry keeps the scenario alive, so its id is never
     reused while cached): a catalogue loaded again plans its scenarios afresh.
@@ -49,18 +53,30 @@ class PlanCache:
 
     def __init__(self) -> None:
         self._fixed: dict[int, tuple[Scenario, bool]] = {}
-        self._plans: dict[tuple[int, Timing, tuple[bool, bool, bool]], tuple[Scenario, Plan]] = {}
+        self._plans: dict[tuple[int, Timing, tuple[bool, bool, bool], bool], tuple[Scenario, Plan | NoEquivalent]] = {}
 
     def plan(
         self, scenario: Scenario, request: RequestInfo | None, rng: random.Random, timing: Timing, lookup: planner.Lookup
     ) -> Plan:
         """The plan `planner.plan` gives for these arguments."""
+        return self._cached(planner.plan, False, scenario, request, rng, timing, lookup)  # type: ignore[return-value]
+
+    def plan_h2(
+        self, scenario: Scenario, request: RequestInfo, rng: random.Random, timing: Timing, lookup: planner.Lookup
+    ) -> Plan | NoEquivalent:
+        """The plan (or the refusal) `h2_planner.plan_h2` gives for these arguments."""
+        return self._cached(plan_h2, True, scenario, request, rng, timing, lookup)
+
+    def _cached(
+        self, make: Callable[..., Plan | NoEquivalent], http2: bool, scenario: Scenario, request: RequestInfo | None,
+        rng: random.Random, timing: Timing, lookup: planner.Lookup,
+    ) -> Plan | NoEquivalent:
         if not self._is_fixed(scenario):
-            return planner.plan(scenario, request, rng, timing, lookup)
-        key = (id(scenario), timing, request_kind(request))
+            return make(scenario, request, rng, timing, lookup)
+        key = (id(scenario), timing, request_kind(request), http2)
         held = self._plans.get(key)
         if held is None or held[0] is not scenario:
-            held = self._plans[key] = (scenario, planner.plan(scenario, request, rng, timing, lookup))
+            held = self._plans[key] = (scenario, make(scenario, request, rng, timing, lookup))
         return held[1]
 
     def _is_fixed(self, scenario: Scenario) -> bool:

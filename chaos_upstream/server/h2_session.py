@@ -33,7 +33,6 @@ from chaos_upstream.errors import PeerGone
 from chaos_upstream.model.h2_steps import ERROR_CODES
 from chaos_upstream.plan.actions import Close, Hang, Plan, Reset, Wait
 from chaos_upstream.plan.h2_actions import Data, Frame, GoAway, Headers, RstStream, Trailers
-from chaos_upstream.plan.h2_planner import plan_h2
 from chaos_upstream.plan.h2_translate import NoEquivalent
 from chaos_upstream.plan.request import RequestInfo, header, request_path
 from chaos_upstream.plan.selection import PROBE_HEADER, SCENARIO_HEADER, choose
@@ -62,6 +61,8 @@ DRAIN_PING = 0.1
 MAX_CONCURRENT_STREAMS = 100
 """Streams a peer may have open at once (our SETTINGS say so): one more is refused alone
 (RST_STREAM(REFUSED_STREAM), RFC 9113 §5.1.2), not its whole connection as `h2` would."""
+HIGH_WATER = 64 * 1024
+"""Bytes queued for the writer past which a write waits for it (a peer that reads slowly slows its streams)."""
 RECORD_BODY = 64 * 1024
 """Bytes of a request body kept in the journal when a scenario records bodies (as over HTTP/1.1)."""
 
@@ -159,6 +160,8 @@ class H2Session:
         """The read's wait while streams run (no idle timeout): cancelled when the last one ends."""
         self._outbox, self._outgoing = trio.open_memory_channel[tuple[bytes, trio.Event]](float("inf"))
         self._write_failed: PeerGone | None = None
+        self._queued = 0
+        """Bytes queued and not yet sent."""
 
     def facts(self) -> dict[str, Any]:
         """The connection record's HTTP/2 fields."""
@@ -237,7 +240,7 @@ class H2Session:
                 code = ERROR_CODES["COMPRESSION_ERROR"]  # RFC 9113 §4.3
             self.goaway = f"{code_name(code)} last-stream {self.highest}"
             self.ended = f"h2-protocol-error: {exc}"
-            await self._write(frame(7, 0, 0, struct.pack(">II", self.highest, code)))
+            await self._write(frame(7, 0, 0, struct.pack(">II", self.highest, code)), flush=True)
             await self.connection.wire.close()
             return False
         for event in events:
@@ -307,7 +310,7 @@ class H2Session:
         upstream.stats.requests[choice.name] += 1
         info = RequestInfo(method=method, target=target, headers=headers, on_connection=connection.requests,
                            ordinal=upstream.stats.requests[choice.name], path=choice.path, attempt=upstream.attempt(probe))
-        planned = plan_h2(scenario, info, upstream.rng, settings.timing, upstream.catalogue.get)
+        planned = upstream.plans.plan_h2(scenario, info, upstream.rng, settings.timing, upstream.catalogue.get)
         if isinstance(planned, NoEquivalent):
             self._refuse(sid, 501, str(planned), fields)
             return
@@ -375,6 +378,7 @@ class H2Session:
                 for action in plan.actions:
                     name, size = await self._act(stream, action, origin, execution)
                     log.append(ActionRecord(name, round(now(), 6), size))
+                await self._write(flush=True)  # the plan's frames are out (or the peer is gone: said so)
                 if execution.ended == "running":  # nothing ended the stream: it is held, as a hang without a limit
                     execution.ended = "held"
                     await trio.sleep_forever()
@@ -436,8 +440,9 @@ class H2Session:
         wire = self.connection.wire
         self.ended = execution.ended = "closed" if isinstance(action, Close) else "reset"
         with trio.CancelScope(shield=True, deadline=trio.current_time() + ENDING):
+            with contextlib.suppress(PeerGone):
+                await self._write(flush=True)  # the frames before it go out first, then the FIN or the RST
             if isinstance(action, Close):
-                await self._write()
                 await wire.close(action.close_notify)
             else:
                 await wire.reset()
@@ -506,27 +511,48 @@ class H2Session:
         self.ended = self.ended or "drained"
         self._scope.cancel()
 
-    async def _write(self, extra: bytes = b"") -> None:
-        """Send what the protocol has queued, then `extra` (raw frames), in the order asked."""
-        data = self.h2.data_to_send() + extra
-        if data:
-            sent = trio.Event()
-            try:
-                self._outbox.send_nowait((data, sent))
-            except trio.ClosedResourceError:  # the session has ended
-                raise PeerGone("closed") from None
-            await sent.wait()
+    async def _write(self, extra: bytes = b"", *, flush: bool = False) -> None:
+        """Queue what the protocol has to send, then `extra` (raw frames), in the order asked; wait
+        until it is sent when asked to `flush` (everything queued before it too), or when more than
+        HIGH_WATER bytes wait. PeerGone once a send has failed.
+
+        Strategy: the writer sends what has queued meanwhile in one write, so the frames of many
+        streams answered at once cost one system call, not two each."""
         if self._write_failed is not None:
             raise PeerGone(self._write_failed.how)
+        data = self.h2.data_to_send() + extra
+        if not (data or flush):
+            return
+        sent = trio.Event()
+        try:
+            self._outbox.send_nowait((data, sent))
+        except trio.ClosedResourceError:  # the session has ended
+            raise PeerGone("closed") from None
+        self._queued += len(data)
+        if flush or self._queued > HIGH_WATER:
+            await sent.wait()
+            if self._write_failed is not None:
+                raise PeerGone(self._write_failed.how)
 
     async def _writer(self) -> None:
         """Send what `_write` queues, in order, each whole: a stream's task cancelled meanwhile (its
         peer's RST_STREAM) never cuts a frame in two; the session's end (a kill) does."""
         async for data, sent in self._outgoing:
+            batch, done = [data], [sent]
+            while True:
+                try:
+                    data, sent = self._outgoing.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+                batch.append(data)
+                done.append(sent)
+            chunk = b"".join(batch)
             try:
-                if self._write_failed is None:
-                    await self.connection.wire.send(data)
+                if self._write_failed is None and chunk:
+                    await self.connection.wire.send(chunk)
             except PeerGone as gone:
                 self._write_failed = gone
             finally:
-                sent.set()
+                self._queued -= len(chunk)
+                for sent in done:
+                    sent.set()

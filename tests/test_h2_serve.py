@@ -190,3 +190,17 @@ async def test_curl_with_prior_knowledge_and_nghttp_see_what_is_promised(start_u
     assert "recv RST_STREAM frame" in refused.stdout and "error_code=REFUSED_STREAM(0x07)" in refused.stdout
     goaway = await trio.to_thread.run_sync(run, "nghttp", "-nv", "-H", "x-chaos-scenario: h2-goaway-graceful", url)
     assert "recv GOAWAY frame" in goaway.stdout and "error_code=NO_ERROR(0x00)" in goaway.stdout
+
+
+async def test_a_stream_gets_its_scenario_by_path_and_by_the_active_one_as_a_request_does(start_upstream):
+    upstream = await start_upstream()
+    by_path = await exchange(upstream.addresses[0], [request(path="/_chaos/h2-rst-before-headers/x")], until=ended(1))
+    assert [(f.type, f.code) for f in on_stream(by_path)] == [("RST_STREAM", "INTERNAL_ERROR")]
+    upstream.active = "h2-refused-stream"
+    active = await exchange(upstream.addresses[0], [request()], until=ended(1))
+    assert [(f.type, f.code) for f in on_stream(active)] == [("RST_STREAM", "REFUSED_STREAM")]
+    async with await trio.open_tcp_stream(*upstream.addresses[0]) as stream:
+        await stream.send_all(get())
+        assert (await stream.receive_some(65536)).startswith(b"HTTP/1.1 505 ")  # the active HTTP/2 scenario, asked over HTTP/1.1
+    records = await settled(upstream.journal, type="request", count=3)
+    assert [(r.chosen_by, r.target) for r in records] == [("path", "/_chaos/h2-rst-before-headers/x"), ("active", "/"), ("active", "/")]

@@ -312,3 +312,19 @@ def test_a_502_for_a_certificate_fault_is_a_pass():
     refused = AcceptRecord(t=0.0, conn=1, scenario="tls-wrong-name", rule=None, ended="tls-handshake-failed: x", duration=0.001)
     verdict = judge(CATALOGUE.get("tls-wrong-name"), seen(BAD_GATEWAY, "open"), [refused], timing=T)
     assert verdict.verdict == "pass"
+
+
+def test_over_http2_the_reason_names_each_attempts_frames_and_an_http11_hop_proves_nothing():
+    from chaos_upstream.records import ActionRecord
+
+    refused = request_record(1, probe="p", t=0.0, stream=1, actions=(ActionRecord("rst-stream REFUSED_STREAM", 0.0),))
+    served = request_record(2, probe="p", t=0.0, stream=1, response=Response(status=200, content_length=24, chunked=True,
+                            last_chunk=True, head_complete=True, body_bytes=24),
+                            actions=(ActionRecord("headers 200", 0.0), ActionRecord("data end-stream", 0.0, 24)))
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 24\r\n\r\n" + b"x" * 24
+    verdict = judge(CATALOGUE.get("h2-refused-stream"), seen(ok), [refused, served], timing=T)
+    assert verdict.verdict == "pass" and verdict.reason.endswith(
+        "; over HTTP/2 the upstream sent (attempt 1) RST_STREAM(REFUSED_STREAM), then (attempt 2) HEADERS 200, DATA 24 B + END_STREAM")
+    http11 = request_record(1, probe="p", t=0.0, status=505, error="scenario h2-refused-stream is HTTP/2 only")
+    hop = judge(CATALOGUE.get("h2-refused-stream"), seen(b"HTTP/1.1 505 HTTP Version Not Supported\r\nContent-Length: 0\r\n\r\n"), [http11], timing=T)
+    assert hop.verdict == "inconclusive" and hop.reason.startswith("the proxy spoke HTTP/1.1 to the upstream")

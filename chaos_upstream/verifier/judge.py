@@ -130,6 +130,10 @@ def _judge(
     if joined and not attempts and scenario.trigger != "refuse":
         reason = f"the probe never reached the upstream, so it proves nothing about this fault: the client saw {seen}"
         return Verdict(INCONCLUSIVE, kind, expected, reason + " (the proxy answered on its own, e.g. from an earlier failure)")
+    if scenario.http2_only and any(isinstance(attempt, RequestRecord) and attempt.stream is None for attempt in attempts):
+        reason = (f"the proxy spoke HTTP/1.1 to the upstream, which answers an HTTP/2 scenario 505, so this proves nothing: "
+                  f"have the proxy speak HTTP/2 to it (h2c, or h2 over TLS); the client saw {seen}")
+        return Verdict(INCONCLUSIVE, kind, expected, reason)
     if method in NON_IDEMPOTENT and len(attempts) > 1:
         reason = f"the proxy replayed a {method} to the upstream ({len(attempts)} attempts); the client saw {seen}"
         return Verdict(FAIL, kind, expected, reason)

@@ -60,3 +60,15 @@ def test_the_variants_paragraph_names_every_proxy_with_a_deploy_safe_variant() -
                 if dict(launcher.variants).get("deploy-safe")}
     assert said == products
     assert all(dict(LAUNCHERS[name].variants).get("deploy-safe") for name in ("caddy", "caddy-debian"))
+
+
+def test_the_http2_pages_name_every_http2_scenario_and_every_one_without_an_equivalent() -> None:
+    from chaos_upstream.plan.h2_planner import no_equivalent
+
+    http2 = sorted(scenario.name for scenario in CATALOGUE if scenario.http2_only)
+    readme = (DOCS.parent / "README.md").read_text()
+    assert sorted(rows(readme.split("## Quick start: HTTP/2 upstreams", 1)[1].split("\n## ", 1)[0])) == http2
+    assert sorted(rows(section("http2.md", "The HTTP/2 catalogue"))) == http2
+    table = section("http2.md", "Scenarios of HTTP/1.1 over HTTP/2")
+    named = {name for line in table.splitlines() if line.startswith("| `") for name in re.findall(r"`([a-z0-9-]+)`", line.split(" | ")[0])}
+    assert named == {scenario.name for scenario in CATALOGUE if no_equivalent(scenario)}

@@ -185,9 +185,11 @@ class Scenario(Model):
     request_body: Literal["discard", "record"] = "discard"
     """The request body is always read before the steps run; `record` keeps up to 64 KiB of it in
     the journal."""
-    protocol: Literal["any", "http2"] = "any"
+    protocol: Literal["any", "http1", "http2"] = "any"
     """`http2`: the scenario means something only when the proxy speaks HTTP/2 to the upstream
-    (`check --h2`, `matrix --h2`), as a timeline of GOAWAYs does; `http2` frames imply it."""
+    (`check --h2`, `matrix --h2`), as a timeline of GOAWAYs does; `http2` frames imply it. `http1`:
+    its fault is HTTP/1.1's own (a connection's reuse, a body delimited by the close), which its
+    steps would not keep over HTTP/2: there it answers 501, and `check --h2` leaves it out."""
     request_window: Literal["open", "stall"] = "open"
     """Over HTTP/2: `stall` never opens the request stream's flow-control window past its first
     64 KiB (no WINDOW_UPDATE for it), so a longer body never all comes and the steps never run."""
@@ -228,6 +230,8 @@ class Scenario(Model):
             raise ValueError("steps: a refusing scenario, or a TLS fault at the ClientHello, has no steps; any other needs at least one")
         if self.tls is not None and self.trigger != "request":
             raise ValueError(f"tls: a TLS scenario is triggered by its handshake, not on {self.trigger}")
+        if self.http2 and self.protocol == "http1":
+            raise ValueError("protocol: a scenario of HTTP/2 frames is not HTTP/1.1's")
         if self.expect.errors == "while-down" and (not self.timeline or self.expect.recovery is None):
             raise ValueError("expect.errors: while-down needs a timeline and expect.recovery")
         if self.expect.relays:

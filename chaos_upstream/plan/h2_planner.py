@@ -24,8 +24,13 @@ from chaos_upstream.plan.planner import Context, Lookup, matches, no_lookup, pla
 from chaos_upstream.plan.request import RequestInfo
 
 
+HTTP1_ONLY = "its fault is HTTP/1.1's own (protocol: http1), which its steps would not keep over HTTP/2"
+
+
 def plan_h2(scenario: Scenario, request: RequestInfo, rng: random.Random, timing: Timing, lookup: Lookup) -> Plan | NoEquivalent:
     """The plan of `request`'s stream under `scenario`, or why the scenario has no HTTP/2 form."""
+    if scenario.protocol == "http1":
+        return NoEquivalent(scenario.name, HTTP1_ONLY)
     if not scenario.http2:
         return translate(plan(scenario, request, rng, timing, lookup), request.method)
     for index, rule in enumerate(scenario.rules):
@@ -41,6 +46,8 @@ def plan_h2(scenario: Scenario, request: RequestInfo, rng: random.Random, timing
 def no_equivalent(scenario: Scenario) -> str | None:
     """Why a request-level scenario's default steps have no HTTP/2 form (None when they have one,
     or it answers no request: a timeline, a connection-level fault, a refusing port)."""
+    if scenario.protocol == "http1":
+        return HTTP1_ONLY
     if scenario.http2 or scenario.timeline or scenario.trigger != "request" or not scenario.steps:
         return None
     request = RequestInfo(scenario.probes.method, "/")

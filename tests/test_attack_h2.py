@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from chaos_upstream.model.catalogue import Catalogue
 from chaos_upstream.model.durations import Timing
-from chaos_upstream.server.h2_session import PREFACE, frame
+from chaos_upstream.server.h2_frames import PREFACE, frame
 from chaos_upstream.server.upstream import Settings, Upstream
 from chaos_upstream.tls.contexts import Contexts
 from chaos_upstream.tls.material import DEFAULT_NAMES, Material, generate

@@ -30,7 +30,8 @@ from chaos_upstream.server import timers
 from chaos_upstream.server.reading import CONTINUE, Head, RequestReader
 from chaos_upstream.server.transport import Transport
 from chaos_upstream.server.wire import Execution, Wire, execute
-from chaos_upstream.server.h2_session import PREFACE, H2Session, begins_preface
+from chaos_upstream.server.h2_frames import PREFACE, begins_preface
+from chaos_upstream.server.h2_session import H2Session
 from chaos_upstream.tls.opening import Opened, Refused, tls_fields
 
 if TYPE_CHECKING:

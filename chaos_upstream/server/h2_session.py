@@ -4,8 +4,7 @@ from its state, any raw frame) are written as exact bytes, in order with its own
 
 Each request's stream is a task: its scenario is chosen from its headers, its plan (plan.h2_planner)
 runs once its body has come, and its record (a request record with its stream id) is journaled as
-over HTTP/1.1. Invariants: every write goes out whole and in the order it was made (one writer task
-sends them all: a stream cancelled meanwhile never cuts a frame in two); a stream the peer resets, or
+over HTTP/1.1. Invariants: every write goes out whole and in the order it was made (h2_writer); a stream the peer resets, or
 a connection that ends, ends every plan on it and journals it with how; a peer breaking the protocol
 gets GOAWAY with the error's code and loses only its connection, one opening a stream too many or
 past a GOAWAY we sent gets that stream refused (RST_STREAM(REFUSED_STREAM)); the idle timeout bounds
@@ -16,7 +15,6 @@ opens), as over HTTP/1.1.
 from __future__ import annotations
 
 import contextlib
-import struct
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -38,22 +36,18 @@ from chaos_upstream.plan.request import RequestInfo, header, request_path
 from chaos_upstream.plan.selection import PROBE_HEADER, SCENARIO_HEADER, choose
 from chaos_upstream.records import ActionRecord, RequestRecord
 from chaos_upstream.server import timers
+from chaos_upstream.server.h2_frames import MAX_STREAM, FrameLengths, code_name, frame, goaway, rst_stream
+from chaos_upstream.server.h2_writer import FrameWriter
 from chaos_upstream.server.wire import Execution
 
 if TYPE_CHECKING:
     from chaos_upstream.server.connection import Connection
-
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-"""The client connection preface (RFC 9113 §3.4): what tells h2c from HTTP/1.1 on one port."""
 
 CONFIG = h2.config.H2Configuration(
     client_side=False, header_encoding=None, validate_outbound_headers=False, normalize_outbound_headers=False,
 )
 """A server that sends the fields its scenarios give as they are (upper case, connection-specific)."""
 
-CODE_NAMES = {code: name for name, code in ERROR_CODES.items()}
-MAX_STREAM = 0x7FFFFFFF
-"""The largest stream id: a first GOAWAY with it announces a shutdown and refuses nothing yet."""
 ENDING = 1.0
 """Seconds a plan's close may take to send what is queued, whoever cancels it meanwhile."""
 DRAIN_PING = 0.1
@@ -61,52 +55,8 @@ DRAIN_PING = 0.1
 MAX_CONCURRENT_STREAMS = 100
 """Streams a peer may have open at once (our SETTINGS say so): one more is refused alone
 (RST_STREAM(REFUSED_STREAM), RFC 9113 §5.1.2), not its whole connection as `h2` would."""
-HIGH_WATER = 64 * 1024
-"""Bytes queued for the writer past which a write waits for it (a peer that reads slowly slows its streams)."""
 RECORD_BODY = 64 * 1024
 """Bytes of a request body kept in the journal when a scenario records bodies (as over HTTP/1.1)."""
-
-
-def begins_preface(data: bytes) -> bool:
-    """Whether `data`, the first bytes of a connection, are (the start of) the HTTP/2 preface."""
-    return PREFACE.startswith(data[:24]) and bool(data)
-
-
-def code_name(code: int) -> str:
-    return CODE_NAMES.get(code, f"0x{code:x}")
-
-
-def frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
-    """One frame's bytes: its 9-octet header (RFC 9113 §4.1), then the payload."""
-    return struct.pack(">I", len(payload))[1:] + struct.pack(">BBI", kind, flags, stream & 0x7FFFFFFF) + payload
-
-
-@dataclass
-class FrameLengths:
-    """Reads the length of each frame in a connection's bytes as they come (after the preface), so a
-    frame longer than allowed is refused at its header, not once its 16 MiB have been buffered."""
-
-    skip: int = len(PREFACE)
-    """Bytes still to pass over: the preface, then the rest of the frame whose header was read."""
-    header: bytes = b""
-
-    def oversized(self, data: bytes, limit: int) -> int | None:
-        """The length a frame header in `data` declares past `limit`, if one does."""
-        view = memoryview(data)
-        while view:
-            if self.skip:
-                taken = min(self.skip, len(view))
-                self.skip, view = self.skip - taken, view[taken:]
-                continue
-            needed = 9 - len(self.header)
-            self.header, view = self.header + bytes(view[:needed]), view[needed:]
-            if len(self.header) < 9:
-                return None
-            length, self.header = int.from_bytes(self.header[:3], "big"), b""
-            if length > limit:
-                return length
-            self.skip = length
-        return None
 
 
 @dataclass(eq=False)
@@ -158,10 +108,7 @@ class H2Session:
         self._scope = trio.CancelScope()
         self._busy = trio.CancelScope()
         """The read's wait while streams run (no idle timeout): cancelled when the last one ends."""
-        self._outbox, self._outgoing = trio.open_memory_channel[tuple[bytes, trio.Event]](float("inf"))
-        self._write_failed: PeerGone | None = None
-        self._queued = 0
-        """Bytes queued and not yet sent."""
+        self.writer = FrameWriter(connection.wire)
 
     def facts(self) -> dict[str, Any]:
         """The connection record's HTTP/2 fields."""
@@ -178,7 +125,7 @@ class H2Session:
         ended = "peer-closed"
         try:
             async with trio.open_nursery() as writing:
-                writing.start_soon(self._writer)
+                writing.start_soon(self.writer.run)
                 try:
                     async with trio.open_nursery() as self.nursery:
                         live.on_drain = self.drain
@@ -189,7 +136,7 @@ class H2Session:
                         for stream in list(self.streams.values()):
                             stream.end(self.ended or ended)
                 finally:
-                    self._outbox.close()  # the writer sends what is queued, then ends
+                    self.writer.close()  # the writer sends what is queued, then ends
         finally:
             live.on_drain = None
         return self.ended or ended
@@ -240,7 +187,7 @@ class H2Session:
                 code = ERROR_CODES["COMPRESSION_ERROR"]  # RFC 9113 §4.3
             self.goaway = f"{code_name(code)} last-stream {self.highest}"
             self.ended = f"h2-protocol-error: {exc}"
-            await self._write(frame(7, 0, 0, struct.pack(">II", self.highest, code)), flush=True)
+            await self._write(goaway(self.highest, code), flush=True)
             await self.connection.wire.close()
             return False
         for event in events:
@@ -474,7 +421,7 @@ class H2Session:
         try:
             self.h2.reset_stream(sid, ERROR_CODES[code])
         except h2.exceptions.StreamClosedError:
-            await self._write(frame(3, 0, sid, struct.pack(">I", ERROR_CODES[code])))
+            await self._write(rst_stream(sid, ERROR_CODES[code]))
             return
         await self._write()
 
@@ -482,7 +429,7 @@ class H2Session:
         if self.goaway_last is None or last < self.goaway_last:
             self.goaway_last = last
         self.goaway = f"{code} last-stream {last}"
-        await self._write(frame(7, 0, 0, struct.pack(">II", last, ERROR_CODES[code])))
+        await self._write(goaway(last, ERROR_CODES[code]))
 
     def drain(self) -> None:
         """A graceful stop: GOAWAY(NO_ERROR) with the last stream opened, the streams up to it
@@ -496,7 +443,7 @@ class H2Session:
         its ACK is back (or DRAIN_PING seconds pass) the GOAWAY with the last stream opened: a
         request the peer sent meanwhile is served, not refused."""
         try:
-            await self._write(frame(7, 0, 0, struct.pack(">II", MAX_STREAM, 0)))
+            await self._write(goaway(MAX_STREAM, ERROR_CODES["NO_ERROR"]))
             self.h2.ping(b"chaos-gw")
             await self._write()
             with trio.move_on_after(DRAIN_PING):
@@ -512,47 +459,5 @@ class H2Session:
         self._scope.cancel()
 
     async def _write(self, extra: bytes = b"", *, flush: bool = False) -> None:
-        """Queue what the protocol has to send, then `extra` (raw frames), in the order asked; wait
-        until it is sent when asked to `flush` (everything queued before it too), or when more than
-        HIGH_WATER bytes wait. PeerGone once a send has failed.
-
-        Strategy: the writer sends what has queued meanwhile in one write, so the frames of many
-        streams answered at once cost one system call, not two each."""
-        if self._write_failed is not None:
-            raise PeerGone(self._write_failed.how)
-        data = self.h2.data_to_send() + extra
-        if not (data or flush):
-            return
-        sent = trio.Event()
-        try:
-            self._outbox.send_nowait((data, sent))
-        except trio.ClosedResourceError:  # the session has ended
-            raise PeerGone("closed") from None
-        self._queued += len(data)
-        if flush or self._queued > HIGH_WATER:
-            await sent.wait()
-            if self._write_failed is not None:
-                raise PeerGone(self._write_failed.how)
-
-    async def _writer(self) -> None:
-        """Send what `_write` queues, in order, each whole: a stream's task cancelled meanwhile (its
-        peer's RST_STREAM) never cuts a frame in two; the session's end (a kill) does."""
-        async for data, sent in self._outgoing:
-            batch, done = [data], [sent]
-            while True:
-                try:
-                    data, sent = self._outgoing.receive_nowait()
-                except (trio.WouldBlock, trio.EndOfChannel):
-                    break
-                batch.append(data)
-                done.append(sent)
-            chunk = b"".join(batch)
-            try:
-                if self._write_failed is None and chunk:
-                    await self.connection.wire.send(chunk)
-            except PeerGone as gone:
-                self._write_failed = gone
-            finally:
-                self._queued -= len(chunk)
-                for sent in done:
-                    sent.set()
+        """Send what the protocol has queued, then `extra` (raw frames), in the order asked (see FrameWriter)."""
+        await self.writer.write(self.h2.data_to_send() + extra, flush=flush)

@@ -12,6 +12,7 @@ import subprocess
 
 import h2.config
 import h2.connection
+import hpack
 import pytest
 import trio
 
@@ -19,7 +20,7 @@ from chaos_upstream.tls.contexts import Contexts
 from chaos_upstream.tls.material import generate
 
 from conftest import get, settled
-from h2wire import ended, exchange, on_stream, request
+from h2wire import ended, exchange, on_stream, parse, request
 
 LIMIT = 3.0
 
@@ -139,12 +140,9 @@ async def test_a_drain_sends_two_goaways_lets_the_stream_finish_then_closes(star
             frames.extend(await exchange(upstream.addresses[0], [request("slow-response")], limit=LIMIT))
 
         nursery.start_soon(client)
-        await settled(upstream.journal, type="request", count=0)
-        with trio.fail_after(LIMIT):
-            while not upstream.live:
+        with trio.fail_after(LIMIT):  # the stream's plan runs: its record is journaled as running
+            while not upstream.journal.records(type="request", running=True):
                 await trio.sleep(0.005)
-        while not upstream.journal.records(type="request", running=True):
-            await trio.sleep(0.005)
         upstream.drain()
     goaways = [f.last_stream for f in frames if f.type == "GOAWAY"]
     assert goaways == [0x7FFFFFFF, 1] and any(f.end_stream for f in on_stream(frames))
@@ -204,3 +202,28 @@ async def test_a_stream_gets_its_scenario_by_path_and_by_the_active_one_as_a_req
         assert (await stream.receive_some(65536)).startswith(b"HTTP/1.1 505 ")  # the active HTTP/2 scenario, asked over HTTP/1.1
     records = await settled(upstream.journal, type="request", count=3)
     assert [(r.chosen_by, r.target) for r in records] == [("path", "/_chaos/h2-rst-before-headers/x"), ("active", "/"), ("active", "/")]
+
+
+async def test_sigterm_sends_http2_its_graceful_goaways_and_lets_the_stream_finish():
+    from test_cli import Server
+
+    server = Server("--proxy-timeout", "1")  # slow-response answers after 0.5 s
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+    client.initiate_connection()
+    client.send_headers(1, request("slow-response"), end_stream=True)
+    frames, decoder, pending, codes = [], hpack.Decoder(), b"", []
+
+    async def stop() -> None:
+        codes.append(await trio.to_thread.run_sync(server.stop))
+
+    with trio.fail_after(LIMIT):
+        async with await trio.open_tcp_stream("127.0.0.1", server.port) as stream, trio.open_nursery() as nursery:
+            await stream.send_all(client.data_to_send())
+            while data := await stream.receive_some(65536):
+                more, pending = parse(pending + data, decoder)
+                frames += more
+                if any(f.type == "SETTINGS" and f.flags & 1 for f in more):  # its ACK: our request has been read
+                    nursery.start_soon(stop)
+    assert codes == [0]
+    assert [f.last_stream for f in frames if f.type == "GOAWAY"] == [0x7FFFFFFF, 1]
+    assert on_stream(frames)[-1].end_stream and on_stream(frames)[-1].payload == b"chaos-upstream: slowpoke\n"

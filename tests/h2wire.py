@@ -13,7 +13,7 @@ import h2.connection
 import hpack
 import trio
 
-FRAME_TYPES = {0: "DATA", 1: "HEADERS", 3: "RST_STREAM", 4: "SETTINGS", 6: "PING", 7: "GOAWAY", 8: "WINDOW_UPDATE"}
+FRAME_TYPES = {0: "DATA", 1: "HEADERS", 3: "RST_STREAM", 4: "SETTINGS", 6: "PING", 7: "GOAWAY", 8: "WINDOW_UPDATE", 9: "CONTINUATION"}
 CODES = {0: "NO_ERROR", 1: "PROTOCOL_ERROR", 2: "INTERNAL_ERROR", 7: "REFUSED_STREAM", 8: "CANCEL"}
 
 
@@ -42,20 +42,40 @@ class Frame:
         return struct.unpack(">I", self.payload[:4])[0] & 0x7FFFFFFF
 
 
-def parse(data: bytes, decoder: hpack.Decoder) -> tuple[list[Frame], bytes]:
-    """The whole frames at the start of `data`, and what is left of it."""
-    frames = []
-    while len(data) >= 9:
-        length = int.from_bytes(data[:3], "big")
-        if len(data) < 9 + length:
-            break
-        kind, flags, stream = data[3], data[4], int.from_bytes(data[5:9], "big") & 0x7FFFFFFF
-        payload, data = data[9 : 9 + length], data[9 + length :]
-        name = FRAME_TYPES.get(kind, str(kind))
-        fields = tuple((n if isinstance(n, bytes) else n.encode(), v if isinstance(v, bytes) else v.encode())
-                       for n, v in decoder.decode(payload, raw=True)) if name == "HEADERS" else ()
-        frames.append(Frame(name, flags, stream, payload, fields))
-    return frames, data
+class Reader:
+    """Frames from a connection's bytes as they come; a header block split over CONTINUATION frames
+    comes out as one HEADERS frame, decoded, once its END_HEADERS has come."""
+
+    def __init__(self) -> None:
+        self.decoder = hpack.Decoder()
+        self.decoder.max_header_list_size = 1 << 24  # oversized-headers sends 256 KiB of them
+        self.pending = b""
+        self.block: tuple[int, int, bytes] | None = None
+        """A header block begun: its HEADERS frame's flags and stream, and the fragments so far."""
+
+    def feed(self, data: bytes) -> list[Frame]:
+        frames, data = [], self.pending + data
+        while len(data) >= 9:
+            length = int.from_bytes(data[:3], "big")
+            if len(data) < 9 + length:
+                break
+            kind, flags, stream = data[3], data[4], int.from_bytes(data[5:9], "big") & 0x7FFFFFFF
+            payload, data = data[9 : 9 + length], data[9 + length :]
+            name = FRAME_TYPES.get(kind, str(kind))
+            if name in ("HEADERS", "CONTINUATION"):
+                begun = (flags, stream, payload) if name == "HEADERS" else (self.block[0], self.block[1], self.block[2] + payload)
+                if not flags & 0x4:  # END_HEADERS still to come
+                    self.block = begun
+                    continue
+                self.block = None
+                flags, stream, payload = begun[0] | 0x4, begun[1], begun[2]
+                fields = tuple((n if isinstance(n, bytes) else n.encode(), v if isinstance(v, bytes) else v.encode())
+                               for n, v in self.decoder.decode(payload, raw=True))
+                frames.append(Frame("HEADERS", flags, stream, payload, fields))
+                continue
+            frames.append(Frame(name, flags, stream, payload))
+        self.pending = data
+        return frames
 
 
 def request(scenario: str | None = None, *, method: str = "GET", path: str = "/", probe: str | None = None,
@@ -81,7 +101,7 @@ async def exchange(
         if body:
             client.send_data(2 * index + 1, body[:16384], end_stream=len(body) <= 16384)
     frames: list[Frame] = []
-    decoder, pending = hpack.Decoder(), b""
+    reader = Reader()
     with trio.move_on_after(limit):
         async with await trio.open_tcp_stream(*address) as stream:
             await stream.send_all(client.data_to_send())
@@ -92,8 +112,7 @@ async def exchange(
                     break
                 if not data:
                     break
-                more, pending = parse(pending + data, decoder)
-                frames += more
+                frames += reader.feed(data)
                 if until is not None and until(frames):
                     break
     return frames

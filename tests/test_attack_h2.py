@@ -32,7 +32,7 @@ from chaos_upstream.server.upstream import Settings, Upstream
 from chaos_upstream.tls.contexts import Contexts
 from chaos_upstream.tls.material import DEFAULT_NAMES, Material, generate
 from conftest import CATALOGUE, T, get
-from h2wire import Frame, exchange, parse, request
+from h2wire import Frame, Reader, exchange, request
 
 DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = range(10)
 END_STREAM, ACK, END_HEADERS = 0x1, 0x1, 0x4
@@ -76,7 +76,7 @@ class Peer:
         self.stream = stream
         self.frames: list[Frame] = []
         self.closed = False
-        self._decoder, self._pending = hpack.Decoder(), b""
+        self._reader = Reader()
 
     async def __aenter__(self) -> Peer:
         return self
@@ -105,9 +105,8 @@ class Peer:
                     self.closed = True
                     break
                 try:
-                    more, self._pending = parse(self._pending + data, self._decoder)
-                except hpack.HPACKError:  # a field block we cannot decode: keep the bytes, let the caller judge
-                    self._pending += data
+                    more = self._reader.feed(data)
+                except hpack.HPACKError:  # a field block we cannot decode: let the caller judge
                     more = []
                 self.frames += more
         return self.frames

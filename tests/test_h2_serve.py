@@ -6,21 +6,23 @@ from __future__ import annotations
 
 import datetime
 import os
+import random
 import shutil
 import ssl
 import subprocess
 
 import h2.config
 import h2.connection
-import hpack
 import pytest
 import trio
 
 from chaos_upstream.tls.contexts import Contexts
 from chaos_upstream.tls.material import generate
 
-from conftest import get, settled
-from h2wire import ended, exchange, on_stream, parse, request
+from chaos_upstream.model.durations import Timing
+
+from conftest import CATALOGUE, T, get, settled
+from h2wire import Reader, ended, exchange, on_stream, request
 
 LIMIT = 3.0
 
@@ -211,7 +213,7 @@ async def test_sigterm_sends_http2_its_graceful_goaways_and_lets_the_stream_fini
     client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
     client.initiate_connection()
     client.send_headers(1, request("slow-response"), end_stream=True)
-    frames, decoder, pending, codes = [], hpack.Decoder(), b"", []
+    frames, reader, codes = [], Reader(), []
 
     async def stop() -> None:
         codes.append(await trio.to_thread.run_sync(server.stop))
@@ -220,10 +222,39 @@ async def test_sigterm_sends_http2_its_graceful_goaways_and_lets_the_stream_fini
         async with await trio.open_tcp_stream("127.0.0.1", server.port) as stream, trio.open_nursery() as nursery:
             await stream.send_all(client.data_to_send())
             while data := await stream.receive_some(65536):
-                more, pending = parse(pending + data, decoder)
-                frames += more
+                frames += (more := reader.feed(data))
                 if any(f.type == "SETTINGS" and f.flags & 1 for f in more):  # its ACK: our request has been read
                     nursery.start_soon(stop)
     assert codes == [0]
     assert [f.last_stream for f in frames if f.type == "GOAWAY"] == [0x7FFFFFFF, 1]
     assert on_stream(frames)[-1].end_stream and on_stream(frames)[-1].payload == b"chaos-upstream: slowpoke\n"
+
+
+async def test_every_scenario_of_http11_with_an_http2_form_sends_it_on_the_wire(start_upstream):
+    """Each request-level HTTP/1.1 scenario over h2c: the status, the body and the ending its
+    translated plan promises (END_STREAM, RST_STREAM, or a stream held open), side by side."""
+    from chaos_upstream.plan.h2_actions import RstStream
+    from chaos_upstream.plan.h2_planner import no_equivalent, plan_h2
+    from chaos_upstream.plan.request import RequestInfo
+
+    upstream = await start_upstream()
+    names = [s.name for s in CATALOGUE if s.trigger == "request" and not s.timeline and not s.http2 and s.tls in (None, "valid")
+             and not s.rules and no_equivalent(s) is None]
+    seen: dict[str, list] = {}
+
+    async def one(name: str) -> None:
+        seen[name] = on_stream(await exchange(upstream.addresses[0], [request(name)], until=ended(1), limit=1.2))
+
+    async with trio.open_nursery() as nursery:
+        for name in names:
+            nursery.start_soon(one, name)
+    assert len(names) >= 20
+    for name in names:
+        plan = plan_h2(CATALOGUE.get(name), RequestInfo("GET", "/"), random.Random(0), Timing(T), CATALOGUE.get)
+        frames, response = seen[name], plan.response
+        finals = [f for f in frames if f.type == "HEADERS" and f.fields and int(f.fields[0][1]) >= 200]
+        assert (int(finals[0].fields[0][1]) if finals else None) == response.status, name
+        assert sum(len(f.payload) for f in frames if f.type == "DATA") == response.body_bytes, name
+        ending = "reset" if any(f.type == "RST_STREAM" for f in frames) else "end" if any(f.end_stream for f in frames) else "held"
+        expected = "reset" if isinstance(plan.actions[-1], RstStream) else "end" if response.last_chunk else "held"
+        assert ending == expected, name

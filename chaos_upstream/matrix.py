@@ -203,7 +203,7 @@ async def check_through(
     ):
         url = proxy.url if tls is None else proxy.url.replace(f"//{LOOPBACK}:", "//localhost:")
         report = await check(url, scenarios, served.journal, timing=timing, profile=launcher.profile,
-                             members=served.members, on_result=on_result)
+                             members=served.members, on_result=on_result, http2=launcher.h2)
     return report, proxy
 
 

@@ -36,7 +36,7 @@ def check(args: argparse.Namespace) -> int:
         report = trio.run(
             functools.partial(
                 serve_and_check, args.proxy, addresses, catalogue, scenarios, timing=timing, profile=args.profile,
-                ports=ports, on_result=on_result, rotation_limit=args.rotation_wait, skipped=skipped, tls=tls,
+                ports=ports, on_result=on_result, rotation_limit=args.rotation_wait, skipped=skipped, tls=tls, http2=args.h2,
             )
         )
     out.print(verdict_table(report))

@@ -28,9 +28,10 @@ async def serve_and_check(
     rotation_limit: float = ROTATION_LIMIT,
     skipped: Sequence[Skipped] = (),
     tls: Contexts | None = None,
+    http2: bool = False,
 ) -> Report:
     """Serve the catalogue at every address and each connection-level scenario at its port (over
-    TLS with `tls`), check through the proxy, stop serving."""
+    TLS with `tls`), check through the proxy (speaking HTTP/2 to the upstream with `http2`), stop serving."""
     async with serving(catalogue, addresses, timing=timing, ports=ports, tls=tls) as served:
         return await check(proxy_url, scenarios, served.journal, timing=timing, profile=profile, members=served.members,
-                           on_result=on_result, rotation_limit=rotation_limit, skipped=skipped)
+                           on_result=on_result, rotation_limit=rotation_limit, skipped=skipped, http2=http2)

@@ -199,6 +199,7 @@ async def check(
     on_result: Callable[[Result], None] = lambda result: None,
     rotation_limit: float = ROTATION_LIMIT,
     skipped: Sequence[Skipped] = (),
+    http2: bool = False,
 ) -> Report:
     """Probe every scenario through the proxy: all at once (one after another through a fleet of two
     or more, each once the fleet is in rotation, waiting at most `rotation_limit` seconds), then the
@@ -207,7 +208,10 @@ async def check(
     there at all (ConfigError at once otherwise, the verdicts before it held back; a fleet's first
     probe finds that out as it waits for rotation). The proxy's version is the `Server` header of
     its answers. A single probe that failed only by coming late is probed once more, alone, once
-    the others are done (see the module's header). `skipped` goes into the report as is."""
+    the others are done (see the module's header). `skipped` goes into the report as is. With
+    `http2` (the proxy speaks HTTP/2 to the upstream) every scenario is probed alone, as HTTP/2
+    scenarios always are: the proxy shares one connection between probes, and may end it for one
+    stream's fault (Envoy does, for a response it takes as malformed)."""
     if profile not in PROFILES:
         raise ConfigError(f"--profile: {profile!r} is not one of {', '.join(PROFILES)}")
     report = Report(proxy_url, profile, timing, skipped=list(skipped))
@@ -247,7 +251,7 @@ async def check(
         results[scenario.name] = replace(result, first=first)
         show(results[scenario.name])
 
-    single = [scenario for scenario in scenarios if not scenario.probed_alone]
+    single = [scenario for scenario in scenarios if not (http2 or scenario.probed_alone)]
     if size > 1:
         for index, scenario in enumerate(single):
             await one(scenario, in_rotation_first=True)
@@ -260,7 +264,7 @@ async def check(
     for first in late:  # one at a time, the batch done: the machine is quieter
         await one(first.scenario, in_rotation_first=size > 1, first=first)
     for scenario in scenarios:
-        if scenario.probed_alone:
+        if http2 or scenario.probed_alone:
             await one(scenario, in_rotation_first=size > 1 and not scenario.timeline)
     report.results = [results[scenario.name] for scenario in scenarios]
     report.elapsed = trio.current_time() - started

@@ -6,12 +6,17 @@ frame of :status 200, content-type and content-length, then the 24-byte body wit
 anyway. Listens on 127.0.0.1 (a free port), prints `listening on http://127.0.0.1:PORT` when ready,
 exits 0 on SIGTERM.
 
-    python benchmarks/bare_trio_h2.py
+With `--hold` it is the HTTP/2 reference of `benchmarks/held_memory.py` instead: it reads each
+connection's first request, prints `holding K` (K: the requests read so far), and never answers.
+
+    python benchmarks/bare_trio_h2.py [--hold]
 """
 
 from __future__ import annotations
 
+import argparse
 import signal
+from functools import partial
 
 import h2.config
 import h2.connection
@@ -43,15 +48,36 @@ async def serve_connection(stream: trio.SocketStream) -> None:
             return
 
 
-async def main() -> None:
+async def hold_connection(stream: trio.SocketStream, held: list[int]) -> None:
+    """Read one request, count it in `held` (one element: the count) and say so, then never answer."""
+    conn = h2.connection.H2Connection(CONFIG)
+    conn.initiate_connection()
+    async with stream:
+        try:
+            await stream.send_all(conn.data_to_send())
+            while data := await stream.receive_some():
+                events = conn.receive_data(data)
+                await stream.send_all(conn.data_to_send())
+                if any(isinstance(event, h2.events.RequestReceived) for event in events):
+                    held[0] += 1
+                    print(f"holding {held[0]}", flush=True)
+                    await trio.sleep_forever()
+        except (h2.exceptions.ProtocolError, trio.BrokenResourceError):
+            return
+
+
+async def main(hold: bool) -> None:
+    handler = partial(hold_connection, held=[0]) if hold else serve_connection
     async with trio.open_nursery() as nursery:
         listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
         print(f"listening on http://127.0.0.1:{listeners[0].socket.getsockname()[1]}", flush=True)
-        nursery.start_soon(trio.serve_listeners, serve_connection, listeners)
+        nursery.start_soon(trio.serve_listeners, handler, listeners)
         with trio.open_signal_receiver(signal.SIGTERM) as signals:
             async for _ in signals:
                 nursery.cancel_scope.cancel()
 
 
 if __name__ == "__main__":
-    trio.run(main)
+    parser = argparse.ArgumentParser(description="The bare trio + h2 server of the HTTP/2 benchmarks.")
+    parser.add_argument("--hold", action="store_true", help="hold each connection's first request, never answer")
+    trio.run(main, parser.parse_args().hold)

@@ -1,4 +1,5 @@
-"""Memory per held connection of chaos-upstream, next to a bare trio + h11 server, on loopback.
+"""Memory per held connection of chaos-upstream, next to a bare trio + h11 server, on loopback; and
+the same over HTTP/2 (h2c, one stream per connection), next to a bare trio + h2 server.
 
 What it measures: how much resident memory a connection costs the server while it holds it, its
 request read and not answered. `chaos-upstream serve --proxy-timeout 60 --admin-port 0` is sent
@@ -51,12 +52,30 @@ from server_process import bounded, raise_fd_limit, read_port, read_until, rss_k
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAOS, BARE = "chaos-upstream never-respond", "bare trio+h11 hold"
+CHAOS_H2, BARE_H2 = "chaos-upstream never-respond h2c", "bare trio+h2 hold"
+CHAOS_COMMAND = [sys.executable, "-m", "chaos_upstream", "serve", "--port", "0", "--host", "127.0.0.1",
+                 "--proxy-timeout", "60", "--admin-port", "0"]
 SERVERS = {
-    CHAOS: [sys.executable, "-m", "chaos_upstream", "serve", "--port", "0", "--host", "127.0.0.1",
-            "--proxy-timeout", "60", "--admin-port", "0"],
+    CHAOS: CHAOS_COMMAND,
     BARE: [sys.executable, str(ROOT / "benchmarks" / "bare_trio_h11.py"), "--hold"],
+    CHAOS_H2: CHAOS_COMMAND,
+    BARE_H2: [sys.executable, str(ROOT / "benchmarks" / "bare_trio_h2.py"), "--hold"],
 }
+HTTP2 = {CHAOS_H2, BARE_H2}
+"""The servers held over HTTP/2: one stream per connection, h2c."""
 REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\nX-Chaos-Scenario: never-respond\r\n\r\n"
+
+
+def h2_request() -> bytes:
+    """The h2c preface, SETTINGS and one HEADERS frame asking for never-respond (END_STREAM)."""
+    import h2.config
+    import h2.connection
+
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    client.initiate_connection()
+    client.send_headers(1, [(":method", "GET"), (":path", "/"), (":scheme", "http"), (":authority", "bench"),
+                            ("x-chaos-scenario", "never-respond")], end_stream=True)
+    return client.data_to_send()
 ADMIN = re.compile(rb"admin API on http://127\.0\.0\.1:(\d+)")
 NEVER_RESPOND = re.compile(r'^chaos_upstream_requests_total\{scenario="never-respond"\} ([\d.e+]+)$', re.M)
 HOLD_TIMEOUT = 60.0
@@ -71,7 +90,7 @@ TOP = 15
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.client:
-        hold_client(args.client)
+        hold_client(args.client, h2_request() if args.h2 else REQUEST)
         return 0
     raise_fd_limit(args.warm + args.connections + SPARE_FDS)  # inherited by the servers and the client
     if args.profile:
@@ -82,13 +101,14 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarise(measure_rounds(args))
     if args.json:
         settings = {"connections": args.connections, "warm": args.warm, "rounds": args.rounds, "python": sys.version.split()[0]}
-        print(json.dumps({"settings": settings, "servers": summary, "ratio": ratio(summary)}, indent=2))
+        print(json.dumps({"settings": settings, "servers": summary, "ratio": ratio(summary),
+                          "ratio_h2": ratio(summary, CHAOS_H2, BARE_H2)}, indent=2))
     else:
         print(f"memory per held connection, N={args.connections} after {args.warm} warm, median of {args.rounds} (127.0.0.1):")
         for name, figures in summary.items():
             per_round = ", ".join(f"{run['kib_per_connection']:.2f}" for run in figures["rounds"])
             print(f"  {name:30} {figures['kib_per_connection']:6.2f} KiB   (rounds: {per_round})")
-        print(f"  ratio chaos-upstream / bare: {ratio(summary):.2f}")
+        print(f"  ratio chaos-upstream / bare: {ratio(summary):.2f}; over HTTP/2: {ratio(summary, CHAOS_H2, BARE_H2):.2f}")
     return 0
 
 
@@ -100,26 +120,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="print the figures as JSON instead of lines")
     parser.add_argument("--profile", action="store_true", help="in-process tracemalloc: the top allocation sites per connection")
     parser.add_argument("--client", type=int, metavar="PORT", help=argparse.SUPPRESS)  # the client process itself
+    parser.add_argument("--h2", action="store_true", help=argparse.SUPPRESS)  # the client speaks h2c
     return parser.parse_args(argv)
 
 
-def hold_client(port: int) -> None:
+def hold_client(port: int, request: bytes) -> None:
     """The client process: for each line K on stdin, open K more connections to `port`, each
-    sending REQUEST, and print `sent TOTAL`; at the end of stdin, exit (closing them all)."""
+    sending `request`, and print `sent TOTAL`; at the end of stdin, exit (closing them all)."""
     held = []
     for line in sys.stdin:
         for _ in range(int(line)):
             sock = socket.create_connection(("127.0.0.1", port), timeout=HOLD_TIMEOUT)
-            sock.sendall(REQUEST)
+            sock.sendall(request)
             held.append(sock)
         print(f"sent {len(held)}", flush=True)
 
 
 @contextmanager
-def holding_client(port: int) -> Iterator[Callable[[int], None]]:
-    """A client process for `port`; yields `open(K)`, which returns once it has sent K more requests."""
-    client = subprocess.Popen([sys.executable, __file__, "--client", str(port)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE)
+def holding_client(port: int, http2: bool = False) -> Iterator[Callable[[int], None]]:
+    """A client process for `port` (speaking h2c when `http2`); yields `open(K)`, which returns once
+    it has sent K more requests."""
+    client = subprocess.Popen([sys.executable, __file__, "--client", str(port), *(["--h2"] if http2 else [])],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     sent = 0
 
     def open_more(count: int) -> None:
@@ -155,14 +177,14 @@ def measure_once(name: str, warm: int, n: int) -> dict:
     """Start the server, hold `warm` connections, read VmRSS, hold `n` more, read it again."""
     process = subprocess.Popen(SERVERS[name], cwd=ROOT, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
     try:
-        if name == CHAOS:
+        if name in (CHAOS, CHAOS_H2):
             match = read_until(process, re.compile(LISTENING_THEN_ADMIN, re.S), 15.0)
             port, admin = int(match.group(1)), int(match.group(2))
             wait_held = lambda count: wait_metrics(admin, count)  # noqa: E731
         else:
             port = read_port(process)
             wait_held = lambda count: read_until(process, re.compile(rb"holding %d\n" % count), HOLD_TIMEOUT)  # noqa: E731
-        with holding_client(port) as open_more:
+        with holding_client(port, name in HTTP2) as open_more:
             open_more(warm)
             wait_held(warm)
             before = rss_kib(process.pid)
@@ -200,8 +222,8 @@ def summarise(runs: dict[str, list[dict]]) -> dict[str, dict]:
     }
 
 
-def ratio(summary: dict[str, dict]) -> float:
-    return round(summary[CHAOS]["kib_per_connection"] / summary[BARE]["kib_per_connection"], 2)
+def ratio(summary: dict[str, dict], chaos: str = CHAOS, bare: str = BARE) -> float:
+    return round(summary[chaos]["kib_per_connection"] / summary[bare]["kib_per_connection"], 2)
 
 
 async def profile(args: argparse.Namespace) -> None:

@@ -258,3 +258,16 @@ async def test_every_scenario_of_http11_with_an_http2_form_sends_it_on_the_wire(
         ending = "reset" if any(f.type == "RST_STREAM" for f in frames) else "end" if any(f.end_stream for f in frames) else "held"
         expected = "reset" if isinstance(plan.actions[-1], RstStream) else "end" if response.last_chunk else "held"
         assert ending == expected, name
+
+
+@pytest.mark.parametrize("checkpoints", range(8))
+async def test_a_drain_that_meets_an_http2_session_as_it_ends_is_nothing_to_it(start_upstream, checkpoints):
+    """SIGTERM while a peer's close is ending its session (found by benchmarks/held_memory.py: the
+    drain tried to start its GOAWAYs in the session's nursery, closed a moment before)."""
+    upstream = await start_upstream()
+    await exchange(upstream.addresses[0], [request("healthy")], until=ended(1))  # served; the client has closed
+    for _ in range(checkpoints):
+        await trio.lowlevel.checkpoint()
+    upstream.drain()
+    [record] = await settled(upstream.journal, type="connection", count=1)
+    assert record.protocol == "h2c" and record.ended in ("peer-closed", "drained")

@@ -123,22 +123,20 @@ class H2Session:
             h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: self.h2.local_settings.max_header_list_size,
         })
         ended = "peer-closed"
-        try:
-            async with trio.open_nursery() as writing:
-                writing.start_soon(self.writer.run)
-                try:
-                    async with trio.open_nursery() as self.nursery:
-                        live.on_drain = self.drain
-                        if live.draining:  # a drain came while the preface was read
-                            self.drain()
-                        with self._scope:
-                            ended = await self._read()
-                        for stream in list(self.streams.values()):
-                            stream.end(self.ended or ended)
-                finally:
-                    self.writer.close()  # the writer sends what is queued, then ends
-        finally:
-            live.on_drain = None
+        async with trio.open_nursery() as writing:
+            writing.start_soon(self.writer.run)
+            try:
+                async with trio.open_nursery() as self.nursery:
+                    live.on_drain = self.drain
+                    if live.draining:  # a drain came while the preface was read
+                        self.drain()
+                    with self._scope:
+                        ended = await self._read()
+                    for stream in list(self.streams.values()):
+                        stream.end(self.ended or ended)
+            finally:
+                live.on_drain = None  # the streams are done: a drain from now on has nothing to tell them
+                self.writer.close()  # the writer sends what is queued, then ends
         return self.ended or ended
 
     async def _read(self) -> str:
@@ -436,7 +434,10 @@ class H2Session:
         finish, then the connection closes (Upstream.drain calls this instead of cancelling)."""
         if not self.draining:
             self.draining = True
-            self.nursery.start_soon(self._goaway_then_close)
+            try:
+                self.nursery.start_soon(self._goaway_then_close)
+            except RuntimeError:  # its streams have all ended, and the session with them: nothing to drain
+                pass
 
     async def _goaway_then_close(self) -> None:
         """RFC 9113 §6.8's graceful shutdown: GOAWAY with the largest stream id, a PING, and once

@@ -185,6 +185,7 @@ class H2Session:
                 code = ERROR_CODES["COMPRESSION_ERROR"]  # RFC 9113 §4.3
             self.goaway = f"{code_name(code)} last-stream {self.highest}"
             self.ended = f"h2-protocol-error: {exc}"
+            self.h2.data_to_send()  # what h2 queued in answer (its own GOAWAY among it) gives way to ours, one GOAWAY
             await self._write(goaway(self.highest, code), flush=True)
             await self.connection.wire.close()
             return False

@@ -2,15 +2,13 @@
 knowledge over plain TCP, h2 by ALPN over TLS), that the product itself accepts every such
 configuration, that the products that cannot refuse it, and that the TLS variants without `h2`
 are pinned to HTTP/1.1 (an upstream whose ALPN offers h2 would otherwise get it from Caddy and
-Traefik).  Through the real proxies, once chaos-upstream serves HTTP/2 (`H2_SERVING`): an HTTP/1.1
-GET reaches the upstream as an HTTP/2 stream under `h2`, and as HTTP/1.1 over TLS without it.
-Real sockets on 127.0.0.1.
+Traefik).  Through the real proxies: an HTTP/1.1 GET reaches the upstream as an HTTP/2 stream
+under `h2`, and as HTTP/1.1 over TLS without it.  Real sockets on 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import os
 import subprocess
 from pathlib import Path
@@ -24,9 +22,6 @@ from chaos_upstream.tls.contexts import Contexts
 
 from conftest import T, settled
 from test_tls_proxies import HEALTHY, MATERIAL, SERVER_NAME, TLS_PROXIES, fetch, tls_files  # noqa: F401 (a fixture)
-
-H2_SERVING = importlib.util.find_spec("chaos_upstream.server.h2_session") is not None
-"""Whether chaos-upstream serves HTTP/2 yet: the wire tests below need its journal's `stream`."""
 
 H2_PROXIES = [name for name, launcher in LAUNCHERS.items() if launcher.upstream_h2]
 
@@ -161,7 +156,6 @@ async def one_request(launcher, start_upstream, workdir, tls: Contexts | None):
 
 
 @pytest.mark.proxy
-@pytest.mark.skipif(not H2_SERVING, reason="chaos-upstream does not serve HTTP/2 yet (no server.h2_session)")
 @pytest.mark.parametrize("name", H2_PROXIES)
 @pytest.mark.parametrize("over_tls", [False, True], ids=["h2c", "h2"])
 async def test_a_request_reaches_the_upstream_as_an_http2_stream(name, over_tls, start_upstream, tmp_path, tls_files):
@@ -174,7 +168,6 @@ async def test_a_request_reaches_the_upstream_as_an_http2_stream(name, over_tls,
 
 
 @pytest.mark.proxy
-@pytest.mark.skipif(not H2_SERVING, reason="chaos-upstream does not serve HTTP/2 yet (no server.h2_session)")
 @pytest.mark.parametrize("name", TLS_PROXIES)
 async def test_the_tls_variant_without_h2_stays_on_http1_when_alpn_offers_h2(name, start_upstream, tmp_path, tls_files):
     launcher = dataclasses.replace(require(name), tls=UpstreamTls(**tls_files, server_name=SERVER_NAME))

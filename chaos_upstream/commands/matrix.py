@@ -18,6 +18,7 @@ from rich.table import Table
 from chaos_upstream import reports
 from chaos_upstream.commands import EXIT_FAIL, EXIT_OK
 from chaos_upstream.commands.output import VERDICT_COLOURS, console, write
+from chaos_upstream.errors import ConfigError
 from chaos_upstream.matrix import FLEET, Run, cell, choose_launchers, run_matrix, worst_first
 from chaos_upstream.proxies.h2_setup import h2_launchers
 from chaos_upstream.proxies.tls_setup import tls_launchers, tls_material
@@ -47,6 +48,9 @@ def matrix(args: argparse.Namespace) -> int:
         if args.h2:
             launchers, cannot = h2_launchers(launchers)
             not_run += [f"{name}: not run[/] (it cannot speak HTTP/2 to an upstream)" for name in cannot]
+        if not launchers:
+            flag, speaks = ("--h2", "HTTP/2") if args.h2 else ("--tls", "TLS")
+            raise ConfigError(f"{flag}: none of the proxies chosen can speak {speaks} to an upstream (see docs/proxies.md)")
         out = console(width=max(160, 40 + 24 * len(launchers)))
         for line in not_run:
             out.print(f"[yellow]{line}", highlight=False)

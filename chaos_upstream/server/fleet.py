@@ -38,6 +38,8 @@ class Member:
         self.current: Upstream | None = None
         self._nursery: trio.Nursery | None = None
         self._closed = trio.Event()
+        self._changing = trio.Lock()
+        """Held by a start, a stop or a restart: one at a time, so a restart never meets another half done."""
 
     @property
     def listening(self) -> bool:
@@ -58,8 +60,13 @@ class Member:
             task_status.started([self.address])
             await self._closed.wait()
 
-    async def start(self, scenario: str | None = None, listeners: list[trio.SocketListener] | None = None) -> None:
-        """Listen again (if stopped; on `listeners` when handed them), serving `scenario` from now on if given."""
+    async def start(self, scenario: str | None = None) -> None:
+        """Listen again (if stopped), serving `scenario` from now on if given."""
+        async with self._changing:
+            await self._start(scenario)
+
+    async def _start(self, scenario: str | None = None, listeners: list[trio.SocketListener] | None = None) -> None:
+        """`start`, on `listeners` when handed them; the caller holds `_changing`."""
         assert self._nursery is not None, "start() runs inside run()"
         if scenario is not None:
             self.serve(scenario)
@@ -74,18 +81,22 @@ class Member:
     async def stop(self, in_flight: str) -> None:
         """Stop listening, and return once new connections are refused; drain the open connections
         ("finish") or reset them ("reset")."""
-        if self.current is not None:
-            self.current.kill() if in_flight == "reset" else self.current.drain()
-            await self.current.closed.wait()
+        async with self._changing:
+            if self.current is not None:
+                self.current.kill() if in_flight == "reset" else self.current.drain()
+                await self.current.closed.wait()
 
     async def restart(self, in_flight: str) -> None:
         """A hot restart: the listening socket goes to a new incarnation, then the one before lets
         its connections go as `stop` does."""
-        before, self.current = self.current, None
-        listeners = await before.hand_over() if before is not None else None
-        await self.start(listeners=listeners)
-        if before is not None:
-            before.kill() if in_flight == "reset" else before.drain()
+        async with self._changing:
+            if not self.listening:  # stopped (or never started): nothing to hand over
+                await self._start()
+                return
+            before, self.current = self.current, None
+            listeners = await before.hand_over()  # type: ignore[union-attr]  # listening: there is one
+            await self._start(listeners=listeners)
+            before.kill() if in_flight == "reset" else before.drain()  # type: ignore[union-attr]
 
     def serve(self, scenario: str | None) -> None:
         """Answer requests that name no scenario with `scenario` (None: the default) from now on."""

@@ -399,6 +399,7 @@ class H2Session:
         """DATA frames for `data`, each as large as the peer's windows and frame size let it be."""
         conn, offset = self.h2, 0
         while True:
+            await self.writer.room()  # a peer that reads slowly: the frames of all streams wait, not pile up
             room = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size, len(data) - offset)
             if room <= 0 and offset < len(data):
                 with trio.move_on_after(self.connection.upstream.settings.idle_timeout) as waiting:

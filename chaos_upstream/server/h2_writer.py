@@ -27,6 +27,7 @@ class FrameWriter:
         self._outbox, self._outgoing = trio.open_memory_channel[tuple[bytes, trio.Event]](float("inf"))
         self._queued = 0
         """Bytes queued and not yet sent."""
+        self._sent_some = trio.Event()
 
     async def write(self, data: bytes, *, flush: bool = False) -> None:
         """Queue `data`; wait until it is sent when asked to `flush` (everything queued before it
@@ -48,6 +49,12 @@ class FrameWriter:
             await sent.wait()
             if self.failed is not None:
                 raise PeerGone(self.failed.how)
+
+    async def room(self) -> None:
+        """Wait until no more than HIGH_WATER bytes are queued (or a send has failed): what a stream
+        waits for before it makes its next DATA frame, so the queue holds at most one past it."""
+        while self._queued > HIGH_WATER and self.failed is None:
+            await self._sent_some.wait()
 
     def close(self) -> None:
         self._outbox.close()
@@ -72,3 +79,5 @@ class FrameWriter:
                 self._queued -= len(chunk)
                 for sent in done:
                     sent.set()
+                self._sent_some.set()
+                self._sent_some = trio.Event()

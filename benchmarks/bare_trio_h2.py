@@ -29,8 +29,9 @@ HEADERS = [(b":status", b"200"), (b"content-type", b"text/plain"), (b"content-le
 CONFIG = h2.config.H2Configuration(client_side=False, header_encoding=None)
 
 
-async def serve_connection(stream: trio.SocketStream) -> None:
-    """Answer every request on one connection until the peer leaves or breaks the protocol."""
+async def serve_connection(stream: trio.SocketStream, held: list[int] | None = None) -> None:
+    """Answer every request on one connection until the peer leaves or breaks the protocol; with
+    `held` (one element: the count), read one request instead, count it, say so, and never answer."""
     conn = h2.connection.H2Connection(CONFIG)
     conn.initiate_connection()
     async with stream:
@@ -38,6 +39,11 @@ async def serve_connection(stream: trio.SocketStream) -> None:
             await stream.send_all(conn.data_to_send())
             while data := await stream.receive_some():
                 for event in conn.receive_data(data):
+                    if isinstance(event, h2.events.RequestReceived) and held is not None:
+                        held[0] += 1
+                        print(f"holding {held[0]}", flush=True)
+                        await stream.send_all(conn.data_to_send())
+                        await trio.sleep_forever()
                     if isinstance(event, h2.events.RequestReceived):
                         conn.send_headers(event.stream_id, HEADERS)
                         conn.send_data(event.stream_id, BODY, end_stream=True)
@@ -48,26 +54,8 @@ async def serve_connection(stream: trio.SocketStream) -> None:
             return
 
 
-async def hold_connection(stream: trio.SocketStream, held: list[int]) -> None:
-    """Read one request, count it in `held` (one element: the count) and say so, then never answer."""
-    conn = h2.connection.H2Connection(CONFIG)
-    conn.initiate_connection()
-    async with stream:
-        try:
-            await stream.send_all(conn.data_to_send())
-            while data := await stream.receive_some():
-                events = conn.receive_data(data)
-                await stream.send_all(conn.data_to_send())
-                if any(isinstance(event, h2.events.RequestReceived) for event in events):
-                    held[0] += 1
-                    print(f"holding {held[0]}", flush=True)
-                    await trio.sleep_forever()
-        except (h2.exceptions.ProtocolError, trio.BrokenResourceError):
-            return
-
-
 async def main(hold: bool) -> None:
-    handler = partial(hold_connection, held=[0]) if hold else serve_connection
+    handler = partial(serve_connection, held=[0]) if hold else serve_connection
     async with trio.open_nursery() as nursery:
         listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
         print(f"listening on http://127.0.0.1:{listeners[0].socket.getsockname()[1]}", flush=True)

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 
 from chaos_upstream.plan.actions import Close, HalfClose, Hang, KeepAlive, Plan, Response, Send, Wait
 from chaos_upstream.plan.h2_actions import Data, H2Action, Headers, RstStream, Trailers
+from chaos_upstream.plan.wirebytes import HEAD_END
 
 STATUS_LINE = re.compile(rb"HTTP/1\.[01] ([1-5][0-9][0-9])(?: [^\r\n]*)?")
 FIELD_LINE = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*(.*?)[ \t]*")
-HEAD_END = re.compile(rb"\r?\n\r?\n")
 CONNECTION_SPECIFIC = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"})
 """HTTP/1.1 fields that only frame or route the connection: HTTP/2 has none of them (RFC 9113 §8.2.2)."""
 CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,15}")

@@ -21,10 +21,10 @@ from chaos_upstream.plan.h2_planner import plan_h2
 from chaos_upstream.plan.h2_translate import NoEquivalent
 from chaos_upstream.plan.planner import no_lookup, plan
 from chaos_upstream.plan.request import RequestInfo
+from chaos_upstream.plan.wirebytes import HEAD_END
 
 Field = tuple[bytes, bytes]
 
-HEAD_END = re.compile(rb"\r?\n\r?\n")
 STATUS_LINE = re.compile(rb"HTTP/\d\.\d (\d{3})(?:[ \r]|$)")
 
 

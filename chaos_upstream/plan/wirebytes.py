@@ -7,9 +7,12 @@ them with h11).
 
 from __future__ import annotations
 
+import re
 from http import HTTPStatus
 
 CRLF = b"\r\n"
+HEAD_END = re.compile(rb"\r?\n\r?\n")
+"""Where a head ends: its blank line (a bare LF read as CRLF, as lenient readers do)."""
 FILLER_LINE = 64
 """Filler comes in 64-byte lines that name their offset, so a cut body shows where it was cut."""
 PAD_LINE = 1024

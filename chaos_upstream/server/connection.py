@@ -23,7 +23,7 @@ from chaos_upstream.errors import PeerGone
 from chaos_upstream.model.scenario import Scenario
 from chaos_upstream.plan import planner
 from chaos_upstream.plan.request import RequestInfo
-from chaos_upstream.plan.selection import choose
+from chaos_upstream.plan.selection import Choice, choose
 from chaos_upstream.plan.wirebytes import standard_reason
 from chaos_upstream.records import AcceptRecord, ActionRecord, BadRequestRecord, ConnectionRecord, Record, RequestRecord
 from chaos_upstream.server import timers
@@ -236,13 +236,7 @@ class Connection:
         upstream = self.upstream
         settings = upstream.settings
         request: Head = reader.head  # type: ignore[assignment]  # read_head found one
-        choice = choose(
-            request.path, request.scenario, active=self.scenario or upstream.active, mix=settings.mix, default=settings.default, rng=upstream.rng,
-        )
-        head = {
-            "conn": self.conn, **upstream.tag, "seq": count, "method": request.method, "target": request.target,
-            "scenario": choice.name, "chosen_by": choice.source, "probe": request.probe,
-        }
+        choice, head = self.choose(count, request.method, request.target, request.path, request.scenario, request.probe)
         if choice.name not in upstream.catalogue:
             fields = {**head, "t": round(upstream.now(), 6), "scenario": None}
             await self._refuse(404, f"no scenario named {choice.name!r}", partial(RequestRecord, **fields, rule=None))
@@ -270,6 +264,16 @@ class Connection:
         if scenario.request_body == "record":
             head["body"] = reader.body.decode("latin-1")
         return plan, started, head
+
+    def choose(self, seq: int, method: str, target: str, path: str, named: str | None, probe: str | None) -> tuple[Choice, dict[str, Any]]:
+        """The scenario of the connection's `seq`th request (over HTTP/2, a stream's), and its
+        record's fields so far: the one place both protocols choose (selection.choose)."""
+        upstream, settings = self.upstream, self.upstream.settings
+        choice = choose(path, named, active=self.scenario or upstream.active, mix=settings.mix, default=settings.default, rng=upstream.rng)
+        return choice, {
+            "conn": self.conn, **upstream.tag, "seq": seq, "method": method, "target": target,
+            "scenario": choice.name, "chosen_by": choice.source, "probe": probe,
+        }
 
     async def _accepted(self, scenario: Scenario) -> str:
         """Run an accept-triggered scenario before reading a byte; how it ended."""

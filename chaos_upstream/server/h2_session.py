@@ -33,11 +33,12 @@ from chaos_upstream.plan.actions import Close, Hang, Plan, Reset, Wait
 from chaos_upstream.plan.h2_actions import Data, Frame, GoAway, Headers, RstStream, Trailers
 from chaos_upstream.plan.h2_translate import NoEquivalent
 from chaos_upstream.plan.request import RequestInfo, header, request_path
-from chaos_upstream.plan.selection import PROBE_HEADER, SCENARIO_HEADER, choose
+from chaos_upstream.plan.selection import PROBE_HEADER, SCENARIO_HEADER
 from chaos_upstream.records import ActionRecord, RequestRecord
 from chaos_upstream.server import timers
 from chaos_upstream.server.h2_frames import MAX_STREAM, FrameLengths, code_name, frame, goaway, rst_stream
 from chaos_upstream.server.h2_writer import FrameWriter
+from chaos_upstream.server.reading import RECORD_BODY
 from chaos_upstream.server.wire import Execution
 
 if TYPE_CHECKING:
@@ -55,8 +56,6 @@ DRAIN_PING = 0.1
 MAX_CONCURRENT_STREAMS = 100
 """Streams a peer may have open at once (our SETTINGS say so): one more is refused alone
 (RST_STREAM(REFUSED_STREAM), RFC 9113 §5.1.2), not its whole connection as `h2` would."""
-RECORD_BODY = 64 * 1024
-"""Bytes of a request body kept in the journal when a scenario records bodies (as over HTTP/1.1)."""
 
 
 @dataclass(eq=False)
@@ -242,13 +241,9 @@ class H2Session:
         method, target = pseudo.get(":method", ""), pseudo.get(":path", "")
         connection.requests += 1
         settings = upstream.settings
-        choice = choose(request_path(target), header(headers, SCENARIO_HEADER), active=connection.scenario or upstream.active,
-                        mix=settings.mix, default=settings.default, rng=upstream.rng)
         probe = header(headers, PROBE_HEADER)
-        fields = {
-            "t": round(upstream.now(), 6), "conn": connection.conn, **upstream.tag, "seq": connection.requests, "stream": sid,
-            "method": method, "target": target, "scenario": choice.name, "chosen_by": choice.source, "probe": probe, "body_bytes": 0,
-        }
+        choice, head = connection.choose(connection.requests, method, target, request_path(target), header(headers, SCENARIO_HEADER), probe)
+        fields = {"t": round(upstream.now(), 6), **head, "stream": sid, "body_bytes": 0}
         scenario = upstream.catalogue.find(choice.name)
         if scenario is None:
             self._refuse(sid, 404, f"no scenario named {choice.name!r}", {**fields, "scenario": None})
